@@ -1,0 +1,39 @@
+# mentalsim: every target sets itself up (a .venv with the pinned requirements) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast bench data lint format clean
+
+setup: $(STAMP)  ## create .venv and install the pinned requirements
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $(STAMP)
+
+test: $(STAMP)  ## run the whole test suite
+	$(PY) -m pytest
+
+test-fast: $(STAMP)  ## the test suite without the slow tests
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)  ## benchmarks (SSIM throughput, generator speed); figures in bench/RESULTS.md
+	$(PY) -m bench
+
+data: $(STAMP)  ## fetch the MNIST digits and write the generated Moving MNIST test set (data/mmnist-test.npz)
+	$(PY) launch.py data mnist
+	$(PY) launch.py data moving-mnist --split test --num 2000 --seed 1 --out data/mmnist-test.npz
+
+lint: $(STAMP)  ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:  ## remove the virtual environment and caches (keeps data/ and runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

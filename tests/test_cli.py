@@ -1,0 +1,68 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import launch
+from core.data.formats import read_release_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def user_mnist(tmp_path) -> Path:
+    """A user MNIST npz whose train digits are all brightness 100 and test digits all 200."""
+    path = tmp_path / "mine.npz"
+    train, test = np.zeros((6, 28, 28), np.uint8), np.zeros((4, 28, 28), np.uint8)
+    train[:, 5:20, 5:20], test[:, 5:20, 5:20] = 100, 200
+    np.savez(path, x_train=train, x_test=test)
+    return path
+
+
+def test_data_moving_mnist_writes_a_release_file_of_the_split(tmp_path, user_mnist, capsys):
+    def argv(out: Path) -> list[str]:
+        return ["data", "moving-mnist", "--split", "test", "--num", "12", "--seed", "1", "--out", str(out),
+                "--mnist", str(user_mnist), "--length", "8", "--context-frames", "3"]  # fmt: skip
+
+    assert launch.main(argv(tmp_path / "mm-test.npz")) == 0
+    data = read_release_npz(tmp_path / "mm-test.npz")
+    assert data.frames.shape == (12, 8, 1, 64, 64) and data.context_frames == 3
+    assert set(np.unique(np.round(data.frames * 255))) == {0, 200}  # test digits only
+    assert f"wrote {tmp_path / 'mm-test.npz'}" in capsys.readouterr().out
+    assert launch.main(argv(tmp_path / "again.npz")) == 0  # same seed, same file
+    np.testing.assert_array_equal(read_release_npz(tmp_path / "again.npz").frames, data.frames)
+
+
+def test_data_info_describes_a_file(tmp_path, user_mnist, capsys):
+    out = tmp_path / "mm.npz"
+    launch.main(
+        ["data", "moving-mnist", "--split", "train", "--num", "3", "--out", str(out), "--mnist", str(user_mnist)]
+    )
+    capsys.readouterr()
+    assert launch.main(["data", "info", str(out)]) == 0
+    assert "3 sequences x 20 frames (10 context), frames (1, 64, 64)" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, user_mnist, capsys):
+    base = ["data", "moving-mnist", "--split", "test", "--num", "2", "--mnist", str(user_mnist), "--out",
+            str(tmp_path / "x.npz")]  # fmt: skip
+    assert launch.main([*base, "--context-frames", "20"]) == 2
+    assert "--context-frames 20 must lie in [1, 19]" in capsys.readouterr().err
+    assert launch.main([*base, "--canvas", "16"]) == 2
+    assert "canvas must be at least 28" in capsys.readouterr().err
+    assert launch.main(["data", "info", str(tmp_path / "none.npz")]) == 2
+    assert "none.npz: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_launch_runs_as_a_script(tmp_path, user_mnist):
+    out = tmp_path / "s.npz"
+    result = subprocess.run(
+        [sys.executable, "launch.py", "data", "moving-mnist", "--split", "train", "--num", "2", "--out", str(out),
+         "--mnist", str(user_mnist)],  # fmt: skip
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert read_release_npz(out).frames.shape == (2, 20, 1, 64, 64)

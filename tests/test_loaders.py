@@ -1,0 +1,70 @@
+import numpy as np
+import torch
+
+from core.data.formats import SequenceSet
+from core.data.loaders import (
+    MovingMNISTStream,
+    SequenceDataset,
+    moving_mnist_set,
+    sequence_loader,
+    stream_loader,
+    to_unit_float,
+)
+from core.data.moving_mnist import MovingMNISTSpec
+
+
+def _take(loader, count):
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == count:
+            return batches
+    raise AssertionError("loader ended early")
+
+
+def test_stream_batches_are_unit_float_bchw(digits):
+    stream = MovingMNISTStream(digits, batch_size=3, seed=0, spec=MovingMNISTSpec(seq_len=6, canvas=32))
+    batch = next(iter(stream_loader(stream)))
+    assert batch.shape == (3, 6, 1, 32, 32) and batch.dtype == torch.float32
+    assert 0 <= batch.min() and batch.max() <= 1 and batch.max() > 0
+
+
+def test_stream_is_endless_distinct_and_resumable(digits):
+    spec = MovingMNISTSpec(seq_len=4, canvas=32)
+    batches = _take(stream_loader(MovingMNISTStream(digits, 2, seed=1, spec=spec)), 6)
+    assert not torch.equal(batches[0], batches[1])
+    resumed = _take(stream_loader(MovingMNISTStream(digits, 2, seed=1, spec=spec, start_batch=4)), 2)
+    assert torch.equal(resumed[0], batches[4]) and torch.equal(resumed[1], batches[5])
+    other_seed = _take(stream_loader(MovingMNISTStream(digits, 2, seed=2, spec=spec)), 1)
+    assert not torch.equal(other_seed[0], batches[0])
+
+
+def test_stream_order_is_the_same_with_workers(digits):
+    spec = MovingMNISTSpec(seq_len=4, canvas=32)
+    serial = _take(stream_loader(MovingMNISTStream(digits, 2, seed=7, spec=spec)), 5)
+    parallel = _take(stream_loader(MovingMNISTStream(digits, 2, seed=7, spec=spec), num_workers=2), 5)
+    for a, b in zip(serial, parallel, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fixed_set_and_loader(digits):
+    data = moving_mnist_set(digits, num=5, seed=3, spec=MovingMNISTSpec(seq_len=8), context_frames=3)
+    assert data.frames.shape == (5, 8, 1, 64, 64) and data.frames.dtype == np.uint8 and data.context_frames == 3
+    batches = list(sequence_loader(SequenceDataset(data), batch_size=2))
+    assert [b.shape[0] for b in batches] == [2, 2, 1]
+    torch.testing.assert_close(torch.cat(batches), torch.from_numpy(data.frames).float() / 255)
+
+
+def test_shuffled_loader_is_seeded():
+    frames = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1, 1).repeat(2, axis=1)  # sequence k holds value k
+    dataset = SequenceDataset(SequenceSet(frames, 1, "ramp"))
+
+    def order(seed):
+        return [int(v * 255) for b in sequence_loader(dataset, 4, shuffle=True, seed=seed) for v in b[:, 0].flatten()]
+
+    assert order(0) == order(0) and sorted(order(0)) == list(range(10)) and order(0) != order(1)
+
+
+def test_to_unit_float_scales_uint8_only():
+    assert to_unit_float(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
+    assert to_unit_float(np.array([0.5], np.float64)).dtype == torch.float32
