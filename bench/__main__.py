@@ -1,0 +1,34 @@
+"""``make bench``: every benchmark, measured side by side in one run, printed as one table."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from bench.bench_data import bench_generator
+from bench.bench_metrics import bench_ssim
+
+
+def main() -> None:
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")  # fmt: skip
+    rows = []
+    ssim = bench_ssim()
+    rows.append(("SSIM, 64x64 frames/s: ours", f"{ssim['ours_frames_per_s']:,.0f}", ""))
+    rows.append(("SSIM, 64x64 frames/s: scikit-image loop", f"{ssim['skimage_frames_per_s']:,.0f}", ""))
+    rows.append(
+        ("SSIM speed-up (ours / scikit-image)", f"{ssim['speedup']:.1f}x", f"max |diff| {ssim['max_abs_diff']:.1e}")
+    )
+    gen = bench_generator()
+    rows.append(("Moving MNIST 20x64x64 seq/s, one core, bulk", f"{gen['bulk_seq_per_s']:,.0f}", "goal >= 2,000"))
+    rows.append((f"Moving MNIST seq/s, one core, stream batch {gen['stream_batch_size']}",
+                 f"{gen['stream_seq_per_s']:,.0f}", ""))  # fmt: skip
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'benchmark':<{width}}  {'value':>10}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+
+
+if __name__ == "__main__":
+    main()
