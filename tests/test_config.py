@@ -1,0 +1,150 @@
+import pytest
+import yaml
+
+from core import config as C
+from core.config import ConfigError
+
+
+def _write(path, data):
+    path.write_text(yaml.safe_dump(data) if isinstance(data, dict) else data)
+    return path
+
+
+def test_defaults_are_the_release():
+    cfg = C.load()
+    assert cfg.model.hidden == (64, 64, 64, 64) and cfg.model.conv == "3d" and cfg.model.filter_size == 5
+    assert (cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.batch_size) == (1e-3, 0.95, 0.9995, 4)
+    assert cfg.loss.l1_weight == pytest.approx(2 / 3)
+
+
+def test_extends_chain_profiles_and_overrides_merge_in_order(tmp_path):
+    _write(tmp_path / "base.yaml", {
+        "model": {"hidden": [32, 32], "patch_size": 4},
+        "train": {"steps": 100},
+        "profiles": {"demo": {"train": {"steps": 10, "batch_size": 2}}, "paper": {"train": {"steps": 80000}}},
+    })  # fmt: skip
+    _write(tmp_path / "variant.yaml", {
+        "extends": "base.yaml", "variant": "res", "model": {"residual": True}, "train": {"steps": 200},
+        "profiles": {"demo": {"train": {"batch_size": 3}}},
+    })  # fmt: skip
+    cfg = C.load(tmp_path / "variant.yaml")
+    assert cfg.variant == "res" and cfg.model.hidden == (32, 32) and cfg.model.residual and cfg.train.steps == 200
+    demo = C.load(tmp_path / "variant.yaml", profile="demo")
+    assert demo.train.steps == 10 and demo.train.batch_size == 3  # the variant's profile patch wins over the base's
+    cli = C.load(tmp_path / "variant.yaml", ["--train.steps=7", "--model.residual", "false"], profile="demo")
+    assert cli.train.steps == 7 and cli.model.residual is False
+    assert C.profiles_of(tmp_path / "variant.yaml") == ["demo", "paper"]
+
+
+def test_release_flag_names_are_aliases():
+    cfg = C.load(None, ["--num_hidden", "64,64,64,64", "--filter_size", "3", "--patch_size", "4", "--img_width", "64",
+                        "--img_channel", "1", "--input_length", "10", "--total_length", "20", "--layer_norm", "0",
+                        "--lr", "0.0001", "--batch_size", "8", "--max_iterations", "5000", "--sampling_stop_iter",
+                        "100", "--sampling_start_value", "0.5", "--sampling_delta_per_iter", "0.001",
+                        "--display_interval", "7", "--test_interval", "9", "--snapshot_interval", "11",
+                        "--pretrained_model", "runs/x"])  # fmt: skip
+    assert cfg.model.hidden == (64, 64, 64, 64) and cfg.model.filter_size == 3 and cfg.model.layer_norm is False
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.steps) == (1e-4, 8, 5000)
+    assert (cfg.train.sampling_stop, cfg.train.sampling_start, cfg.train.sampling_rate) == (100, 0.5, 0.001)
+    assert (cfg.train.log_every, cfg.train.eval_every, cfg.train.checkpoint_every) == (7, 9, 11)
+    assert cfg.train.init_from == "runs/x"
+    assert C.load(None, ["--sampling_changing_rate=0.01"]).train.sampling_rate == 0.01
+
+
+def test_unknown_key_in_file_names_file_key_and_closest(tmp_path):
+    path = _write(tmp_path / "bad.yaml", {"model": {"residul": True}})
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'model\.residul'; did you mean 'model\.residual'"):
+        C.load(path)
+    path = _write(tmp_path / "bad2.yaml", {"modle": {"residual": True}})
+    with pytest.raises(ConfigError, match=r"bad2\.yaml: unknown key 'modle'"):
+        C.load(path)
+
+
+def test_unknown_key_on_command_line():
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'train\.stpes'; did you mean 'train\.steps'"):
+        C.load(None, ["--train.stpes=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--train.steps=1.5", r"train\.steps must be an integer, got '1\.5'"),
+        ("--model.residual=maybe", r"model\.residual must be true or false"),
+        ("--model.conv=4d", r"model\.conv must be one of '3d', '2d'"),
+        ("--model.hidden=64,x", r"model\.hidden\[1\] must be an integer"),
+        ("--train.lr=fast", r"train\.lr must be a number"),
+    ],
+)
+def test_type_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        C.load(None, [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("--loss.l1_weight=1.5", "loss.l1_weight"),
+        ("--data.total_frames=10", "data.total_frames"),
+        ("--model.patch_size=5", "model.patch_size"),
+        ("--model.filter_size=4", "model.filter_size"),
+        ("--train.lr=0", "train.lr"),
+        ("--train.sampling_start=2", "train.sampling_start"),
+    ],
+)
+def test_ranges_are_checked(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        C.load(None, [override])
+
+
+def test_residual_needs_equal_sizes():
+    with pytest.raises(ConfigError, match="model.residual needs equal hidden sizes"):
+        C.load(None, ["--model.residual=true", "--model.hidden=32,64,32"])
+
+
+def test_int_is_a_fine_float_and_null_clears_optional(tmp_path):
+    path = _write(tmp_path / "v.yaml", {"loss": {"l1_weight": 1}, "train": {"init_from": None}})
+    cfg = C.load(path, ["--train.init_from=none"])
+    assert cfg.loss.l1_weight == 1.0 and isinstance(cfg.loss.l1_weight, float) and cfg.train.init_from is None
+
+
+def test_unknown_profile_lists_the_available(tmp_path):
+    path = _write(tmp_path / "v.yaml", {"profiles": {"demo": {}}})
+    with pytest.raises(ConfigError, match=r"no profile 'papr'; available: demo"):
+        C.load(path, profile="papr")
+
+
+def test_bad_yaml_and_cycles(tmp_path):
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        C.load(_write(tmp_path / "broken.yaml", "model: [unclosed"))
+    _write(tmp_path / "a.yaml", {"extends": "b.yaml"})
+    _write(tmp_path / "b.yaml", {"extends": "a.yaml"})
+    with pytest.raises(ConfigError, match="extends itself"):
+        C.load(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: no such config file"):
+        C.load(tmp_path / "missing.yaml")
+
+
+def test_round_trip_and_hash():
+    cfg = C.load(None, ["--model.residual=true", "--model.hidden=16,16", "--tracking.tags=a,b"])
+    again = C.from_dict(yaml.safe_load(C.to_yaml(cfg)))
+    assert again == cfg
+    assert C.config_hash(again) == C.config_hash(cfg)
+    # What a run computes changes the hash; where it is recorded does not.
+    assert C.config_hash(C.load(None, ["--model.residual=true", "--model.hidden=16,16", "--train.runs_dir=x"])) == (
+        C.config_hash(cfg)
+    )
+    assert C.config_hash(C.load(None, ["--model.hidden=16,16"])) != C.config_hash(cfg)
+
+
+def test_every_field_has_a_doc():
+    text = C.describe(C.load())
+    for section in C.SECTIONS:
+        cls = type(getattr(C.Config(), section))
+        docs = C.field_docs(cls)
+        assert set(docs) == {f for f in cls.__dataclass_fields__}, f"undocumented field in {section}"
+    assert "# layer-normalise" in text and "l1_weight" in text
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="expected --key=value"):
+        C.load(None, ["model.residual=true"])
