@@ -54,6 +54,47 @@ def _data_info(args: argparse.Namespace) -> None:
           f"values in [{frames.min()}, {frames.max()}]")  # fmt: skip
 
 
+def _config(args: argparse.Namespace) -> None:
+    from ablations.variants import load_variant
+    from core.config import describe, to_yaml
+
+    cfg = load_variant(args.variant, args.overrides, args.profile)
+    print(describe(cfg) if args.show else to_yaml(cfg), end="\n" if args.show else "")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from ablations.variants import load_variant
+    from core.trainer import train
+
+    cfg = load_variant(args.variant, args.overrides, args.profile)
+    result = train(cfg, progress=not args.quiet)
+    print(f"{result.status}: {result.run_dir} (step {result.step})")
+    if result.test:
+        print(format_scores("test", result.test, result.baselines))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from core.trainer import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device)
+    print(f"{report['checkpoint']} (step {report['step']}) on {report['test_set']}, SSIM convention "
+          f"{report['ssim_convention']}:")  # fmt: skip
+    print(format_scores("test", report["metrics"], report["baselines"]))
+    print(f"wrote {report['written']}")
+
+
+def format_scores(split: str, metrics: dict, baselines: dict | None = None) -> str:
+    """A small table: the run's metrics and the trivial baselines' on the same sequences."""
+    keys = ("mse", "mae", "psnr", "ssim")
+    model = {key: metrics.get(f"{split}/{key}", metrics.get(key, float("nan"))) for key in keys}
+    lines = [f"{split:<16}{'MSE':>10}{'MAE':>10}{'PSNR':>8}{'SSIM':>8}"]
+    for name, values in [("model", model), *(baselines or {}).items()]:
+        lines.append(
+            f"{name:<16}{values['mse']:>10.2f}{values['mae']:>10.2f}{values['psnr']:>8.2f}{values['ssim']:>8.4f}"
+        )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description="mentalsim: ablations of spatiotemporal predictors")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,11 +124,42 @@ def build_parser() -> argparse.ArgumentParser:
     info = data_commands.add_parser("info", help="describe a sequence file")
     info.add_argument("path", help="a release .npz (or comma-joined list) or a time-major .npy")
     info.set_defaults(run=_data_info)
+
+    train = commands.add_parser(
+        "train", help="train a variant (resumes a killed run; skips a finished one)",
+        description="Train VARIANT.yaml. Any config key can be overridden as --section.key=value (or the release's "
+        "flag names, e.g. --num_hidden 64,64,64,64); see `launch.py config VARIANT.yaml --show`.",
+    )  # fmt: skip
+    train.add_argument("variant", help="a variant file, e.g. ablations/moving_mnist/e3d_baseline.yaml")
+    train.add_argument("--profile", help="a profile the variant defines (demo: CPU-sized; paper: the study's)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train, takes_overrides=True)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run folder's best checkpoint, or a checkpoint file")
+    evaluate.add_argument("source", help="a run folder (its best checkpoint) or a .pt checkpoint")
+    evaluate.add_argument("--data", help="test sequences: a release .npz or a time-major .npy (default: the run's)")
+    evaluate.add_argument(
+        "--ssim-convention", choices=["ours", "release"], default="ours",
+        help="ours: data_range 1; release: data_range 2, as the study and OpenSTL report",
+    )  # fmt: skip
+    evaluate.add_argument("--out", help="output folder (default: <run>/eval)")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.set_defaults(run=_eval)
+
+    config = commands.add_parser("config", help="print a variant's resolved config")
+    config.add_argument("variant", help="a variant file")
+    config.add_argument("--profile", help="a profile the variant defines")
+    config.add_argument("--show", action="store_true", help="annotate every field with its one-line doc")
+    config.set_defaults(run=_config, takes_overrides=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.overrides = rest
     try:
         args.run(args)
     except (DataError, ValueError) as exc:

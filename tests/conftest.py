@@ -1,5 +1,11 @@
 import numpy as np
 import pytest
+import torch
+
+# Tests use tiny tensors: one thread is as fast, and immune to the stalls a second thread suffers when another
+# process holds the other core. Denormals flushed as in every real run.
+torch.set_num_threads(1)
+torch.set_flush_denormal(True)
 
 
 @pytest.fixture

@@ -1,0 +1,121 @@
+"""A run's data, built from its typed :class:`~core.config.DataConfig`: the training stream, validation and test sets.
+
+- Moving MNIST: an endless generated training stream (training digits), a generated validation set (training
+  digits, ``val_seed``) and a test set, either generated from the test digits (``test_seed``; fixed across runs) or
+  read from ``test_path`` (a release npz, or ``mnist_test_seq.npy``).
+- KTH: windows of the train persons drawn at random for training, the first ``val_size`` test windows for validation,
+  every test window for test.
+
+Training batch ``k`` is always a pure function of ``(seed, k)``, so a resumed run continues the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_worker_info
+
+from core.config import DataConfig
+from core.data.formats import SequenceSet, read_sequences
+from core.data.loaders import MovingMNISTStream, SequenceDataset, moving_mnist_set
+from core.data.moving_mnist import MovingMNISTSpec
+from core.io import DataError
+
+
+class RandomBatchStream(IterableDataset):
+    """Endless batches of a map-style dataset's items, drawn with replacement; batch ``k`` from ``(seed, k)``."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, start_batch: int = 0):
+        self.dataset, self.batch_size, self.seed, self.start_batch = dataset, batch_size, seed, start_batch
+
+    def batch(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        picks = rng.integers(0, len(self.dataset), size=self.batch_size)
+        return torch.stack([self.dataset[int(i)] for i in picks])  # (B, T, C, H, W)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        worker = get_worker_info()
+        step, offset = (1, 0) if worker is None else (worker.num_workers, worker.id)
+        index = self.start_batch + offset
+        while True:
+            yield self.batch(index)
+            index += step
+
+
+@dataclass
+class RunData:
+    """What a run trains, validates and tests on."""
+
+    train: MovingMNISTStream | RandomBatchStream  # set ``start_batch`` before iterating to resume
+    val: Dataset
+    test: Dataset
+    context_frames: int
+    test_name: str  # which test set, stated beside every number computed on it
+    num_workers: int = 0
+
+    def train_batches(self, start_batch: int) -> Iterator[torch.Tensor]:
+        """The training stream from batch ``start_batch`` on, each batch float32 ``(B, T, C, H, W)``."""
+        self.train.start_batch = start_batch
+        workers = self.num_workers
+        return iter(DataLoader(self.train, batch_size=None, num_workers=workers, persistent_workers=workers > 0))
+
+
+def build_data(cfg: DataConfig, batch_size: int, seed: int) -> RunData:
+    """The training stream (seeded by ``seed``), the fixed validation set and the test set that ``cfg`` describes."""
+    if cfg.dataset == "moving_mnist":
+        return _moving_mnist(cfg, batch_size, seed)
+    return _kth(cfg, batch_size, seed)
+
+
+def _moving_mnist(cfg: DataConfig, batch_size: int, seed: int) -> RunData:
+    from core.data.mnist import load_digits
+
+    if cfg.channels != 1:
+        raise DataError(f"data.channels must be 1 for Moving MNIST, got {cfg.channels}")
+    digits = load_digits(cfg.data_dir, cfg.mnist)
+    spec = MovingMNISTSpec(seq_len=cfg.total_frames, canvas=cfg.image_size, num_digits=cfg.num_digits)
+    train = MovingMNISTStream(digits["train"], batch_size, seed, spec)
+    val = moving_mnist_set(digits["train"], cfg.val_size, cfg.val_seed, spec, cfg.context_frames)
+    if cfg.test_path:
+        test = _checked_test_file(cfg)
+        test_name = f"{cfg.test_path} ({len(test)} sequences)"
+    else:
+        test = moving_mnist_set(digits["test"], cfg.test_size, cfg.test_seed, spec, cfg.context_frames)
+        test_name = f"generated Moving MNIST test set (test digits, seed {cfg.test_seed}, {cfg.test_size} sequences)"
+    return RunData(train, SequenceDataset(val), SequenceDataset(test), cfg.context_frames, test_name, cfg.num_workers)
+
+
+def _checked_test_file(cfg: DataConfig) -> SequenceSet:
+    test = read_sequences(cfg.test_path)
+    expected = (cfg.total_frames, cfg.channels, cfg.image_size, cfg.image_size)
+    if tuple(test.frames.shape[1:]) != expected:
+        raise DataError(
+            f"{cfg.test_path}: sequences are (T, C, H, W) = {tuple(test.frames.shape[1:])}, but the config asks for "
+            f"{expected} (data.total_frames, data.channels, data.image_size)"
+        )
+    if test.context_frames != cfg.context_frames:
+        raise DataError(
+            f"{cfg.test_path}: the file's sequences have {test.context_frames} context frames, the config "
+            f"data.context_frames={cfg.context_frames}"
+        )
+    if len(test) > cfg.test_size:
+        test = SequenceSet(test.frames[: cfg.test_size], test.context_frames, test.source)
+    return test
+
+
+def _kth(cfg: DataConfig, batch_size: int, seed: int) -> RunData:
+    from core.data.kth import KTHDataset
+
+    if cfg.channels != 1:
+        raise DataError(f"data.channels must be 1 for KTH (the first channel is used), got {cfg.channels}")
+    train = KTHDataset(cfg.root, "train", seq_len=cfg.total_frames, image_size=cfg.image_size)
+    test = KTHDataset(cfg.root, "test", seq_len=cfg.total_frames, image_size=cfg.image_size)
+    val = Subset(test, range(min(cfg.val_size, len(test))))
+    if len(test) > cfg.test_size:
+        test = Subset(test, range(cfg.test_size))
+    test_name = f"KTH test persons 17-25 under {cfg.root} ({len(test)} windows of {cfg.total_frames})"
+    stream = RandomBatchStream(train, batch_size, seed)
+    return RunData(stream, val, test, cfg.context_frames, test_name, cfg.num_workers)

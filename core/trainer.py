@@ -1,0 +1,410 @@
+"""The training loop: scheduled sampling, evaluation, atomic checkpoints, exact resume, finetuning, a NaN guard.
+
+A run lives in one folder (``runs/<name>/``): the tracker's record (config.yaml, metrics.jsonl, summary.json,
+frames/, W&B's offline folder) and ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation MSE). Each
+checkpoint holds the model, the optimiser, the step, the RNG states and the resolved config, and is written under a
+temporary name and renamed, so a kill at any moment leaves the previous one whole.
+
+Resume is exact on the CPU: training batch ``k`` and the scheduled-sampling draw at step ``k`` are pure functions of
+``(seed, k)``, so a run killed at any point and started again from its last checkpoint ends with the same weights as
+an uninterrupted run.
+
+The trainer reports to a tracker and to an optional evaluation callback (the search's pruning hook); it knows
+nothing of W&B, Optuna or the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from core.config import Config, config_hash, from_dict, to_dict
+from core.data.formats import read_sequences
+from core.data.loaders import SequenceDataset
+from core.data.sources import build_data
+from core.io import atomic_write
+from core.losses import prediction_loss
+from core.metrics import BASELINES, METRICS, MetricAccumulator, Scores, baseline_predictions
+from core.models import build_model
+from core.schedule import sampling_eta, true_frame_mask
+from core.tracking import Tracker, save_frames
+
+CHECKPOINT_FORMAT = 1
+EvalCallback = Callable[[int, Scores], bool]
+"""Called after each validation with (step, scores); returning True stops the run as ``pruned``."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file and what is wrong."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str  # finished | diverged | pruned
+    step: int
+    best_val_mse: float | None  # best validation MSE seen, None before the first evaluation
+    test: dict | None = None  # the final test metrics, keys "test/mse", "test/mse_by_frame", ...
+    baselines: dict | None = None  # {"copy_last_frame": {"mse": ...}, "blank": {...}} on the same test set
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Set-up
+
+
+def seed_everything(seed: int) -> None:
+    """The one seeding block: Python, numpy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seeds code that uses numpy's global generator)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def default_run_name(cfg: Config) -> str:
+    """``<variant>-s<seed>-<config hash>``: re-running the same config finds the same folder."""
+    return cfg.train.run_name or f"{cfg.variant}-s{cfg.train.seed}-{config_hash(cfg)}"
+
+
+def run_dir_for(cfg: Config) -> Path:
+    return Path(cfg.train.runs_dir) / default_run_name(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, step: int, cfg: Config, best_val: float) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "best_val_mse": best_val,
+        "config": to_dict(cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+    }
+    if torch.cuda.is_available():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """Read a checkpoint with torch's weights-only unpickler (tensors and plain containers; no code can run)."""
+    path = Path(path)
+    if path.is_dir():
+        path = checkpoint_in(path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # truncated, not a checkpoint, or holding objects the safe unpickler refuses
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise CheckpointError(f"{path}: not a mentalsim checkpoint (format {CHECKPOINT_FORMAT})")
+    state["path"] = str(path)
+    return state
+
+
+def checkpoint_in(run_dir: Path) -> Path:
+    """A run folder's best checkpoint, else its last."""
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / "checkpoints" / name).is_file():
+            return run_dir / "checkpoints" / name
+    raise CheckpointError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt in this folder")
+
+
+def load_weights(model: torch.nn.Module, state: dict) -> None:
+    """Load a checkpoint's weights into ``model``; a missing, extra or differently shaped weight is a clear error."""
+    own, theirs = model.state_dict(), state["model"]
+    missing = sorted(set(own) - set(theirs))
+    extra = sorted(set(theirs) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(theirs)) if own[k].shape != theirs[k].shape]  # fmt: skip
+    if missing or extra or shapes:
+        details = "; ".join(
+            part for part in (
+                f"missing {missing[:5]}" if missing else "",
+                f"unexpected {extra[:5]}" if extra else "",
+                f"shape mismatch {shapes[:5]}" if shapes else "",
+            ) if part
+        )  # fmt: skip
+        raise CheckpointError(f"{state.get('path', 'checkpoint')}: does not fit this model ({details})")
+    model.load_state_dict(theirs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def predict_future(model: torch.nn.Module, frames: torch.Tensor, context_frames: int) -> torch.Tensor:
+    """The model's predictions of frames ``context_frames..T-1`` from the first ``context_frames``, fed back on
+    themselves: ``(B, T, C, H, W)`` -> ``(B, T - context_frames, C, H, W)``."""
+    return model(frames, context_frames)[:, context_frames - 1 :]
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    context_frames: int,
+    batch_size: int,
+    device: torch.device,
+    ssim_convention: str = "ours",
+    keep: int = 0,
+    num_workers: int = 0,
+) -> tuple[Scores, dict[str, np.ndarray]]:
+    """Metrics of the model's predictions on ``dataset``; also returns the first ``keep`` sequences' frames
+    (``context``, ``target``, ``pred``, each ``(keep, T', C, H, W)``) for pictures."""
+    was_training = model.training
+    model.eval()
+    scores = MetricAccumulator(ssim_convention)
+    kept: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "pred": []}
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    for frames in loader:
+        frames = frames.to(device, non_blocking=True)
+        pred = predict_future(model, frames, context_frames)
+        target = frames[:, context_frames:]
+        scores.update(pred, target)
+        if sum(len(x) for x in kept["pred"]) < keep:
+            kept["context"].append(frames[:, :context_frames].cpu())
+            kept["target"].append(target.cpu())
+            kept["pred"].append(pred.clamp(0, 1).cpu())
+    model.train(was_training)
+    pictures = {name: torch.cat(parts)[:keep].numpy() for name, parts in kept.items() if parts}
+    return scores.compute(), pictures
+
+
+def evaluate_baseline_predictions(
+    dataset: Dataset, context_frames: int, batch_size: int, ssim_convention: str = "ours"
+) -> dict[str, dict[str, float]]:
+    """Mean metrics of the trivial predictions (copy-last-frame, blank) on ``dataset``, batch by batch."""
+    accumulators = {name: MetricAccumulator(ssim_convention) for name in BASELINES}
+    for frames in DataLoader(dataset, batch_size=batch_size):
+        for name, pred in baseline_predictions(frames, context_frames).items():
+            accumulators[name].update(pred, frames[:, context_frames:])
+    return {name: _means(acc.compute()) for name, acc in accumulators.items()}
+
+
+def _means(scores: Scores) -> dict[str, float]:
+    return {name: getattr(scores, name) for name in METRICS}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    on_eval: EvalCallback | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume, or skip if already finished) the run that ``cfg`` describes, then test it."""
+    torch.set_flush_denormal(True)  # the release's unscaled recall makes subnormal floats, which crawl on CPUs
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
+    _check_same_run(run_dir, cfg)
+    finished = _finished_result(run_dir)
+    if finished is not None:
+        return finished
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
+    model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+
+    start, best_val_mse = 0, math.inf
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        state = load_checkpoint(last, device)
+        load_weights(model, state)
+        optimizer.load_state_dict(state["optimizer"])
+        start, best_val_mse = int(state["step"]), float(state["best_val_mse"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+    elif cfg.train.init_from:
+        load_weights(model, load_checkpoint(cfg.train.init_from, device))
+
+    with Tracker(run_dir, cfg, mode=cfg.tracking.wandb, resume=start > 0) as tracker:
+        if start > 0:
+            tracker.truncate_after(start)
+        tracker.summary("running", test_set=data.test_name)
+        status, step, best_val_mse = _loop(
+            cfg, model, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress
+        )
+        result = TrainResult(run_dir, status, step, best_val_mse if math.isfinite(best_val_mse) else None)
+        if status == "finished":
+            result.test, result.baselines = _final_test(cfg, model, data, device, tracker, step, result.best_val_mse)
+        tracker.finish(status)
+    return result
+
+
+def _finished_result(run_dir: Path) -> TrainResult | None:
+    """The stored result of a run that already finished (re-running it does nothing)."""
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        return None
+    record = json.loads(summary.read_text())
+    if record.get("status") != "finished":
+        return None
+    return TrainResult(run_dir, "finished", record.get("step", 0), record.get("best_val_mse"),
+                       record.get("metrics"), record.get("baselines"))  # fmt: skip
+
+
+def _check_same_run(run_dir: Path, cfg: Config) -> None:
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        import yaml
+
+        previous = from_dict(yaml.safe_load(saved.read_text()), str(saved))
+        if config_hash(previous) != config_hash(cfg):
+            raise ValueError(
+                f"{run_dir} holds a run of a different config (hash {config_hash(previous)}, this one "
+                f"{config_hash(cfg)}); pick another train.run_name or remove the folder"
+            )
+
+
+def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress):
+    t = cfg.train
+    context = data.context_frames
+    steps_past_context = cfg.data.total_frames - context - 1
+    checkpoints = run_dir / "checkpoints"
+    sums = {"loss": 0.0, "l1": 0.0, "l2": 0.0}
+    interval_start, interval_steps = time.perf_counter(), 0
+    bar = tqdm(total=t.steps, initial=start, desc=run_dir.name, disable=not progress, dynamic_ncols=True)
+    postfix: dict[str, str] = {}
+    model.train()
+    batches = data.train_batches(start) if start < t.steps else iter(())
+    for step, frames in zip(range(start, t.steps), batches, strict=False):
+        frames = frames.to(device, non_blocking=True)
+        eta = sampling_eta(step, t.sampling_start, t.sampling_rate, t.sampling_stop)
+        mask = true_frame_mask(step, t.seed, eta, len(frames), steps_past_context, device)
+        pred = model(frames, context, mask)  # (B, T-1, C, H, W): every next frame
+        losses = prediction_loss(pred, frames[:, 1:], cfg.loss.l1_weight)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+
+        done = step + 1
+        logging = done % t.log_every == 0 or done == t.steps
+        evaluating = done % t.eval_every == 0 or done == t.steps
+        if device.type == "cpu" or logging or evaluating:  # a sync per step costs nothing on the CPU
+            values = {name: float(value.detach()) for name, value in losses.items()}
+            if not math.isfinite(values["loss"]):
+                bar.close()
+                tracker.log({"train/loss": values["loss"]}, step=done)
+                tracker.summary("diverged", reason=f"loss became {values['loss']} at step {done}")
+                return "diverged", done, best_val_mse
+            for name in sums:
+                sums[name] += values[name]
+            interval_steps += 1
+        bar.update(1)
+        if logging:
+            elapsed = time.perf_counter() - interval_start
+            means = {f"train/loss{'' if k == 'loss' else '_' + k}": v / max(interval_steps, 1) for k, v in sums.items()}
+            tracker.log({**means, "train/eta": eta, "train/steps_per_s": interval_steps / elapsed}, step=done)
+            postfix["loss"] = f"{means['train/loss']:.4g}"
+            bar.set_postfix(postfix)
+            sums = dict.fromkeys(sums, 0.0)
+            interval_start, interval_steps = time.perf_counter(), 0
+        if evaluating:
+            scores, _ = evaluate_model(model, data.val, context, t.eval_batch_size, device)
+            tracker.log(scores.to_dict("val/"), step=done)
+            if scores.mse < best_val_mse:
+                best_val_mse = scores.mse
+                save_checkpoint(checkpoints / "best.pt", model, optimizer, done, cfg, best_val_mse)
+            postfix["val_mse"] = f"{scores.mse:.1f}"
+            bar.set_postfix(postfix)
+            if on_eval is not None and on_eval(done, scores):
+                save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)
+                bar.close()
+                tracker.summary("pruned", reason=f"stopped by the evaluation callback at step {done}")
+                return "pruned", done, best_val_mse
+        if evaluating or done % t.checkpoint_every == 0:
+            save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)
+    bar.close()
+    return "finished", max(start, t.steps), best_val_mse
+
+
+def _final_test(cfg, model, data, device, tracker, step, best_val_mse) -> tuple[dict, dict]:
+    """Test the final weights, and the trivial baselines on the same sequences; record both."""
+    scores, pictures = evaluate_model(
+        model, data.test, data.context_frames, cfg.train.eval_batch_size, device, keep=cfg.tracking.frames
+    )
+    baselines = evaluate_baseline_predictions(data.test, data.context_frames, cfg.train.eval_batch_size)
+    metrics = scores.to_dict("test/")
+    tracker.log(metrics, step=step)
+    if pictures:
+        tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step)
+    tracker.summary(
+        "finished", metrics=metrics, baselines=baselines, test_set=data.test_name, step=step, best_val_mse=best_val_mse
+    )
+    return metrics, baselines
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluating a trained model
+
+
+def evaluate_checkpoint(
+    source: str | Path,
+    data_path: str | Path | None = None,
+    ssim_convention: str = "ours",
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+) -> dict:
+    """Evaluate a checkpoint (or a run folder's best) on its config's test set or on ``data_path``.
+
+    Writes ``eval-<test set>-<convention>.json`` (metrics, per-frame curves, baselines, the test set and conventions)
+    and a frame grid and GIF into ``out_dir`` (default: the run folder's ``eval/``); returns the JSON's content.
+    """
+    torch.set_flush_denormal(True)
+    state = load_checkpoint(source, "cpu")
+    cfg = from_dict(state["config"], state["path"])
+    device = pick_device(device)
+    model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
+    load_weights(model, {**state, "model": {k: v.to(device) for k, v in state["model"].items()}})
+    if data_path is not None:
+        sequences = read_sequences(data_path)
+        dataset, context, test_name = SequenceDataset(sequences), sequences.context_frames, str(data_path)
+    else:
+        data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
+        dataset, context, test_name = data.test, data.context_frames, data.test_name
+    scores, pictures = evaluate_model(
+        model, dataset, context, cfg.train.eval_batch_size, device, ssim_convention, keep=cfg.tracking.frames
+    )
+    baselines = evaluate_baseline_predictions(dataset, context, cfg.train.eval_batch_size, ssim_convention)
+    checkpoint = Path(state["path"])
+    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent.parent / "eval"
+    stem = f"eval-{Path(test_name).stem if data_path else 'test'}-{ssim_convention}"
+    report = {
+        "checkpoint": str(checkpoint),
+        "step": state["step"],
+        "test_set": test_name,
+        "ssim_convention": ssim_convention,
+        "metrics": scores.to_dict("test/"),
+        "baselines": baselines,
+    }
+    with atomic_write(out_dir / f"{stem}.json", "w") as handle:
+        json.dump(report, handle, indent=2)
+    if pictures:
+        save_frames(out_dir, stem, pictures["target"], pictures["pred"], pictures["context"])
+    report["written"] = str(out_dir / f"{stem}.json")
+    return report

@@ -1,0 +1,150 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import core.trainer as trainer_module
+from core.config import load
+from core.models import build_model
+from core.trainer import CheckpointError, load_checkpoint, train
+
+
+@pytest.fixture
+def mnist_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    digits = np.zeros((30, 28, 28), np.uint8)
+    for k in range(30):
+        r, c = rng.integers(2, 12, size=2)
+        digits[k, r : r + 14, c : c + 10] = rng.integers(120, 256)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=digits[:20], x_test=digits[20:])
+    return path
+
+
+def tiny(tmp_path, mnist_npz, *overrides):
+    return load(None, [
+        f"--data.mnist={mnist_npz}", "--data.image_size=32", "--data.total_frames=6", "--data.context_frames=3",
+        "--data.val_size=4", "--data.test_size=4", "--model.hidden=4,4", "--model.filter_size=3",
+        "--model.patch_size=4", "--train.batch_size=2", "--train.steps=6", "--train.eval_every=3",
+        "--train.checkpoint_every=2", "--train.log_every=2", "--train.eval_batch_size=4", "--train.sampling_stop=4",
+        "--train.sampling_rate=0.25", "--tracking.wandb=disabled", "--tracking.frames=2",
+        f"--train.runs_dir={tmp_path / 'runs'}", *overrides,
+    ])  # fmt: skip
+
+
+def weights(run_dir, name="last.pt"):
+    return load_checkpoint(run_dir / "checkpoints" / name)["model"]
+
+
+def test_train_writes_a_complete_run(tmp_path, mnist_npz):
+    result = train(tiny(tmp_path, mnist_npz), progress=False)
+    assert result.status == "finished" and result.step == 6
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert {"test/mse", "test/ssim", "test/psnr", "test/mae", "test/mse_by_frame"} <= set(summary["metrics"])
+    assert len(summary["metrics"]["test/mse_by_frame"]) == 3
+    assert set(summary["baselines"]) == {"copy_last_frame", "blank"}
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]
+    assert [r["step"] for r in rows if "val/mse" in r] == [3, 6]
+    state = load_checkpoint(result.run_dir)
+    assert {"model", "optimizer", "rng", "step", "config"} <= set(state)
+    assert state["config"]["model"]["hidden"] == [4, 4] and state["step"] == 6
+    assert any((result.run_dir / "frames").glob("*.png")) and any((result.run_dir / "frames").glob("*.gif"))
+
+
+def test_rerunning_a_finished_run_does_nothing(tmp_path, mnist_npz, monkeypatch):
+    cfg = tiny(tmp_path, mnist_npz)
+    first = train(cfg, progress=False)
+    monkeypatch.setattr(trainer_module, "build_data", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again = train(cfg, progress=False)
+    assert again.status == "finished" and again.test["test/mse"] == first.test["test/mse"]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_identical_weights(tmp_path, mnist_npz, monkeypatch):
+    straight = train(tiny(tmp_path, mnist_npz, "--train.run_name=straight"), progress=False)
+    real_loss = trainer_module.prediction_loss
+    calls = {"n": 0}
+
+    def dies_in_step_six(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-step 6: the last checkpoint holds step 4
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    cfg = tiny(tmp_path, mnist_npz, "--train.run_name=killed")
+    monkeypatch.setattr(trainer_module, "prediction_loss", dies_in_step_six)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    assert load_checkpoint(tmp_path / "runs" / "killed" / "checkpoints" / "last.pt")["step"] == 4
+    assert json.loads((tmp_path / "runs" / "killed" / "summary.json").read_text())["status"] == "killed"
+    monkeypatch.setattr(trainer_module, "prediction_loss", real_loss)
+    resumed = train(cfg, progress=False)
+    assert resumed.status == "finished"
+    for key, value in weights(straight.run_dir).items():
+        assert torch.equal(value, weights(resumed.run_dir)[key]), key
+    rows = [json.loads(line) for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]  # no duplicate rows after the resume
+
+
+def test_nan_loss_stops_the_run_as_diverged(tmp_path, mnist_npz, monkeypatch):
+    real_loss = trainer_module.prediction_loss
+
+    def nan_at_step_three(pred, target, weight):
+        losses = real_loss(pred, target, weight)
+        nan_at_step_three.calls += 1
+        if nan_at_step_three.calls == 3:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    nan_at_step_three.calls = 0
+    monkeypatch.setattr(trainer_module, "prediction_loss", nan_at_step_three)
+    result = train(tiny(tmp_path, mnist_npz), progress=False)
+    assert result.status == "diverged" and result.step == 3
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "nan" in summary["reason"]
+    assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["step"] == 2  # the NaN weights never saved
+
+
+def test_finetune_from_a_run_and_shape_mismatch(tmp_path, mnist_npz):
+    base = train(tiny(tmp_path, mnist_npz), progress=False)
+    tuned = train(tiny(tmp_path, mnist_npz, f"--train.init_from={base.run_dir}", "--model.residual=true",
+                       "--train.lr=1e-5", "--train.steps=2"), progress=False)  # fmt: skip
+    assert tuned.status == "finished"
+    with pytest.raises(CheckpointError, match=r"does not fit this model \(.*shape mismatch"):
+        train(tiny(tmp_path, mnist_npz, f"--train.init_from={base.run_dir}", "--model.hidden=8,8"), progress=False)
+
+
+def test_a_different_config_in_the_same_folder_is_refused(tmp_path, mnist_npz):
+    train(tiny(tmp_path, mnist_npz, "--train.run_name=fixed"), progress=False)
+    with pytest.raises(ValueError, match="holds a run of a different config"):
+        train(tiny(tmp_path, mnist_npz, "--train.run_name=fixed", "--loss.l1_weight=0.1"), progress=False)
+
+
+def test_unreadable_checkpoints_are_clear_errors(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"broken\.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="no checkpoints/best.pt or checkpoints/last.pt"):
+        load_checkpoint(tmp_path)
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match=r"foreign\.pt: not a mentalsim checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_a_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    cfg = load(None, ["--model.hidden=8,8", "--model.filter_size=3", "--model.patch_size=4"])
+    model = build_model(cfg.model, channels=1, image_size=16)
+    frames = torch.rand(2, 6, 1, 16, 16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = (model(frames, 3, torch.ones(2, 2)) - frames[:, 1:]).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 2
