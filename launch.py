@@ -9,6 +9,7 @@ python launch.py data info FILE                  describe a sequence file (relea
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,10 +63,21 @@ def _config(args: argparse.Namespace) -> None:
     print(describe(cfg) if args.show else to_yaml(cfg), end="\n" if args.show else "")
 
 
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM (a scheduler or a sweep stopping this worker) into KeyboardInterrupt, so the run is recorded as
+    killed and resumes from its last checkpoint next time."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _train(args: argparse.Namespace) -> None:
     from ablations.variants import load_variant
     from core.trainer import train
 
+    _stop_on_sigterm()
     cfg = load_variant(args.variant, args.overrides, args.profile)
     result = train(cfg, progress=not args.quiet)
     print(f"{result.status}: {result.run_dir} (step {result.step})")
@@ -165,8 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; a training run resumes from its last checkpoint when the same command runs again",
+              file=sys.stderr)  # fmt: skip
+        return 130
     return 0
 
 
 if __name__ == "__main__":
+    import torch
+
+    # Before torch starts its worker threads, or it does not reach them: the release's unscaled recall makes subnormal
+    # floats, on which CPU matmuls crawl.
+    torch.set_flush_denormal(True)
     sys.exit(main())

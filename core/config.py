@@ -1,8 +1,9 @@
 """One typed config for a run, built once where YAML or the command line comes in.
 
-Merge order (later wins): the defaults below, then each file of the ``extends:`` chain (base first), then the
-``profiles.<name>`` patch of each file in the same order, then command-line overrides (``--model.residual=true``, or
-the release's flag names such as ``--num_hidden 64,64,64,64``). Keys are checked everywhere: an unknown key fails
+Merge order (later wins): the defaults below, then each file of the ``extends:`` chain, base first, each file's body
+followed by its own ``profiles.<name>`` patch (so a file's profile refines that file, and a file that extends it is
+more specific than both), then command-line overrides (``--model.residual=true``, or the release's flag names such as
+``--num_hidden 64,64,64,64``). Keys are checked everywhere: an unknown key fails
 with the file, the dotted key and the closest valid key. Values are coerced from their annotations (an int is a fine
 float; a lossy conversion is an error), and cross-field rules are checked in one place, :func:`validate`.
 
@@ -185,6 +186,7 @@ ALIASES = {
     "test_interval": "train.eval_every",
     "snapshot_interval": "train.checkpoint_every",
     "pretrained_model": "train.init_from",
+    "wandb": "tracking.wandb",  # --wandb online|offline|disabled
 }
 
 FILE_KEYS = ("extends", "profiles", "description")  # keys a YAML file may hold besides the config's own
@@ -358,24 +360,21 @@ def profiles_of(path: str | Path) -> list[str]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None, profile: str | None = None) -> Config:
-    """Build the typed config: defaults <- extends chain <- file <- profile patches <- command-line overrides."""
+    """Build the typed config: defaults <- (each file of the extends chain <- its profile patch) <- overrides."""
     tree: dict = {}
     chain = _chain(Path(path)) if path is not None else []
+    if profile is not None and profile not in (available := profiles_of(path) if path is not None else []):
+        raise ConfigError(f"{path}: no profile {profile!r}; available: {', '.join(available) or 'none'}")
     for file, raw in chain:
         body = {key: value for key, value in raw.items() if key not in FILE_KEYS}
         for dotted, value in _flatten(body, str(file)):
             _set(tree, dotted, value, str(file))
-    if profile is not None:
-        available = profiles_of(path) if path is not None else []
-        if profile not in available:
-            raise ConfigError(f"{path}: no profile {profile!r}; available: {', '.join(available) or 'none'}")
-        for file, raw in chain:
-            patch = (raw.get("profiles") or {}).get(profile)
-            if patch is not None:
-                if not isinstance(patch, dict):
-                    raise ConfigError(f"{file}: profiles.{profile} must be a mapping")
-                for dotted, value in _flatten(patch, f"{file} (profile {profile})"):
-                    _set(tree, dotted, value, f"{file} (profile {profile})")
+        patch = (raw.get("profiles") or {}).get(profile) if profile is not None else None
+        if patch is not None:
+            if not isinstance(patch, dict):
+                raise ConfigError(f"{file}: profiles.{profile} must be a mapping")
+            for dotted, value in _flatten(patch, f"{file} (profile {profile})"):
+                _set(tree, dotted, value, f"{file} (profile {profile})")
     for dotted, value in parse_overrides(overrides or []):
         _set(tree, dotted, value, "command line")
     return validate(_build(Config, tree))

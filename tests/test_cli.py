@@ -66,3 +66,37 @@ def test_launch_runs_as_a_script(tmp_path, user_mnist):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert read_release_npz(out).frames.shape == (2, 20, 1, 64, 64)
+
+
+def _tiny_train_args(tmp_path, mnist: Path) -> list[str]:
+    return ["--data.mnist", str(mnist), "--data.image_size=32", "--data.total_frames=6", "--data.context_frames=3",
+            "--data.val_size=4", "--data.test_size=4", "--num_hidden", "4,4", "--filter_size", "3", "--patch_size",
+            "4", "--batch_size", "2", "--max_iterations", "4", "--test_interval", "2", "--display_interval", "2",
+            "--wandb", "disabled", f"--train.runs_dir={tmp_path / 'runs'}", "--quiet"]  # fmt: skip
+
+
+def test_train_eval_and_config_from_the_command_line(tmp_path, user_mnist, capsys):
+    variant = str(ROOT / "ablations" / "moving_mnist" / "e3d_baseline.yaml")
+    assert launch.main(["train", variant, "--profile", "demo", *_tiny_train_args(tmp_path, user_mnist)]) == 0
+    out = capsys.readouterr().out
+    assert "finished: " in out and "copy_last_frame" in out and "blank" in out
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("mmnist_e3d_baseline-s0-")
+
+    test_file = tmp_path / "test.npz"
+    assert launch.main(["data", "moving-mnist", "--split", "test", "--num", "3", "--length", "6", "--context-frames",
+                        "3", "--canvas", "32", "--mnist", str(user_mnist), "--out", str(test_file)]) == 0  # fmt: skip
+    assert launch.main(["eval", str(run), "--data", str(test_file), "--ssim-convention", "release"]) == 0
+    report = run / "eval" / "eval-test-release.json"
+    assert report.is_file() and f"wrote {report}" in capsys.readouterr().out
+    assert (run / "eval" / "eval-test-release.png").is_file()
+
+    assert launch.main(["config", variant, "--profile", "demo", "--show", "--model.residual=true"]) == 0
+    shown = capsys.readouterr().out
+    assert "residual: true" in shown and "# the study's residuals" in shown
+
+
+def test_train_rejects_unknown_keys_with_a_suggestion(tmp_path, capsys):
+    variant = str(ROOT / "ablations" / "moving_mnist" / "e3d_baseline.yaml")
+    assert launch.main(["train", variant, "--model.residul=true"]) == 2
+    assert "did you mean 'model.residual'" in capsys.readouterr().err

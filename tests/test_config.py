@@ -30,7 +30,9 @@ def test_extends_chain_profiles_and_overrides_merge_in_order(tmp_path):
     cfg = C.load(tmp_path / "variant.yaml")
     assert cfg.variant == "res" and cfg.model.hidden == (32, 32) and cfg.model.residual and cfg.train.steps == 200
     demo = C.load(tmp_path / "variant.yaml", profile="demo")
-    assert demo.train.steps == 10 and demo.train.batch_size == 3  # the variant's profile patch wins over the base's
+    # Each file's profile refines that file; the extending file (body and profile) is more specific than both.
+    assert demo.train.steps == 200 and demo.train.batch_size == 3 and demo.model.hidden == (32, 32)
+    assert C.load(tmp_path / "base.yaml", profile="demo").train.steps == 10
     cli = C.load(tmp_path / "variant.yaml", ["--train.steps=7", "--model.residual", "false"], profile="demo")
     assert cli.train.steps == 7 and cli.model.residual is False
     assert C.profiles_of(tmp_path / "variant.yaml") == ["demo", "paper"]
