@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench data lint format clean
+.PHONY: setup test test-fast bench data demo lint format clean
 
 setup: $(STAMP)  ## create .venv and install the pinned requirements
 
@@ -25,6 +25,9 @@ bench: $(STAMP)  ## benchmarks (SSIM throughput, generator speed); figures in be
 data: $(STAMP)  ## fetch the MNIST digits and write the generated Moving MNIST test set (data/mmnist-test.npz)
 	$(PY) launch.py data mnist
 	$(PY) launch.py data moving-mnist --split test --num 2000 --seed 1 --out data/mmnist-test.npz
+
+demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 min on 2 CPU cores) and test it
+	$(PY) launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo
 
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check .
