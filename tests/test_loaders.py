@@ -68,3 +68,15 @@ def test_shuffled_loader_is_seeded():
 def test_to_unit_float_scales_uint8_only():
     assert to_unit_float(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
     assert to_unit_float(np.array([0.5], np.float64)).dtype == torch.float32
+
+
+def test_random_batch_stream_is_seeded_and_resumable():
+    from core.data.loaders import RandomBatchStream
+
+    frames = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1, 1).repeat(2, axis=1)  # sequence k holds value k
+    dataset = SequenceDataset(SequenceSet(frames, 1, "ramp"))
+    batches = _take(stream_loader(RandomBatchStream(dataset, 4, seed=5)), 4)
+    assert all(b.shape == (4, 2, 1, 1, 1) for b in batches)
+    resumed = _take(stream_loader(RandomBatchStream(dataset, 4, seed=5, start_batch=2)), 2)
+    assert torch.equal(resumed[0], batches[2]) and torch.equal(resumed[1], batches[3])
+    assert len({int(v * 255) for b in batches for v in b[:, 0].flatten()}) > 4  # draws spread over the dataset

@@ -148,3 +148,24 @@ def test_a_tiny_model_overfits_one_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 2
+
+
+def test_trains_on_a_kth_tree(tmp_path):
+    from test_kth import make_clip
+
+    root = tmp_path / "kth"
+    for person in (1, 2, 17):
+        make_clip(root, "walking", person, range(1, 9))
+        make_clip(root, "running", person, range(1, 9), ext="jpg")
+    cfg = load(None, [
+        "--data.dataset=kth", f"--data.root={root}", "--data.image_size=32", "--data.total_frames=6",
+        "--data.context_frames=3", "--data.val_size=2", "--model.hidden=4,4", "--model.filter_size=3",
+        "--model.patch_size=8", "--train.batch_size=2", "--train.steps=2", "--train.eval_every=2",
+        "--tracking.wandb=disabled", f"--train.runs_dir={tmp_path / 'runs'}",
+    ])  # fmt: skip
+    result = train(cfg, progress=False)
+    assert (
+        result.status == "finished"
+        and "KTH test persons 17-25" in json.loads((result.run_dir / "summary.json").read_text())["test_set"]
+    )
+    assert result.test["test/num_sequences"] == 2  # person 17: one window of 6 frames in 8, for each action

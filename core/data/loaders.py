@@ -41,14 +41,31 @@ class SequenceDataset(Dataset):
         return to_unit_float(self.sequences.frames[index])
 
 
-class MovingMNISTStream(IterableDataset):
-    """Endless generated Moving MNIST batches, float32 ``(batch_size, T, 1, canvas, canvas)`` in [0, 1].
+class BatchStream(IterableDataset):
+    """An endless stream of batches in which batch ``k`` is a pure function of ``(seed, k)``.
 
-    Batch ``k`` (counting from 0) is generated from ``SeedSequence([seed, k])``; ``start_batch`` skips ahead in
-    constant time, which is how a resumed run picks up the stream where it stopped. Use it with
-    ``DataLoader(stream, batch_size=None)``; with workers, worker ``w`` of ``n`` makes batches ``k = w (mod n)``, and
-    the loader's round-robin keeps them in order.
+    ``start_batch`` skips ahead in constant time, which is how a resumed run picks up the stream where it stopped.
+    Use it with ``DataLoader(stream, batch_size=None)``; with workers, worker ``w`` of ``n`` makes batches
+    ``k = w (mod n)``, and the loader's round-robin keeps them in order.
     """
+
+    start_batch: int = 0
+
+    def batch(self, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        worker = get_worker_info()
+        step, offset = (1, 0) if worker is None else (worker.num_workers, worker.id)
+        index = self.start_batch + offset
+        while True:
+            yield self.batch(index)
+            index += step
+
+
+class MovingMNISTStream(BatchStream):
+    """Endless generated Moving MNIST batches, float32 ``(batch_size, T, 1, canvas, canvas)`` in [0, 1]; batch ``k``
+    is generated from ``SeedSequence([seed, k])``."""
 
     def __init__(
         self,
@@ -69,13 +86,16 @@ class MovingMNISTStream(IterableDataset):
         frames = generate(self.digits, self.batch_size, np.random.SeedSequence([self.seed, index]), self.spec)
         return to_unit_float(frames[:, :, None])  # (B, T, H, W) -> (B, T, 1, H, W)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        worker = get_worker_info()
-        step, offset = (1, 0) if worker is None else (worker.num_workers, worker.id)
-        index = self.start_batch + offset
-        while True:
-            yield self.batch(index)
-            index += step
+
+class RandomBatchStream(BatchStream):
+    """Endless batches of a map-style dataset's items, drawn with replacement; batch ``k`` from ``(seed, k)``."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, start_batch: int = 0):
+        self.dataset, self.batch_size, self.seed, self.start_batch = dataset, batch_size, seed, start_batch
+
+    def batch(self, index: int) -> torch.Tensor:
+        picks = np.random.default_rng([self.seed, index]).integers(0, len(self.dataset), size=self.batch_size)
+        return torch.stack([self.dataset[int(i)] for i in picks])  # (B, T, C, H, W)
 
 
 def moving_mnist_set(

@@ -14,42 +14,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from core.config import DataConfig
 from core.data.formats import SequenceSet, read_sequences
-from core.data.loaders import MovingMNISTStream, SequenceDataset, moving_mnist_set
+from core.data.loaders import BatchStream, MovingMNISTStream, RandomBatchStream, SequenceDataset, moving_mnist_set
 from core.data.moving_mnist import MovingMNISTSpec
 from core.io import DataError
-
-
-class RandomBatchStream(IterableDataset):
-    """Endless batches of a map-style dataset's items, drawn with replacement; batch ``k`` from ``(seed, k)``."""
-
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, start_batch: int = 0):
-        self.dataset, self.batch_size, self.seed, self.start_batch = dataset, batch_size, seed, start_batch
-
-    def batch(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, index])
-        picks = rng.integers(0, len(self.dataset), size=self.batch_size)
-        return torch.stack([self.dataset[int(i)] for i in picks])  # (B, T, C, H, W)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        worker = get_worker_info()
-        step, offset = (1, 0) if worker is None else (worker.num_workers, worker.id)
-        index = self.start_batch + offset
-        while True:
-            yield self.batch(index)
-            index += step
 
 
 @dataclass
 class RunData:
     """What a run trains, validates and tests on."""
 
-    train: MovingMNISTStream | RandomBatchStream  # set ``start_batch`` before iterating to resume
+    train: BatchStream  # its start_batch is set by train_batches
     val: Dataset
     test: Dataset
     context_frames: int
