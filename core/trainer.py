@@ -286,7 +286,7 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
     context = data.context_frames
     steps_past_context = cfg.data.total_frames - context - 1
     checkpoints = run_dir / "checkpoints"
-    sums = {"loss": 0.0, "l1": 0.0, "l2": 0.0}
+    sums = dict.fromkeys(("loss", "l1", "l2"), 0.0)  # detached tensors between logs: summed on the device, no sync
     interval_start, interval_steps = time.perf_counter(), 0
     bar = tqdm(total=t.steps, initial=start, desc=run_dir.name, disable=not progress, dynamic_ncols=True)
     postfix: dict[str, str] = {}
@@ -305,20 +305,23 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
         done = step + 1
         logging = done % t.log_every == 0 or done == t.steps
         evaluating = done % t.eval_every == 0 or done == t.steps
-        if device.type == "cpu" or logging or evaluating:  # a sync per step costs nothing on the CPU
-            values = {name: float(value.detach()) for name, value in losses.items()}
-            if not math.isfinite(values["loss"]):
+        checkpointing = evaluating or done % t.checkpoint_every == 0
+        for name in sums:
+            sums[name] = sums[name] + losses[name].detach()
+        interval_steps += 1
+        # A NaN anywhere in the interval makes the sum NaN. Checked every step on the CPU, where the sync is free;
+        # on a GPU only where it matters: before anything is logged, evaluated or saved.
+        if device.type == "cpu" or logging or checkpointing:
+            total = float(sums["loss"])
+            if not math.isfinite(total):
                 bar.close()
-                tracker.log({"train/loss": values["loss"]}, step=done)
-                tracker.summary("diverged", reason=f"loss became {values['loss']} at step {done}")
+                tracker.log({"train/loss": total}, step=done)
+                tracker.summary("diverged", reason=f"loss became {total} by step {done}")
                 return "diverged", done, best_val_mse
-            for name in sums:
-                sums[name] += values[name]
-            interval_steps += 1
         bar.update(1)
         if logging:
             elapsed = time.perf_counter() - interval_start
-            means = {f"train/loss{'' if k == 'loss' else '_' + k}": v / max(interval_steps, 1) for k, v in sums.items()}
+            means = {f"train/loss{'' if k == 'loss' else '_' + k}": float(v) / interval_steps for k, v in sums.items()}
             tracker.log({**means, "train/eta": eta, "train/steps_per_s": interval_steps / elapsed}, step=done)
             postfix["loss"] = f"{means['train/loss']:.4g}"
             bar.set_postfix(postfix)
@@ -337,7 +340,7 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
                 bar.close()
                 tracker.summary("pruned", reason=f"stopped by the evaluation callback at step {done}")
                 return "pruned", done, best_val_mse
-        if evaluating or done % t.checkpoint_every == 0:
+        if checkpointing:
             save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)
     bar.close()
     return "finished", max(start, t.steps), best_val_mse
@@ -392,7 +395,9 @@ def evaluate_checkpoint(
     )
     baselines = evaluate_baseline_predictions(dataset, context, cfg.train.eval_batch_size, ssim_convention)
     checkpoint = Path(state["path"])
-    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent.parent / "eval"
+    if out_dir is None:  # a run's checkpoints/x.pt -> the run's eval/; a loose checkpoint -> eval/ beside it
+        home = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+        out_dir = home / "eval"
     stem = f"eval-{Path(test_name).stem if data_path else 'test'}-{ssim_convention}"
     report = {
         "checkpoint": str(checkpoint),
