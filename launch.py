@@ -78,7 +78,7 @@ def _train(args: argparse.Namespace) -> None:
     from core.trainer import train
 
     _stop_on_sigterm()
-    cfg = load_variant(args.variant, args.overrides, args.profile)
+    cfg = load_variant(args.variant or args.variant_file, args.overrides, args.profile)
     result = train(cfg, progress=not args.quiet)
     print(f"{result.status}: {result.run_dir} (step {result.step})")
     if result.test:
@@ -93,6 +93,14 @@ def _eval(args: argparse.Namespace) -> None:
           f"{report['ssim_convention']}:")  # fmt: skip
     print(format_scores("test", report["metrics"], report["baselines"]))
     print(f"wrote {report['written']}")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from ablations.sweep import format_summary, load_sweep, run_sweep
+
+    _stop_on_sigterm()
+    sweep = load_sweep(args.sweep)  # validates every cell's config before anything runs
+    print(format_summary(run_sweep(sweep, workers=args.workers, storage=args.storage)))
 
 
 def format_scores(split: str, metrics: dict, baselines: dict | None = None) -> str:
@@ -139,10 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a variant (resumes a killed run; skips a finished one)",
+        usage="launch.py train VARIANT.yaml [--profile NAME] [--quiet] [--section.key=value ...]",
         description="Train VARIANT.yaml. Any config key can be overridden as --section.key=value (or the release's "
         "flag names, e.g. --num_hidden 64,64,64,64); see `launch.py config VARIANT.yaml --show`.",
     )  # fmt: skip
-    train.add_argument("variant", help="a variant file, e.g. ablations/moving_mnist/e3d_baseline.yaml")
+    # The variant file comes first (taken from the leftover arguments in main, so that the value of an override such
+    # as `--data.mnist PATH` is never mistaken for it), or as --variant=FILE, which is how `wandb agent` passes it.
+    train.add_argument("--variant", dest="variant_file", help="the variant file, as a flag (what `wandb agent` passes)")
     train.add_argument("--profile", help="a profile the variant defines (demo: CPU-sized; paper: the study's)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train, takes_overrides=True)
@@ -158,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.set_defaults(run=_eval)
 
+    sweep = commands.add_parser(
+        "sweep", help="run a sweep file's cells with local workers (resumes: finished cells are skipped)",
+        description="Run SWEEP.yaml (W&B's sweep schema; parameters are config keys plus variant and profile) with "
+        "local worker processes. Its ledger is an Optuna study, <runs_dir>/<sweep name>/study.db by default; running "
+        "the same command again skips finished cells and re-runs cells whose worker died.",
+    )  # fmt: skip
+    sweep.add_argument("sweep", help="a sweep file, e.g. sweeps/demo.yaml")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    sweep.add_argument("--storage", help="the ledger's database URL (default: sqlite:///<runs_dir>/<name>/study.db)")
+    sweep.set_defaults(run=_sweep)
+
     config = commands.add_parser("config", help="print a variant's resolved config")
     config.add_argument("variant", help="a variant file")
     config.add_argument("--profile", help="a profile the variant defines")
@@ -171,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "takes_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "train":
+        args.variant = rest.pop(0) if rest and not rest[0].startswith("-") else None
+        if not (args.variant or args.variant_file):
+            parser.error("train needs a variant file: `launch.py train VARIANT.yaml [...]` or --variant=FILE")
     args.overrides = rest
     try:
         args.run(args)

@@ -170,6 +170,7 @@ def evaluate_model(
     ssim_convention: str = "ours",
     keep: int = 0,
     num_workers: int = 0,
+    progress: bool = False,
 ) -> tuple[Scores, dict[str, np.ndarray]]:
     """Metrics of the model's predictions on ``dataset``; also returns the first ``keep`` sequences' frames
     (``context``, ``target``, ``pred``, each ``(keep, T', C, H, W)``) for pictures."""
@@ -178,7 +179,7 @@ def evaluate_model(
     scores = MetricAccumulator(ssim_convention)
     kept: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "pred": []}
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    for frames in loader:
+    for frames in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=not progress):
         frames = frames.to(device, non_blocking=True)
         pred = predict_future(model, frames, context_frames)
         target = frames[:, context_frames:]
@@ -251,7 +252,9 @@ def train(
         )
         result = TrainResult(run_dir, status, step, best_val_mse if math.isfinite(best_val_mse) else None)
         if status == "finished":
-            result.test, result.baselines = _final_test(cfg, model, data, device, tracker, step, result.best_val_mse)
+            result.test, result.baselines = _final_test(
+                cfg, model, data, device, tracker, step, result.best_val_mse, progress
+            )
         tracker.finish(status)
     return result
 
@@ -346,11 +349,12 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
     return "finished", max(start, t.steps), best_val_mse
 
 
-def _final_test(cfg, model, data, device, tracker, step, best_val_mse) -> tuple[dict, dict]:
+def _final_test(cfg, model, data, device, tracker, step, best_val_mse, progress) -> tuple[dict, dict]:
     """Test the final weights, and the trivial baselines on the same sequences; record both."""
     scores, pictures = evaluate_model(
-        model, data.test, data.context_frames, cfg.train.eval_batch_size, device, keep=cfg.tracking.frames
-    )
+        model, data.test, data.context_frames, cfg.train.eval_batch_size, device, keep=cfg.tracking.frames,
+        progress=progress,
+    )  # fmt: skip
     baselines = evaluate_baseline_predictions(data.test, data.context_frames, cfg.train.eval_batch_size)
     metrics = scores.to_dict("test/")
     tracker.log(metrics, step=step)
@@ -391,8 +395,9 @@ def evaluate_checkpoint(
         data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
         dataset, context, test_name = data.test, data.context_frames, data.test_name
     scores, pictures = evaluate_model(
-        model, dataset, context, cfg.train.eval_batch_size, device, ssim_convention, keep=cfg.tracking.frames
-    )
+        model, dataset, context, cfg.train.eval_batch_size, device, ssim_convention, keep=cfg.tracking.frames,
+        progress=True,
+    )  # fmt: skip
     baselines = evaluate_baseline_predictions(dataset, context, cfg.train.eval_batch_size, ssim_convention)
     checkpoint = Path(state["path"])
     if out_dir is None:  # a run's checkpoints/x.pt -> the run's eval/; a loose checkpoint -> eval/ beside it

@@ -100,3 +100,16 @@ def test_train_rejects_unknown_keys_with_a_suggestion(tmp_path, capsys):
     variant = str(ROOT / "ablations" / "moving_mnist" / "e3d_baseline.yaml")
     assert launch.main(["train", variant, "--model.residul=true"]) == 2
     assert "did you mean 'model.residual'" in capsys.readouterr().err
+
+
+def test_train_takes_the_variant_as_a_flag_like_a_wandb_agent_passes_it(tmp_path, user_mnist, capsys):
+    # `wandb agent` runs `python launch.py train ${args}`, each sweep parameter as --name=value.
+    variant = str(ROOT / "ablations" / "moving_mnist" / "e3d_baseline.yaml")
+    args = ["train", f"--variant={variant}", "--profile=demo", "--model.residual=true",
+            *_tiny_train_args(tmp_path, user_mnist)]  # fmt: skip
+    assert launch.main(args) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "residual: true" in (run / "config.yaml").read_text()
+    with pytest.raises(SystemExit):
+        launch.main(["train", "--profile=demo"])
+    assert "needs a variant file" in capsys.readouterr().err

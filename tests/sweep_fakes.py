@@ -1,0 +1,52 @@
+"""Cheap stand-ins for a sweep's objective, importable by the spawned worker processes.
+
+Each call leaves a file ``<SWEEP_FAKE_DIR>/<cell id>.<pid>.<n>`` so a test can count, across processes, how many
+times each cell ran. The metric is a function of the cell's parameters, so the best cell is known in advance.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+from ablations.sweep import Cell, CellFailed
+
+_calls = itertools.count()
+
+
+def _record(cell: Cell, kind: str = "call") -> None:
+    folder = Path(os.environ["SWEEP_FAKE_DIR"])
+    (folder / f"{cell.id}.{kind}.{os.getpid()}.{next(_calls)}").write_text(cell.name)
+
+
+def metric_of(cell: Cell) -> float:
+    """Lower for 3d, residual and a larger l1 weight: the best cell is conv=3d, residual=true, the largest weight."""
+    p = cell.params
+    return 10.0 - 2.0 * (p.get("model.conv") == "3d") - 1.0 * bool(p.get("model.residual")) - p["loss.l1_weight"]
+
+
+def count_calls(cell: Cell, metric: str) -> float:
+    _record(cell)
+    time.sleep(0.05)  # long enough for two workers to overlap
+    return metric_of(cell)
+
+
+def fail_some(cell: Cell, metric: str) -> float:
+    """Cells with residual on and l1 weight 0.5 diverge; another one is broken; the rest are counted."""
+    if cell.params.get("model.residual") and cell.params["loss.l1_weight"] == 0.5:
+        _record(cell)
+        raise CellFailed("diverged", "loss became nan at step 3")
+    if cell.params.get("model.conv") == "2d" and not cell.params.get("model.residual"):
+        _record(cell)
+        raise RuntimeError("out of memory")
+    return count_calls(cell, metric)
+
+
+def hang_on_one(cell: Cell, metric: str) -> float:
+    """Hangs on the cell named by SWEEP_HANG_CELL (after leaving a 'started' mark), so a test can kill its worker."""
+    if cell.id == os.environ["SWEEP_HANG_CELL"]:
+        _record(cell, "started")
+        time.sleep(600)
+    return count_calls(cell, metric)
