@@ -1,0 +1,85 @@
+"""Workers sharing one sweep through PostgreSQL, as workers on several machines do: every cell runs exactly once.
+
+Starts a throwaway PostgreSQL server (Debian's `postgresql`, which .ci/run installs) on 127.0.0.1 in a temporary
+folder. On a developer machine without PostgreSQL the test skips with the reason; under CI=true it must run.
+"""
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import sweep_fakes
+from test_sweep import FAST, call_counts, write_sweep
+
+from ablations.sweep import load_sweep, run_sweep
+
+
+def _server_binaries() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    binaries = _server_binaries()
+    if binaries is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed; .ci/run should have installed Debian's postgresql")
+        pytest.skip("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.fail("psycopg is missing from the environment (requirements.txt pins psycopg[binary])")
+    # PostgreSQL refuses to run as root: as root, the server runs as the postgres user in a folder it owns.
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under tmp_path: pytest's folders are private to root, and the server's user must reach its data folder.
+    data = Path(tempfile.mkdtemp(prefix="mentalsim-pg-"))
+    if as_postgres:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
+
+    run(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data}"
+    run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-o", options, "-w", "start")
+    try:
+        run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "sweeps")
+        yield f"postgresql://postgres@127.0.0.1:{port}/sweeps"
+    finally:
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch) -> Path:
+    """The folder where the fake objective leaves one file per call (the workers inherit the environment)."""
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    monkeypatch.setenv("SWEEP_FAKE_DIR", str(folder))
+    return folder
+
+
+def test_two_workers_share_one_sweep_through_postgresql(tmp_path, postgres_url, calls):
+    sweep = load_sweep(write_sweep(tmp_path))
+    summary = run_sweep(sweep, workers=2, storage=postgres_url, objective=sweep_fakes.count_calls, **FAST)
+    assert call_counts(calls) == {cell.id: 1 for cell in sweep.cells}
+    assert (summary.done, summary.failed, summary.left) == (len(sweep.cells), 0, 0)
+    assert not (tmp_path / "runs/grid/study.db").exists()  # the ledger is the server's
+    again = run_sweep(load_sweep(write_sweep(tmp_path)), workers=2, storage=postgres_url,
+                      objective=sweep_fakes.count_calls, **FAST)  # fmt: skip
+    assert again.done == len(sweep.cells) and sum(call_counts(calls).values()) == len(sweep.cells)
