@@ -399,3 +399,16 @@ def test_parameter_count_at_study_size(changes, image_size, expected, design):
     if expected is not None:
         assert count == expected
         assert math.isclose(count, design, abs_tol=0.05e6)  # design.md's rounded figure
+
+
+def test_runs_under_bfloat16_autocast_close_to_float32():
+    # The recall attends in the history's float32 while autocast computes the convolutions in bfloat16.
+    model, x = make(tiny()), frames()
+    reference = model(x, CONTEXT)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, CONTEXT, mixed_mask())
+        teacher = model(x, CONTEXT)
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert teacher.dtype == torch.bfloat16
+    torch.testing.assert_close(teacher.float(), reference, atol=0.05, rtol=0.05)

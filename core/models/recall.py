@@ -48,6 +48,7 @@ class Recall(torch.autograd.Function):
         ctx.keys = keys
         ctx.scale = scale
         ctx.state_shape = states[0].shape
+        ctx.state_dtypes = [state.dtype for state in states]  # under autocast they may differ from the buffer's
         ctx.fused = FUSED_CPU_BACKWARD and query.device.type == "cpu"
         if not ctx.fused:
             ctx.save_for_backward(query)
@@ -83,7 +84,8 @@ class Recall(torch.autograd.Function):
             if needed:
                 chunk = grad_keys[:, index * tokens : (index + 1) * tokens]  # (B, P, D)
                 # (B, P, D) -> (B, window, H', W', D) -> (B, D, window, H', W'), the state's layout
-                grad_states[index] = chunk.reshape(batch, window, height, width, dim).permute(0, 4, 1, 2, 3)
+                grad = chunk.reshape(batch, window, height, width, dim).permute(0, 4, 1, 2, 3)
+                grad_states[index] = grad.to(ctx.state_dtypes[index])
         return grad_query if need_query else None, None, None, *grad_states
 
 
@@ -123,5 +125,7 @@ class EideticHistory:
         # (B, D, window, H', W') -> (B, P, D); contiguous, since the fused kernel needs unit stride on D and a reshape
         # of the permuted channels-first tensor can return a view with stride P there.
         q = query.permute(0, 2, 3, 4, 1).reshape(batch, self.tokens, dim).contiguous()
-        out = Recall.apply(q, self.keys(), scale, *self.states)  # (B, P, D)
+        # Under autocast the gate may be bfloat16 while the history keeps the cell states' float32: attend in the
+        # history's precision (the softmax over thousands of unscaled logits needs it).
+        out = Recall.apply(q.to(self.buffer.dtype), self.keys(), scale, *self.states)  # (B, P, D)
         return out.view(batch, window, height, width, dim).permute(0, 4, 1, 2, 3)  # -> (B, D, window, H', W')
