@@ -1,0 +1,181 @@
+"""Run records -> one pandas DataFrame, one row per run folder; a run that failed or never finished keeps its row.
+
+Reads only the local run record (``core.tracking.read_run``: config.yaml, metrics.jsonl, summary.json); never the
+trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
+
+- identity: ``run_dir``, ``run_name`` (the folder's name), ``variant``, ``config_hash``;
+- ``status``: summary.json's (finished, failed, diverged, killed, pruned, running), ``no summary`` for a folder whose
+  summary.json is missing, ``unreadable`` for a record that cannot be parsed; ``status_reason``: the recorded reason
+  or error, if any;
+- the axes (:data:`AXES`): ``dataset``, ``conv``, ``residual``, ``memory_flow``, ``recall``, ``output_gate``,
+  ``l1_weight``, ``init`` (scratch or finetuned), ``seed``;
+- how it was scored: ``test_set`` (the description the trainer stores), ``ssim_convention``, ``num_sequences``;
+- final test metrics ``mse``, ``mae``, ``psnr``, ``ssim`` (NaN unless the run finished) and their per-frame curves
+  ``mse_by_frame`` ... (lists over the predicted frame index; None unless finished);
+- ``loss_history``: ``[(step, train/loss), ...]`` from metrics.jsonl; ``best_val_mse``; ``step`` (the last step);
+- ``run_time_s``: seconds of run time (the last metrics row's ``time``, which excludes the gaps between resumes; the
+  summary's ``updated - started`` when no row has one);
+- the trivial baselines on the same test set: ``copy_last_frame_mse`` ... ``blank_ssim``;
+- ``started``, ``updated``: summary.json's UTC timestamps;
+- ``config_path`` and ``command``: the run's resolved config and the command that trains that config again
+  (``python launch.py train <run_dir>/config.yaml``). The record's test numbers come from the final weights of that
+  training; ``python launch.py eval <run_dir>`` would re-score the *best* checkpoint instead, so it is not given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.tracking import read_run
+
+METRICS = ("mse", "mae", "psnr", "ssim")
+"""Final test metrics, as the trainer stores them under ``test/<name>`` (per frame: ``test/<name>_by_frame``)."""
+
+BASELINES = ("copy_last_frame", "blank")
+"""The trivial predictions the trainer scores beside every model, on the same test set."""
+
+AXES = ("dataset", "conv", "residual", "memory_flow", "recall", "output_gate", "l1_weight", "init", "seed")
+"""The ablation axes of a run, as ``core.tracking.axes`` writes them into summary.json."""
+
+RECORD_FILES = ("summary.json", "config.yaml")
+"""A folder holding either is a run folder (a run killed before its summary still shows up, as ``no summary``)."""
+
+COLUMNS = (
+    ("run_dir", "run_name", "variant", "config_hash", "status", "status_reason")
+    + AXES
+    + ("test_set", "ssim_convention", "num_sequences")
+    + METRICS
+    + tuple(f"{name}_by_frame" for name in METRICS)
+    + ("loss_history", "best_val_mse", "step", "run_time_s")
+    + tuple(f"{baseline}_{name}" for baseline in BASELINES for name in METRICS)
+    + ("started", "updated", "config_path", "command")
+)
+
+_SKIP_DIRS = ("wandb", "checkpoints", "frames", "eval")  # inside a run folder, never run folders themselves
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """The run folders at or under ``root`` (a sweep folder ``runs/<sweep>/`` or ``runs/``), sorted by path.
+
+    Does not look inside a run folder, nor into hidden folders or W&B's.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder of runs")
+    found: list[Path] = []
+
+    def visit(folder: Path) -> None:
+        if any((folder / name).is_file() for name in RECORD_FILES):
+            found.append(folder)
+            return
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and child.name not in _SKIP_DIRS:
+                visit(child)
+
+    visit(root)
+    return found
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """One row per run folder under ``root`` (columns: :data:`COLUMNS`), sorted by ``run_dir``."""
+    rows = [run_row(path) for path in find_run_dirs(root)]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def run_row(run_dir: str | Path) -> dict[str, Any]:
+    """One run folder as a flat dict with the keys of :data:`COLUMNS` (missing values: None or NaN)."""
+    run_dir = Path(run_dir)
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(
+        run_dir=str(run_dir),
+        run_name=run_dir.name,
+        config_path=str(run_dir / "config.yaml"),
+        command=f"python launch.py train {run_dir / 'config.yaml'}",
+    )
+    for name in (*METRICS, "best_val_mse", "run_time_s", *(f"{b}_{m}" for b in BASELINES for m in METRICS)):
+        row[name] = math.nan
+    try:
+        record = read_run(run_dir)
+    except (OSError, ValueError) as error:  # json and yaml errors are ValueErrors
+        row.update(status="unreadable", status_reason=f"{type(error).__name__}: {error}")
+        return row
+    config = record["config"] or {}
+    summary = record["summary"]
+    row.update(_axes_from_config(config))
+    if summary is None:
+        row["status"] = "no summary"
+        row["status_reason"] = "summary.json is missing: the run stopped before its first record"
+    else:
+        row.update({key: value for key, value in (summary.get("axes") or {}).items() if key in row})
+        row.update(
+            variant=summary.get("variant", row["variant"]),
+            config_hash=summary.get("config_hash"),
+            status=summary.get("status"),
+            status_reason=summary.get("reason") or summary.get("error"),
+            test_set=summary.get("test_set"),
+            best_val_mse=_number(summary.get("best_val_mse")),
+            step=summary.get("step"),
+            started=summary.get("started"),
+            updated=summary.get("updated"),
+        )
+        metrics = summary.get("metrics") or {}
+        if row["status"] == "finished":
+            row["ssim_convention"] = metrics.get("test/ssim_convention")
+            row["num_sequences"] = metrics.get("test/num_sequences")
+            for name in METRICS:
+                row[name] = _number(metrics.get(f"test/{name}"))
+                curve = metrics.get(f"test/{name}_by_frame")
+                row[f"{name}_by_frame"] = [float(v) for v in curve] if curve is not None else None
+        for baseline, scores in (summary.get("baselines") or {}).items():
+            for name in METRICS:
+                if f"{baseline}_{name}" in row:
+                    row[f"{baseline}_{name}"] = _number((scores or {}).get(name))
+    rows = record["metrics"]
+    row["loss_history"] = [(int(r["step"]), float(r["train/loss"])) for r in rows if "train/loss" in r]
+    if row["step"] is None and rows:
+        row["step"] = max(int(r.get("step", 0)) for r in rows)
+    row["run_time_s"] = _run_time(rows, summary)
+    return row
+
+
+def _axes_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The axes from the resolved config (what summary.json's ``axes`` holds), for a run without a summary."""
+    if not config:
+        return {}
+    section = lambda name: config.get(name) or {}  # noqa: E731
+    return {
+        "variant": config.get("variant"),
+        "dataset": section("data").get("dataset"),
+        "conv": section("model").get("conv"),
+        "residual": section("model").get("residual"),
+        "memory_flow": section("model").get("memory_flow"),
+        "recall": section("model").get("recall"),
+        "output_gate": section("model").get("output_gate"),
+        "l1_weight": section("loss").get("l1_weight"),
+        "init": "finetuned" if section("train").get("init_from") else "scratch",
+        "seed": section("train").get("seed"),
+    }
+
+
+def _run_time(rows: list[dict], summary: Mapping[str, Any] | None) -> float:
+    times = [float(r["time"]) for r in rows if isinstance(r.get("time"), int | float)]
+    if times:
+        return max(times)
+    if summary and summary.get("started") and summary.get("updated"):
+        try:
+            started = dt.datetime.fromisoformat(summary["started"])
+            updated = dt.datetime.fromisoformat(summary["updated"])
+        except (TypeError, ValueError):
+            return math.nan
+        return (updated - started).total_seconds()
+    return math.nan
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan

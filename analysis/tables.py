@@ -1,0 +1,607 @@
+"""The study's table from collected runs (:func:`analysis.collect.collect`): Markdown, LaTeX (booktabs) and CSV.
+
+One row per variant (its axis values except dataset and seed), named from those values (:func:`variant_name`); per
+dataset the columns MSE, MAE, SSIM, PSNR and Seeds. A cell is the mean over the finished seeds, ``± std`` (the sample
+standard deviation, ddof=1) when there are two or more; a variant whose runs all stopped shows their status instead of
+numbers, and the Seeds column says how many of its runs finished and what became of the others. Below the variants:
+the trivial baselines (copy-last-frame, blank) the runs recorded on the same test set, then optionally the published
+numbers of design.md section 1, marked ``(published)``, never bold.
+
+Honest comparisons: every table states its test set and SSIM convention per dataset in its caption; runs of one dataset
+evaluated on different test sets or under different SSIM conventions never share a column: :func:`study_table` raises
+:class:`IncomparableRunsError` naming them, or with ``split_by_test_set=True`` returns one table per test set and
+convention. Two runs with the same axes and seed (e.g. two sweeps with different profiles collected together) raise
+too, rather than being averaged as if they were two seeds. Every cell keeps the run folders it came from (the CSV's
+``run_dirs`` column; each folder's ``config.yaml`` and the collected ``command`` regenerate it).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.collect import BASELINES
+
+TABLE_METRICS = ("mse", "mae", "ssim", "psnr")
+"""The study's columns, in its order."""
+
+LOWER_IS_BETTER = {"mse": True, "mae": True, "ssim": False, "psnr": False}
+METRIC_LABELS = {"mse": "MSE", "mae": "MAE", "ssim": "SSIM", "psnr": "PSNR"}
+DATASET_LABELS = {"moving_mnist": "Moving MNIST", "kth": "KTH"}
+BASELINE_LABELS = {"copy_last_frame": "copy last frame", "blank": "blank frame"}
+SSIM_CONVENTIONS = {
+    "ours": "scikit-image SSIM with data_range=1 on [0,1] frames",
+    "release": "scikit-image SSIM with data_range=2, as the release and OpenSTL computed it (higher than ours)",
+}
+RELEASE_L1_WEIGHT = 2 / 3
+"""The release's loss mix; a variant with this l1 weight is named without a loss suffix."""
+
+# The axes that make a table row (dataset goes to the columns, seed is averaged over), with the release's values:
+# a row's name mentions only the axes that differ from these.
+ROW_AXES = ("conv", "residual", "memory_flow", "recall", "output_gate", "l1_weight", "init")
+RELEASE_AXES = {
+    "conv": "3d",
+    "residual": False,
+    "memory_flow": "released",
+    "recall": "released",
+    "output_gate": "released",
+    "l1_weight": RELEASE_L1_WEIGHT,
+    "init": "scratch",
+}
+
+NOT_RUN = "–"  # a variant with no run on a dataset
+PUBLISHED_SSIM_MARK = "†"  # a published SSIM under the release convention, in a table that is not
+
+CONVENTIONS_NOTE = (
+    "MSE and MAE per frame: squared (absolute) error summed over the pixels of a [0,1] frame, averaged over sequences "
+    "and predicted frames; PSNR on frames truncated to uint8, differences in int32; predictions clipped to [0,1]."
+)
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """A number printed in a paper, shown for reference beside ours: not recomputed, never bold."""
+
+    name: str
+    dataset: str
+    values: Mapping[str, float]
+    source: str
+    ssim_convention: str = "release"
+
+
+PUBLISHED: tuple[PublishedRow, ...] = (
+    PublishedRow("E3D-LSTM (paper)", "kth", {"psnr": 29.31, "ssim": 0.879}, "E3D-LSTM paper (Wang et al., ICLR 2019)"),
+    PublishedRow("E3D-LSTM baseline (study's rerun)", "kth", {"psnr": 27.73, "ssim": 0.844}, "the study's table"),
+    PublishedRow("E2D-LSTM (study)", "kth", {"psnr": 26.30, "ssim": 0.824}, "the study's table"),
+    PublishedRow("E3D-LSTM + residuals (study)", "kth", {"psnr": 27.61, "ssim": 0.863}, "the study's table"),
+    PublishedRow("E3D-LSTM + residuals, finetuned (study)", "kth", {"psnr": 29.87, "ssim": 0.881}, "the study's table"),
+    PublishedRow("ConvLSTM", "kth", {"psnr": 23.58, "ssim": 0.712}, "the study's table"),
+    PublishedRow("PredRNN", "kth", {"psnr": 27.55, "ssim": 0.839}, "the study's table"),
+    PublishedRow("PredRNN++", "kth", {"psnr": 28.47, "ssim": 0.865}, "the study's table"),
+    PublishedRow(
+        "E3D-LSTM (paper)", "moving_mnist", {"mse": 41.3, "ssim": 0.910}, "E3D-LSTM paper (Wang et al., ICLR 2019)"
+    ),
+)
+"""design.md section 1: KTH PSNR/SSIM from the study's table, Moving MNIST (10 -> 10) MSE per frame and SSIM from the
+E3D-LSTM paper; SSIM under the release convention; measured on their authors' test sets, not ours."""
+
+
+class IncomparableRunsError(ValueError):
+    """Runs that one table column would merge but must not: different test sets or metric conventions."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: the mean and spread of a metric over the finished runs of a row on one dataset."""
+
+    text: str  # as displayed, without bold
+    mean: float = math.nan
+    std: float = math.nan  # sample std over seeds (ddof=1); NaN with fewer than 2
+    n: int = 0  # finished runs the numbers come from
+    run_dirs: tuple[str, ...] = ()  # the run folders the numbers come from (finished runs only)
+    bold: bool = False
+    status: str = ""  # for a row with runs that did not finish: what became of them
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: Literal["variant", "baseline", "published"]
+    cells: Mapping[tuple[str, str], Cell]  # (dataset, metric or "seeds") -> cell
+    axes: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""  # where a published row's numbers come from
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """A study-shaped table, ready to write as Markdown, LaTeX or CSV."""
+
+    datasets: tuple[str, ...]
+    metrics: tuple[str, ...]
+    rows: tuple[Row, ...]
+    test_sets: Mapping[str, str | None]  # dataset -> the test set every number of its columns was computed on
+    ssim_conventions: Mapping[str, str | None]  # dataset -> the SSIM convention of its SSIM column
+    caption: str
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(dataset, metric) for each number column, then (dataset, "seeds"), dataset by dataset."""
+        return [(dataset, metric) for dataset in self.datasets for metric in (*self.metrics, "seeds")]
+
+    def cell(self, row_name: str, dataset: str, metric: str) -> Cell:
+        """The cell of the row named ``row_name`` (the first, if published rows share a name with ours)."""
+        for row in self.rows:
+            if row.name == row_name:
+                return row.cells.get((dataset, metric), Cell(NOT_RUN))
+        raise KeyError(f"no row named {row_name!r}; rows: {', '.join(r.name for r in self.rows)}")
+
+    def _header(self, dataset: str, metric: str) -> str:
+        label = "Seeds" if metric == "seeds" else METRIC_LABELS[metric]
+        return label if len(self.datasets) == 1 else f"{label} ({DATASET_LABELS.get(dataset, dataset)})"
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured Markdown table under a one-paragraph caption; best values in ``**bold**``."""
+        headers = ["Variant", *(self._header(*column) for column in self.columns)]
+        lines = [f"**Table.** {self.caption}", "", _md_row(headers), _md_row(["---"] + ["--:"] * len(self.columns))]
+        for row in self.rows:
+            texts = [row.cells.get(column, Cell(NOT_RUN)) for column in self.columns]
+            lines.append(_md_row([row.name, *(f"**{c.text}**" if c.bold else c.text for c in texts)]))
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self, label: str = "tab:study") -> str:
+        """A ``table`` environment around a booktabs ``tabular`` (``\\usepackage{booktabs}``); bold: ``\\textbf``."""
+        width = len(self.metrics) + 1
+        spec = "l" + "r" * len(self.columns)
+        lines = [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{_latex_escape(self.caption)}}}",
+            rf"\label{{{_latex_escape(label)}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+        ]
+        if len(self.datasets) > 1:
+            groups = [
+                rf"\multicolumn{{{width}}}{{c}}{{{_latex_escape(DATASET_LABELS.get(d, d))}}}" for d in self.datasets
+            ]
+            lines.append(" & ".join(["", *groups]) + r" \\")
+            lines.append(
+                "".join(rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(self.datasets)))
+            )
+        labels = ["Seeds" if metric == "seeds" else METRIC_LABELS[metric] for _, metric in self.columns]
+        lines.append(" & ".join(["Variant", *labels]) + r" \\")
+        previous_kind = None
+        for row in self.rows:
+            if row.kind != previous_kind:
+                lines.append(r"\midrule")
+                previous_kind = row.kind
+            texts = []
+            for column in self.columns:
+                cell = row.cells.get(column, Cell(NOT_RUN))
+                text = _latex_escape(cell.text)
+                texts.append(rf"\textbf{{{text}}}" if cell.bold else text)
+            lines.append(" & ".join([_latex_escape(row.name), *texts]) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long form: one row per (table row, dataset, metric) with the raw mean, std, n, text, bold and run folders;
+        the Seeds cells appear with metric ``seeds``."""
+        records = []
+        for row in self.rows:
+            published = row.kind == "published"
+            for dataset, metric in self.columns:
+                cell = row.cells.get((dataset, metric))
+                if cell is None:
+                    continue
+                records.append(
+                    {
+                        "row": row.name,
+                        "kind": row.kind,
+                        "dataset": dataset,
+                        "metric": metric,
+                        "mean": cell.mean,
+                        "std": cell.std,
+                        "n": cell.n,
+                        "text": cell.text,
+                        "bold": cell.bold,
+                        "status": cell.status,
+                        "test_set": self.test_sets.get(dataset) if not published else "their authors'",
+                        "ssim_convention": self.ssim_conventions.get(dataset) if not published else "release",
+                        "run_dirs": ";".join(cell.run_dirs),
+                        "source": row.source if published else "",
+                    }
+                )
+        return pd.DataFrame(records, columns=CSV_COLUMNS)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """:meth:`to_frame` as CSV (``run_dirs`` joined by ``;``, full float precision); also written to ``path``."""
+        buffer = io.StringIO()
+        self.to_frame().to_csv(buffer, index=False)  # floats as repr: they read back exactly
+        text = buffer.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+
+CSV_COLUMNS = ("row", "kind", "dataset", "metric", "mean", "std", "n", "text", "bold", "status", "test_set",
+               "ssim_convention", "run_dirs", "source")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Names
+
+
+def variant_name(axes: Mapping[str, Any]) -> str:
+    """A readable name from a run's axis values, naming only what differs from the release's E3D-LSTM.
+
+    ``{"conv": "3d"}`` -> "E3D-LSTM"; ``{"conv": "2d"}`` -> "E2D-LSTM"; residuals, finetuned, l1 weight 1 ->
+    "E3D-LSTM + residuals, l1 only, finetuned"; l1 weight 0.25 -> "E3D-LSTM, l1+l2 (w=0.25)".
+    """
+    name = "E2D-LSTM" if axes.get("conv") == "2d" else "E3D-LSTM"
+    if axes.get("residual"):
+        name += " + residuals"
+    details = []
+    if axes.get("memory_flow", "released") != "released":
+        details.append(f"{axes['memory_flow']} memory flow")
+    recall = axes.get("recall", "released")
+    if recall == "off":
+        details.append("no recall")
+    elif recall != "released":
+        details.append(f"{recall} recall")
+    if axes.get("output_gate", "released") != "released":
+        details.append(f"{axes['output_gate']} output gate")
+    weight = axes.get("l1_weight")
+    if weight is not None and not math.isclose(float(weight), RELEASE_L1_WEIGHT, abs_tol=1e-9):
+        weight = float(weight)
+        details.append("l1 only" if weight == 1 else "l2 only" if weight == 0 else f"l1+l2 (w={weight:.2g})")
+    if axes.get("init") == "finetuned":
+        details.append("finetuned")
+    return ", ".join([name, *details])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building
+
+
+def study_table(
+    runs: pd.DataFrame,
+    metrics: Sequence[str] = TABLE_METRICS,
+    baselines: bool = True,
+    published: bool = False,
+    split_by_test_set: bool = False,
+    title: str = "E3D-LSTM variants",
+) -> StudyTable | list[StudyTable]:
+    """The study's table over ``runs`` (a :func:`analysis.collect.collect` frame, filtered as you like).
+
+    Args:
+        metrics: the metric columns per dataset, from ``mse``, ``mae``, ``ssim``, ``psnr``.
+        baselines: add the copy-last-frame and blank rows the runs recorded on the same test set.
+        published: add design.md section 1's published rows for the table's datasets.
+        split_by_test_set: return a list of tables, one per (test set, SSIM convention), instead of raising
+            :class:`IncomparableRunsError` when the runs of a dataset were scored on several.
+    """
+    unknown = [m for m in metrics if m not in LOWER_IS_BETTER]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(TABLE_METRICS)}")
+    if runs.empty:
+        raise ValueError("no runs to tabulate")
+    if split_by_test_set:
+        return [_build(group, tuple(metrics), baselines, published, title) for group in _split_by_test_set(runs)]
+    _check_comparable(runs)
+    return _build(runs, tuple(metrics), baselines, published, title)
+
+
+def _finished(runs: pd.DataFrame) -> pd.Series:
+    return runs["status"] == "finished"
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _check_comparable(runs: pd.DataFrame) -> None:
+    """Raise unless all runs of each dataset share one test set and their finished runs one SSIM convention."""
+    problems = []
+    for dataset, group in runs.groupby("dataset", dropna=False, sort=True):
+        test_sets = {ts for ts in group["test_set"] if _present(ts)}
+        conventions = {c for c in group.loc[_finished(group), "ssim_convention"] if _present(c)}
+        if len(test_sets) <= 1 and len(conventions) <= 1:
+            continue
+        lines = []
+        for (test_set, convention), part in group.groupby(["test_set", "ssim_convention"], dropna=False, sort=True):
+            folders = ", ".join(part["run_dir"].head(3)) + (" ..." if len(part) > 3 else "")
+            shown = convention if _present(convention) else "none (not finished)"
+            lines.append(f"  test set {test_set!r}, SSIM convention {shown}: {len(part)} runs ({folders})")
+        problems.append(f"dataset {dataset}:\n" + "\n".join(lines))
+    if problems:
+        raise IncomparableRunsError(
+            "these runs were scored on different test sets or under different SSIM conventions, and one table column "
+            "never merges them:\n" + "\n".join(problems) + "\nselect runs scored alike, or pass split_by_test_set=True "
+            "for one table each"
+        )
+
+
+def _split_by_test_set(runs: pd.DataFrame) -> list[pd.DataFrame]:
+    """Groups of runs scored alike: finished runs by (test set, convention); each unfinished run joins the groups of its
+    test set (or, without one, of its dataset), else a group of its own."""
+    finished = runs[_finished(runs)]
+    keys = sorted({(ts, c) for ts, c in zip(finished["test_set"], finished["ssim_convention"], strict=True)}, key=str)
+    groups: dict[Any, list[int]] = {
+        key: list(finished.index[(finished["test_set"] == key[0]) & (finished["ssim_convention"] == key[1])])
+        for key in keys
+    }
+    datasets = {key: set(finished.loc[index, "dataset"]) for key, index in groups.items()}
+    for index, run in runs[~_finished(runs)].iterrows():
+        homes = [key for key in keys if _present(run["test_set"]) and key[0] == run["test_set"]]
+        if not homes and not _present(run["test_set"]):
+            homes = [key for key in keys if run["dataset"] in datasets[key]]
+        if not homes:
+            homes = [(run["test_set"], None)]
+            groups.setdefault(homes[0], [])
+        for key in homes:
+            groups[key].append(index)
+    return [runs.loc[sorted(index)] for index in groups.values()]
+
+
+def _dataset_order(datasets: Iterable[Any]) -> tuple[str, ...]:
+    known = list(DATASET_LABELS)
+    present = {d for d in datasets if _present(d)}
+    return tuple(sorted(present, key=lambda d: (known.index(d) if d in known else len(known), str(d))))
+
+
+def _row_key(run: pd.Series) -> tuple:
+    values = tuple(run.get(axis) for axis in ROW_AXES)
+    if not all(_present(v) for v in values):
+        return ("run", run["run_dir"])  # axes unknown (an unreadable record): a row of its own
+    return tuple(round(float(v), 9) if axis == "l1_weight" else v for axis, v in zip(ROW_AXES, values, strict=True))
+
+
+def _build(
+    runs: pd.DataFrame, metrics: tuple[str, ...], with_baselines: bool, with_published: bool, title: str
+) -> StudyTable:
+    datasets = _dataset_order(runs["dataset"])
+    if not datasets:
+        datasets = ("unknown",)
+    finished = runs[_finished(runs)]
+    test_sets = {d: _single(runs.loc[runs["dataset"] == d, "test_set"]) for d in datasets}
+    conventions = {d: _single(finished.loc[finished["dataset"] == d, "ssim_convention"]) for d in datasets}
+    _check_duplicate_seeds(runs)
+
+    raw_rows: list[tuple[str, str, dict, Any]] = []  # (name, kind, {(dataset, metric): Cell without bold}, axes|source)
+    keyed: dict[tuple, list[int]] = {}
+    for index, run in runs.iterrows():
+        keyed.setdefault(_row_key(run), []).append(index)
+    for key, index in sorted(keyed.items(), key=lambda item: _row_order(item[0])):
+        group = runs.loc[index]
+        if key[0] == "run":
+            axes: dict[str, Any] = {}
+            name = f"{group['run_name'].iloc[0]} (unreadable record)"
+        else:
+            axes = dict(zip(ROW_AXES, key, strict=True))
+            name = variant_name(axes)
+        cells = {}
+        for dataset in datasets:
+            on_dataset = group if key[0] == "run" else group[group["dataset"] == dataset]
+            cells.update(_variant_cells(on_dataset, dataset, metrics))
+        raw_rows.append((name, "variant", cells, axes))
+
+    if with_baselines:
+        for baseline in BASELINES:
+            cells = {}
+            for dataset in datasets:
+                on_dataset = finished[finished["dataset"] == dataset]
+                for metric in metrics:
+                    cells[(dataset, metric)] = _number_cell(on_dataset, f"{baseline}_{metric}", metric)
+                cells[(dataset, "seeds")] = Cell("")
+            if any(cell.n for cell in cells.values()):
+                raw_rows.append((BASELINE_LABELS[baseline], "baseline", cells, {}))
+
+    if with_published:
+        for entry in PUBLISHED:
+            if entry.dataset not in datasets:
+                continue
+            cells = {}
+            for metric in metrics:
+                if metric in entry.values:
+                    value = float(entry.values[metric])
+                    mark = (
+                        PUBLISHED_SSIM_MARK
+                        if metric == "ssim" and conventions.get(entry.dataset) != entry.ssim_convention
+                        else ""
+                    )
+                    cells[(entry.dataset, metric)] = Cell(mark, mean=value, status="published")  # text: see below
+            cells[(entry.dataset, "seeds")] = Cell("")
+            raw_rows.append((f"{entry.name} (published)", "published", cells, entry.source))
+
+    rows = _formatted(raw_rows, datasets, metrics)
+    caption = _caption(title, datasets, test_sets, conventions, with_published, rows)
+    return StudyTable(datasets, metrics, tuple(rows), test_sets, conventions, caption)
+
+
+def _single(values: pd.Series) -> str | None:
+    present = sorted({v for v in values if _present(v)}, key=str)
+    return present[0] if len(present) == 1 else None if not present else " / ".join(map(str, present))
+
+
+def _row_order(key: tuple) -> tuple:
+    """The release's E3D-LSTM first, then by how many axes differ from it, then by name."""
+    if key[0] == "run":
+        return (len(ROW_AXES) + 1, str(key))
+    axes = dict(zip(ROW_AXES, key, strict=True))
+    changed = sum(
+        not math.isclose(float(axes[a]), RELEASE_AXES[a]) if a == "l1_weight" else axes[a] != RELEASE_AXES[a]
+        for a in ROW_AXES
+    )
+    return (changed, variant_name(axes))
+
+
+def _check_duplicate_seeds(runs: pd.DataFrame) -> None:
+    counts: dict[tuple, list[str]] = {}
+    for _, run in runs.iterrows():
+        key = _row_key(run)
+        if key[0] != "run":
+            counts.setdefault((key, run["dataset"], run["seed"]), []).append(run["run_dir"])
+    clashes = {key: dirs for key, dirs in counts.items() if len(dirs) > 1}
+    if clashes:
+        lines = [
+            f"  {variant_name(dict(zip(ROW_AXES, key, strict=True)))} on {dataset}, seed {seed}: {', '.join(dirs)}"
+            for (key, dataset, seed), dirs in clashes.items()
+        ]
+        raise IncomparableRunsError(
+            "several runs share their axes and seed, so a cell would average runs that differ in something outside "
+            "the axes (a profile, steps, learning rate...) as if they were seeds:\n"
+            + "\n".join(lines)
+            + "\ncollect one sweep folder, or filter the runs first"
+        )
+
+
+def _variant_cells(group: pd.DataFrame, dataset: str, metrics: tuple[str, ...]) -> dict[tuple[str, str], Cell]:
+    if group.empty:
+        return {(dataset, metric): Cell(NOT_RUN) for metric in (*metrics, "seeds")}
+    done = group[_finished(group)]
+    stopped = group[~_finished(group)]
+    status_counts = stopped["status"].fillna("unknown").value_counts().sort_index()
+    status = ", ".join(f"{count} {name}" for name, count in status_counts.items())
+    cells = {}
+    for metric in metrics:
+        if done.empty:
+            cells[(dataset, metric)] = Cell(", ".join(status_counts.index), status=status)
+        else:
+            cells[(dataset, metric)] = _number_cell(done, metric, metric, status)
+    seeds = f"{len(done)}" if stopped.empty else f"{len(done)} of {len(group)} ({status})"
+    cells[(dataset, "seeds")] = Cell(
+        seeds, mean=float(len(done)), n=len(done), run_dirs=tuple(done["run_dir"]), status=status
+    )
+    return cells
+
+
+def _number_cell(runs: pd.DataFrame, column: str, metric: str, status: str = "") -> Cell:
+    """Mean and sample std of ``column`` over ``runs`` with a value; the text is filled in by :func:`_formatted`."""
+    have = runs[runs[column].notna()] if column in runs else runs.iloc[:0]
+    values = have[column].to_numpy(dtype=float) if len(have) else np.array([])
+    if len(values) == 0:
+        return Cell(NOT_RUN, status=status)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return Cell("", mean=float(np.mean(values)), std=std, n=len(values), run_dirs=tuple(have["run_dir"]), status=status)
+
+
+def _decimals(metric: str, values: list[float]) -> int:
+    """SSIM 3 decimals, PSNR 2; MSE and MAE three significant digits of the column's smallest value, at least 1."""
+    if metric == "ssim":
+        return 3
+    if metric == "psnr":
+        return 2
+    smallest = min((abs(v) for v in values if v != 0 and math.isfinite(v)), default=1.0)
+    return int(min(6, max(1, 2 - math.floor(math.log10(smallest)))))
+
+
+def _formatted(
+    raw_rows: list[tuple[str, str, dict, Any]], datasets: tuple[str, ...], metrics: tuple[str, ...]
+) -> list[Row]:
+    """Fill in the number texts (decimals per column) and bold the best mean per column among our rows."""
+    texts: dict[tuple[int, tuple[str, str]], Cell] = {}
+    for dataset in datasets:
+        for metric in metrics:
+            column = (dataset, metric)
+            cells = [(i, row[2][column]) for i, row in enumerate(raw_rows) if column in row[2]]
+            numbers = [(i, c) for i, c in cells if c.n > 0]  # ours (variants and baselines) with a value
+            decimals = _decimals(metric, [c.mean for _, c in cells if math.isfinite(c.mean)])
+            shown = {i: _mean_std_text(c, decimals, raw_rows[i][1] == "baseline") for i, c in numbers}
+            best = None
+            if numbers:
+                pick = min if LOWER_IS_BETTER[metric] else max
+                best_index, _ = pick(numbers, key=lambda item: item[1].mean)
+                best = f"{raw_rows[best_index][2][column].mean:.{decimals}f}"
+            for i, cell in numbers:
+                bold = f"{cell.mean:.{decimals}f}" == best
+                texts[(i, column)] = Cell(shown[i], cell.mean, cell.std, cell.n, cell.run_dirs, bold, cell.status)
+            for i, cell in cells:
+                if raw_rows[i][1] == "published":  # the printed number at the column's decimals, then its mark
+                    texts[(i, column)] = Cell(f"{cell.mean:.{decimals}f}{cell.text}", cell.mean, status=cell.status)
+    rows = []
+    for i, (name, kind, cells, extra) in enumerate(raw_rows):
+        filled = {column: texts.get((i, column), cell) for column, cell in cells.items()}
+        if kind == "published":
+            rows.append(Row(name, "published", filled, source=extra))
+        else:
+            rows.append(Row(name, kind, filled, axes=extra))  # type: ignore[arg-type]
+    return rows
+
+
+def _mean_std_text(cell: Cell, decimals: int, baseline: bool = False) -> str:
+    """``mean ± std``, or the mean alone for one run (or a baseline scored alike by every run: same test set)."""
+    text = f"{cell.mean:.{decimals}f}"
+    if cell.n < 2 or (baseline and cell.std <= 1e-9 * max(1.0, abs(cell.mean))):
+        return text
+    return f"{text} ± {cell.std:.{decimals}f}"
+
+
+def _caption(
+    title: str,
+    datasets: tuple[str, ...],
+    test_sets: Mapping[str, str | None],
+    conventions: Mapping[str, str | None],
+    with_published: bool,
+    rows: list[Row],
+) -> str:
+    parts = [f"{title}."]
+    for dataset in datasets:
+        convention = conventions.get(dataset)
+        described = f"{convention} ({SSIM_CONVENTIONS[convention]})" if convention in SSIM_CONVENTIONS else "none"
+        parts.append(
+            f"{DATASET_LABELS.get(dataset, dataset)}: test set {test_sets.get(dataset) or 'unknown'}; "
+            f"SSIM convention {described}."
+        )
+    parts.append(CONVENTIONS_NOTE)
+    parts.append(
+        "Cells: mean ± sample standard deviation (ddof=1) over seeds, the mean alone for one seed; Seeds: finished "
+        "runs (of all runs, with what became of the others). Bold: the best mean per column among our rows, baselines "
+        "included (lowest MSE/MAE, highest SSIM/PSNR)."
+    )
+    if any(row.kind == "baseline" for row in rows):
+        parts.append("Copy last frame and blank frame: trivial predictions scored on the same test set.")
+    if with_published and any(row.kind == "published" for row in rows):
+        marked = any(PUBLISHED_SSIM_MARK in cell.text for row in rows for cell in row.cells.values())
+        parts.append(
+            "(published): numbers as printed by their authors, on their own test sets, SSIM under the release "
+            "convention; not recomputed here and never bold."
+            + (f" {PUBLISHED_SSIM_MARK}: not comparable with our SSIM column's convention." if marked else "")
+        )
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writers' helpers
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "–": "--",
+    PUBLISHED_SSIM_MARK: r"\textsuperscript{\dag}",
+}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
