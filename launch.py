@@ -4,6 +4,11 @@
 python launch.py data mnist                      fetch and cache the MNIST digits
 python launch.py data moving-mnist --split test --num 2000 --seed 1 --out data/mmnist-test.npz
 python launch.py data info FILE                  describe a sequence file (release .npz or time-major .npy)
+python launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo [--key=value ...]
+python launch.py eval runs/<run> [--data FILE] [--ssim-convention release]
+python launch.py config ablations/moving_mnist/e3d_baseline.yaml --profile demo --show
+python launch.py sweep sweeps/demo.yaml --workers 2
+python launch.py report runs/demo
 """
 
 from __future__ import annotations
@@ -103,6 +108,14 @@ def _sweep(args: argparse.Namespace) -> None:
     print(format_summary(run_sweep(sweep, workers=args.workers, storage=args.storage)))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from analysis.report import write_tables
+
+    for path in write_tables(args.root, args.out, published=not args.no_published):
+        print(path.read_text())
+        print(f"(also {path.with_suffix('.tex').name} and {path.with_suffix('.csv').name} in {path.parent})\n")
+
+
 def format_scores(split: str, metrics: dict, baselines: dict | None = None) -> str:
     """A small table: the run's metrics and the trivial baselines' on the same sequences."""
     keys = ("mse", "mae", "psnr", "ssim")
@@ -179,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
     sweep.add_argument("--storage", help="the ledger's database URL (default: sqlite:///<runs_dir>/<name>/study.db)")
     sweep.set_defaults(run=_sweep)
+
+    report = commands.add_parser("report", help="the study's tables from a folder of runs (e.g. runs/demo)")
+    report.add_argument("root", help="a sweep's folder, or any folder holding run folders")
+    report.add_argument("--out", help="where to write the tables (default: <root>/report)")
+    report.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
+    report.set_defaults(run=_report)
 
     config = commands.add_parser("config", help="print a variant's resolved config")
     config.add_argument("variant", help="a variant file")
