@@ -1,7 +1,10 @@
-"""Training-step time (forward, backward, Adam) and peak memory of the E3D-LSTM at the study's size and the demo's.
+"""Training-step time (forward, backward, Adam), achieved GFLOP/s against the machine's conv3d rate, peak memory,
+evaluation throughput and data time, for the E3D-LSTM at the study's size and the demo's.
 
-Each size runs in its own process, so its peak resident memory is its own; the step time is the median of the timed
-steps after one warm-up step.
+Each size runs in its own process, so its peak resident memory is its own; times are medians after a warm-up.
+FLOPs are counted with ``torch.utils.flop_counter`` (convolutions and attention; elementwise work and norms are not
+counted, as is usual), with the formulas of PyTorch's fused attention applied to the CPU flash kernels the recall
+calls directly.
 """
 
 from __future__ import annotations
@@ -19,13 +22,57 @@ SIZES = {
 }
 
 
+def _median_seconds(work, repeats: int) -> float:
+    work()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _flop_counter():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = forward
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def conv3d_rate(threads: int = 2, repeats: int = 5) -> float:
+    """GFLOP/s of the model's largest convolution at the study size: conv_x of a 64-channel layer (64 -> 448
+    channels, kernel 2x5x5, on a (4, 64, 2, 16, 16) input), forward only."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    x, weight = torch.randn(4, 64, 2, 16, 16), torch.randn(448, 64, 2, 5, 5)
+    flops = 2 * 4 * 448 * 1 * 16 * 16 * 64 * 2 * 5 * 5  # one valid output frame in time
+    seconds = _median_seconds(lambda: F.conv3d(x, weight, padding=(0, 2, 2)), repeats * 10)
+    return flops / seconds / 1e9
+
+
 def _measure(hidden, image_size, patch, batch, total, context, steps, threads) -> dict:
     """Runs inside the child process."""
     import resource
 
+    import numpy as np
     import torch
 
     from core.config import ModelConfig
+    from core.data.loaders import MovingMNISTStream
+    from core.data.moving_mnist import MovingMNISTSpec
     from core.losses import prediction_loss
     from core.models import build_model
 
@@ -34,33 +81,54 @@ def _measure(hidden, image_size, patch, batch, total, context, steps, threads) -
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden=tuple(hidden), patch_size=patch), channels=1, image_size=image_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.9995))
-    frames = torch.rand(batch, total, 1, image_size, image_size)
+    digits = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
+    stream = MovingMNISTStream(digits, batch, 0, MovingMNISTSpec(seq_len=total, canvas=image_size))
+    frames = stream.batch(0)
     mask = torch.zeros(batch, total - context - 1)
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
+
+    def step() -> None:
         loss = prediction_loss(model(frames, context, mask), frames[:, 1:], 2 / 3)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - start)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"step_s": statistics.median(times[1:]), "peak_gib": peak_kib / 2**20, "threads": threads}
+
+    step_s = _median_seconds(step, steps)
+    with _flop_counter() as counter:
+        step()
+    with torch.no_grad():
+        eval_frames = torch.cat([stream.batch(k) for k in range(4)])  # (4B, T, 1, H, W)
+        eval_s = _median_seconds(lambda: model(eval_frames, context), max(1, steps // 2))
+    data_s = _median_seconds(lambda: stream.batch(1), 20)
+    return {
+        "step_s": step_s,
+        "gflop_per_step": counter.get_total_flops() / 1e9,
+        "eval_seq_per_s": len(eval_frames) / eval_s,
+        "data_share": data_s / step_s,
+        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "threads": threads,
+    }
 
 
 def bench_train(steps: int = 2, threads: int = 2) -> dict[str, dict]:
-    """Median step seconds and peak resident GiB per size, each measured in a fresh process."""
+    """Per size: median step seconds, GFLOP per step and achieved GFLOP/s, evaluation sequences/s, data time as a
+    share of the step, peak resident GiB; each size in a fresh process."""
     results = {}
     for name, size in SIZES.items():
         code = (
-            "import json, sys; from bench.bench_train import _measure; "
+            "import json; from bench.bench_train import _measure; "
             f"print(json.dumps(_measure(*{size!r}, steps={steps}, threads={threads})))"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["gflop_per_s"] = result["gflop_per_step"] / result["step_s"]
+        results[name] = result
     return results
 
 
 if __name__ == "__main__":
-    for name, result in bench_train().items():
-        print(f"{name}: {result['step_s']:.2f} s/step, peak {result['peak_gib']:.2f} GiB")
+    peak = conv3d_rate()
+    print(f"conv3d (largest model shape): {peak:.0f} GFLOP/s")
+    for name, r in bench_train().items():
+        print(f"{name}: {r['step_s']:.2f} s/step, {r['gflop_per_s']:.0f} GFLOP/s ({r['gflop_per_s'] / peak:.2f} of "
+              f"conv3d), eval {r['eval_seq_per_s']:.1f} seq/s, data {r['data_share']:.1%}, "
+              f"peak {r['peak_gib']:.2f} GiB")  # fmt: skip
