@@ -2,13 +2,20 @@
 
 The file is W&B's (``method``, ``metric``, ``parameters``, ``program``, ``command``, ...), so ``wandb sweep`` accepts
 it too. Parameter names are the config's dotted keys (``model.conv``, ``loss.l1_weight``, ``train.seed``) or the
-release's flag names, plus two of ours: ``variant`` (the variant file, required) and ``profile``.
+release's flag names, plus ours: ``variant`` (the variant file, required), ``profile``, and a stage-2 sweep's
+``stage1`` (a grid or ablation file) and ``init_from_cell`` (the cell of it whose best checkpoint this sweep's cells
+finetune from).
 
 The ledger is an Optuna study (``<runs_dir>/<sweep name>/study.db`` by default, any RDB URL with ``--storage``). The
 parent creates it once and enqueues every grid cell once; workers then claim WAITING trials one at a time, so no cell
-runs twice (Optuna's own GridSampler runs cells twice under concurrent workers) and nothing new is ever sampled. A
+runs twice (Optuna's own GridSampler runs cells twice under concurrent workers) and a grid samples nothing. A
 heartbeat marks each running cell; a cell whose worker died goes stale after the grace period, is failed and
 re-enqueued by ``RetryHeartbeatStaleTrialCallback``, and runs again, resuming from its run folder's checkpoint.
+
+``method: ablation`` (ours) is the same machinery over another cell list: the base cell, then each axis changed alone.
+``method: bayes`` and ``random`` search instead: workers ask the study for new trials (TPE or random sampling) until
+``run_cap`` trials exist, each trial a cell with its own run folder; the objective reports the validation metric at
+every evaluation and the pruner (median, or hyperband from ``early_terminate``) may stop it.
 
 Optuna is imported lazily and only here (``core/`` knows nothing of it).
 """
@@ -19,6 +26,7 @@ import contextlib
 import dataclasses
 import difflib
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -45,12 +53,18 @@ TOP_LEVEL_KEYS = (
     "command", "name", "run_cap", "metric", "metrics", "scheduler", "early_terminate", "parameters",
 )  # fmt: skip
 METHODS = ("grid", "random", "bayes", "ablation")
-IMPLEMENTED_METHODS = ("grid",)
+CELL_METHODS = ("grid", "ablation")  # a fixed list of cells, enqueued up front
+SEARCH_METHODS = ("bayes", "random")  # trials sampled one at a time, up to run_cap
 GOALS = ("minimize", "maximize")
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical")
-OWN_PARAMETERS = ("variant", "profile")  # ours, not config keys: which variant file, under which profile
+# Ours, not config keys: which variant file, under which profile; a stage-2 sweep's stage-1 file and the stage-1 cell
+# whose best checkpoint its cells finetune from (train.init_from, resolved by the local runner only).
+OWN_PARAMETERS = ("variant", "profile", "stage1", "init_from_cell")
 PARAMETER_FIELDS = ("value", "values", "distribution", "min", "max", "probabilities")
 DEFAULT_METRIC = "val/mse"
+# W&B's hyperband fields; s and strict have no Optuna counterpart (its HyperbandPruner derives its brackets itself).
+EARLY_TERMINATE_FIELDS = ("type", "min_iter", "max_iter", "eta")
+MEDIAN_STARTUP_TRIALS = 2  # the median pruner waits for this many finished trials before pruning any
 
 # Ledger defaults: a worker's heartbeat every 10 s; a cell silent for 30 s is declared dead and re-enqueued.
 HEARTBEAT_INTERVAL_S = 10
@@ -88,10 +102,11 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid cell: its parameters, a stable id, a readable name, and where its run lives."""
+    """One cell (of a grid or ablation, or a search's trial): its parameters, a stable id, a readable name, and where
+    its run lives."""
 
     id: str  # short hash of the cell's sorted parameter dict: the same cell has the same id on every load
-    name: str  # from its axis values, e.g. conv=3d-residual=true-l1_weight=0.5-seed=0
+    name: str  # from its axis values, e.g. conv=3d-residual=true-l1_weight=0.5-seed=0 (a trial: trial=3-l1_weight=...)
     params: dict[str, Any]  # every parameter of the cell, constants included, as written in the file
     axes: dict[str, Any]  # the ones that vary across the grid
     run_dir: str
@@ -107,8 +122,18 @@ class Sweep:
     goal: str
     parameters: tuple[Parameter, ...]
     folder: str  # <runs_dir>/<name>: the cells' run folders and the default ledger
-    cells: tuple[Cell, ...] = ()  # grid cells in a stable order (empty for methods that sample)
+    cells: tuple[Cell, ...] = ()  # grid or ablation cells in a stable order (empty for a search)
     raw: dict = field(default_factory=dict, compare=False)  # the file as read, for W&B's side of things
+    # A search's settings (bayes, random):
+    run_cap: int | None = None  # trials in all, counted across restarts
+    seed: int = 0  # the sampler's seed: the sweep's train.seed (worker k of N samples with seed + k)
+    pruner: dict = field(default_factory=dict)  # {"type": "median"|"hyperband", ...Optuna's arguments}
+    first: dict = field(default_factory=dict)  # searched keys whose resolved config value is in range: trial 0
+
+    @property
+    def planned(self) -> int:
+        """Cells or trials the sweep runs in all."""
+        return (self.run_cap or 0) if self.method in SEARCH_METHODS else len(self.cells)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -144,9 +169,11 @@ def load_sweep(path: str | Path) -> Sweep:
             raise SweepError(f"{where}: {key} must be a {'list' if expected is list else 'mapping'}")
     parameters = _parameters(raw.get("parameters"), where, method)
     sweep = Sweep(where, name, method, metric, goal, parameters, folder="", raw=raw)
-    if method == "grid":
-        return _with_cells(sweep)
-    return dataclasses.replace(sweep, folder=str(Path(_check_bounds(sweep).train.runs_dir) / name))
+    if method in CELL_METHODS:
+        if "early_terminate" in raw:
+            raise SweepError(f"{where}: early_terminate is for bayes and random searches; a {method} runs every cell")
+        return _with_cells(sweep, expand_grid(parameters) if method == "grid" else expand_ablation(parameters))
+    return _search_settings(sweep)
 
 
 def metric_names() -> tuple[str, ...]:
@@ -203,8 +230,67 @@ def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
     for own in OWN_PARAMETERS:
         spec = next((p for p in parameters if p.name == own), None)
         if spec is not None and (spec.kind == "distribution" or not all(isinstance(v, str) for v in spec.values)):
-            raise SweepError(f"{where}: parameters.{own} must be a file or profile name as value or values")
+            raise SweepError(f"{where}: parameters.{own} must be a file, profile or cell name as value or values")
+    _check_stage(parameters, where)
     return tuple(parameters)
+
+
+def _check_stage(parameters: list[Parameter], where: str) -> None:
+    """``stage1: {value: FILE}`` and ``init_from_cell: {value: NAME}`` (or values) go together, name cells of that
+    grid or ablation, and replace ``train.init_from``."""
+    named = {ALIASES.get(p.name, p.name): p for p in parameters}
+    if ("stage1" in named) != ("init_from_cell" in named):
+        raise SweepError(
+            f"{where}: parameters.stage1 and parameters.init_from_cell go together (a stage-1 sweep file and the "
+            "name of its cell whose best checkpoint this sweep's cells finetune from)"
+        )
+    if "stage1" not in named:
+        return
+    if named["stage1"].kind != "value":
+        raise SweepError(f"{where}: parameters.stage1 must be a constant {{value: sweeps/FILE.yaml}}")
+    if "train.init_from" in named:
+        raise SweepError(
+            f"{where}: parameters.init_from_cell and {named['train.init_from'].name} both set train.init_from"
+        )
+    stage1 = named["stage1"].values[0]
+    try:
+        cells = _stage1_cells(stage1)
+    except SweepError as exc:
+        raise SweepError(f"{where}: parameters.stage1: {exc}") from exc
+    for name in named["init_from_cell"].values:
+        if name not in cells:
+            raise SweepError(f"{where}: parameters.init_from_cell: {stage1} has no cell {name!r}; its cells: "
+                             f"{', '.join(cells)}")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _stage1_cells(path: str) -> dict[str, Cell]:
+    stage1 = load_sweep(path)
+    if stage1.method not in CELL_METHODS:
+        raise SweepError(f"{path}: a stage-1 sweep must be a grid or ablation (its cells are known before it runs)")
+    return {cell.name: cell for cell in stage1.cells}
+
+
+def stage1_checkpoint(params: dict[str, Any]) -> Path | None:
+    """The best checkpoint of the stage-1 cell a cell finetunes from (None when it trains from scratch)."""
+    if "init_from_cell" not in params:
+        return None
+    return Path(_stage1_cells(params["stage1"])[params["init_from_cell"]].run_dir) / "checkpoints" / "best.pt"
+
+
+def _check_stage1_finished(sweep: Sweep) -> None:
+    """Before any stage-2 cell runs: every stage-1 cell it finetunes from has finished with a best checkpoint."""
+    names = next((p.values for p in sweep.parameters if p.name == "init_from_cell"), ())
+    stage1 = next((p.values[0] for p in sweep.parameters if p.name == "stage1"), None)
+    for name in names:
+        cell = _stage1_cells(stage1)[name]
+        summary = Path(cell.run_dir) / "summary.json"
+        status = json.loads(summary.read_text()).get("status", "unknown") if summary.is_file() else "not started"
+        if status != "finished" or not stage1_checkpoint({"stage1": stage1, "init_from_cell": name}).is_file():
+            raise SweepError(
+                f"{sweep.path}: parameters.init_from_cell: stage-1 cell {name!r} of {stage1} is {status}, so there is "
+                f"no best checkpoint in {cell.run_dir} to finetune from; run `python launch.py sweep {stage1}` first"
+            )
 
 
 def _parameter(name: str, spec: dict, key: str, method: str) -> Parameter:
@@ -223,8 +309,8 @@ def _parameter(name: str, spec: dict, key: str, method: str) -> Parameter:
             raise SweepError(f"{key}: values repeat an entry: {values!r}")
         return Parameter(name, "values", tuple(values))
     distribution = spec["distribution"]
-    if method == "grid":
-        raise SweepError(f"{key}: a grid needs value or values; distributions are for random and bayes search")
+    if method in CELL_METHODS:
+        raise SweepError(f"{key}: a {method} needs value or values; distributions are for random and bayes search")
     if distribution not in DISTRIBUTIONS:
         raise SweepError(f"{key}: distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
     if distribution == "categorical":
@@ -264,6 +350,15 @@ def expand_grid(parameters: tuple[Parameter, ...]) -> list[dict[str, Any]]:
     axes = [p for p in parameters if p.kind == "values"]
     return [{**constants, **dict(zip([p.name for p in axes], combo, strict=True))}
             for combo in itertools.product(*(p.values for p in axes))]  # fmt: skip
+
+
+def expand_ablation(parameters: tuple[Parameter, ...]) -> list[dict[str, Any]]:
+    """One factor at a time: the base cell (the first value of every ``values`` axis), then, axis by axis in the file's
+    order, the base with that axis alone changed to each of its other values: 1 + sum(len(values) - 1) cells."""
+    constants = {p.name: p.values[0] for p in parameters if p.kind == "value"}
+    axes = [p for p in parameters if p.kind == "values"]
+    base = {**constants, **{p.name: p.values[0] for p in axes}}
+    return [base, *({**base, p.name: value} for p in axes for value in p.values[1:])]
 
 
 def cell_id(params: dict[str, Any]) -> str:
@@ -306,7 +401,9 @@ def cell_config(cell: Cell) -> Config:
 
 
 def _overrides(params: dict[str, Any]) -> list[str]:
-    return [f"--{key}={_text(value)}" for key, value in params.items() if key not in OWN_PARAMETERS]
+    overrides = [f"--{key}={_text(value)}" for key, value in params.items() if key not in OWN_PARAMETERS]
+    checkpoint = stage1_checkpoint(params)
+    return [*overrides, f"--train.init_from={checkpoint}"] if checkpoint else overrides
 
 
 def _load_params(params: dict[str, Any], where: str) -> Config:
@@ -318,20 +415,27 @@ def _load_params(params: dict[str, Any], where: str) -> Config:
         raise SweepError(f"{where}: {exc}") from exc
 
 
-def _with_cells(sweep: Sweep) -> Sweep:
+def _make_cell(sweep: Sweep, params: dict[str, Any], axes: dict[str, Any], where: str, prefix: str = "") -> Cell:
+    """A cell of ``params`` (its config loaded, so a bad value fails here), named from ``axes`` after ``prefix``."""
+    cfg = _load_params(params, where)
+    # A search's sampled floats are named to 4 significant digits (the config keeps them whole).
+    shown = {k: float(f"{v:.4g}") if prefix and isinstance(v, float) else v for k, v in axes.items()}
+    name = prefix + cell_name(shown, cfg.train.seed)
+    tags = ",".join(f"{key}={_text(value)}" for key, value in zip(_short_names(list(axes)).values(), shown.values(),
+                                                                  strict=True))  # fmt: skip
+    overrides = (*_overrides(params), f"--tracking.group={sweep.name}", *([f"--tracking.tags={tags}"] * bool(tags)))
+    run_dir = str(Path(cfg.train.runs_dir) / sweep.name / name)
+    return Cell(cell_id(params), name, params, axes, run_dir, overrides)
+
+
+def _with_cells(sweep: Sweep, combos: list[dict[str, Any]]) -> Sweep:
     axes_names = [p.name for p in sweep.parameters if p.kind == "values"]
-    cells, folders = [], set()
-    for params in expand_grid(sweep.parameters):
+    cells = []
+    for params in combos:
         axes = {name: params[name] for name in axes_names}
         label = ", ".join(f"{k}={_text(v)}" for k, v in axes.items()) or "the only cell"
-        cfg = _load_params(params, f"{sweep.path}: parameters (cell {label})")
-        folders.add(str(Path(cfg.train.runs_dir) / sweep.name))
-        name = cell_name(axes, cfg.train.seed)
-        tags = ",".join(f"{key}={_text(value)}" for key, value in zip(_short_names(axes_names).values(), axes.values(),
-                                                                      strict=True))  # fmt: skip
-        overrides = (*_overrides(params), f"--tracking.group={sweep.name}", *([f"--tracking.tags={tags}"] * bool(tags)))
-        run_dir = str(Path(cfg.train.runs_dir) / sweep.name / name)
-        cells.append(Cell(cell_id(params), name, params, axes, run_dir, overrides))
+        cells.append(_make_cell(sweep, params, axes, f"{sweep.path}: parameters (cell {label})"))
+    folders = {str(Path(c.run_dir).parent) for c in cells}
     if len(folders) != 1:
         raise SweepError(f"{sweep.path}: every cell must share train.runs_dir (the sweep's ledger lives there)")
     ids = [c.id for c in cells]
@@ -340,15 +444,87 @@ def _with_cells(sweep: Sweep) -> Sweep:
     return dataclasses.replace(sweep, cells=tuple(cells), folder=folders.pop())
 
 
-def _check_bounds(sweep: Sweep) -> Config:
-    """For sampling methods: the constants with each distribution's bounds (or categories) must load."""
-    base = {p.name: p.values[0] for p in sweep.parameters if p.kind in ("value", "values")}
-    cfg = _load_params(base, f"{sweep.path}: parameters")
-    for p in sweep.parameters:
-        probes = p.values if p.kind != "distribution" or p.distribution == "categorical" else (p.low, p.high)
+def _search_settings(sweep: Sweep) -> Sweep:
+    """A search's run_cap, sampler seed, pruner and first trial, checked: the constants with each searched parameter's
+    bounds (or categories) must load."""
+    where, raw = sweep.path, sweep.raw
+    if "run_cap" not in raw:
+        raise SweepError(f"{where}: a {sweep.method} search needs run_cap (how many trials to run in all)")
+    seed = next((p for p in sweep.parameters if ALIASES.get(p.name, p.name) == "train.seed"), None)
+    if seed is not None and seed.kind != "value":
+        raise SweepError(f"{where}: parameters.{seed.name}: a search's seed must be a constant {{value: N}} (it seeds "
+                         "the sampler and every trial; searching over seeds would pick the luckiest)")  # fmt: skip
+    searched = [p for p in sweep.parameters if p.kind != "value"]
+    if not searched:
+        raise SweepError(f"{where}: a {sweep.method} search needs a parameter with values or a distribution")
+    own = [p.name for p in searched if p.name in OWN_PARAMETERS]
+    if own:
+        raise SweepError(f"{where}: parameters.{own[0]} must be a constant in a search")
+    base = {p.name: p.values[0] for p in sweep.parameters if p.kind == "value"}
+    cfg = _load_params(base, f"{where}: parameters")
+    for p in searched:
+        probes = p.values if p.distribution in (None, "categorical") else (p.low, p.high)
         for value in probes:
-            _load_params({**base, p.name: value}, f"{sweep.path}: parameters.{p.name}")
-    return cfg
+            _load_params({**base, p.name: value}, f"{where}: parameters.{p.name}")
+    first = {}
+    for p in searched:
+        value = _config_value(cfg, p.name)
+        if p.distribution in (None, "categorical"):
+            if any(_text(value) == _text(choice) for choice in p.values):
+                first[p.name] = next(choice for choice in p.values if _text(value) == _text(choice))
+        elif (
+            isinstance(value, int | float)
+            and p.low <= value <= p.high
+            and (p.distribution != "int_uniform" or float(value).is_integer())
+        ):
+            first[p.name] = int(value) if p.distribution == "int_uniform" else float(value)
+    return dataclasses.replace(
+        sweep,
+        folder=str(Path(cfg.train.runs_dir) / sweep.name),
+        run_cap=raw["run_cap"],
+        seed=cfg.train.seed,
+        pruner=_pruner_spec(raw.get("early_terminate"), cfg, where),
+        first=first,
+    )
+
+
+def _config_value(cfg: Config, name: str) -> Any:
+    value = cfg
+    for part in ALIASES.get(name, name).split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _pruner_spec(early_terminate: dict | None, cfg: Config, where: str) -> dict[str, Any]:
+    """W&B's ``early_terminate`` as Optuna's pruner arguments; steps are training steps.
+
+    Absent: a median pruner (a trial stops when its value at an evaluation is worse than the median of the finished
+    trials' at the same step, once MEDIAN_STARTUP_TRIALS have finished). ``{type: hyperband, min_iter, max_iter, eta}``:
+    W&B counts iterations in evaluations, so min_iter and max_iter (default: the whole run) are multiplied by
+    ``train.eval_every``; eta (default 3) is the reduction factor."""
+    if early_terminate is None:
+        return {"type": "median", "n_startup_trials": MEDIAN_STARTUP_TRIALS}
+    key = f"{where}: early_terminate"
+    extra = [name for name in early_terminate if name not in EARLY_TERMINATE_FIELDS]
+    if extra:
+        raise SweepError(f"{key}: unsupported field {extra[0]!r} (supported: {', '.join(EARLY_TERMINATE_FIELDS)})")
+    if early_terminate.get("type") != "hyperband":
+        raise SweepError(f"{key}: type must be hyperband (W&B's only one), got {early_terminate.get('type')!r}")
+    for name in ("min_iter", "max_iter", "eta"):
+        value = early_terminate.get(name)
+        lowest = 2 if name == "eta" else 1
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= lowest):
+            raise SweepError(f"{key}: {name} must be an integer of at least {lowest}, got {value!r}")
+    if "min_iter" not in early_terminate:
+        raise SweepError(f"{key}: hyperband needs min_iter (evaluations every trial gets before it can be stopped)")
+    eval_every, steps = cfg.train.eval_every, cfg.train.steps
+    max_resource = early_terminate["max_iter"] * eval_every if "max_iter" in early_terminate else steps
+    min_resource = early_terminate["min_iter"] * eval_every
+    if not min_resource < max_resource:
+        raise SweepError(f"{key}: min_iter x train.eval_every ({min_resource}) must be below max_iter x "
+                         f"train.eval_every or train.steps ({max_resource})")  # fmt: skip
+    return {"type": "hyperband", "min_resource": min_resource, "max_resource": max_resource,
+            "reduction_factor": early_terminate.get("eta", 3)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -407,10 +583,61 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
         study = optuna.create_study(
             study_name=ledger.study_name, storage=_storage(ledger), direction=sweep.goal, load_if_exists=True
         )
+        if sweep.first and not study.get_trials(deepcopy=False):
+            study.enqueue_trial({name: _choice(value) for name, value in sweep.first.items()})
         for cell in sweep.cells:
             study.enqueue_trial(
                 _fixed_params(cell), user_attrs={"cell_id": cell.id, "cell_name": cell.name}, skip_if_exists=True
             )
+
+
+def _sampler(sweep: Sweep, worker: int):
+    """TPE (bayes) or random sampling, seeded; worker k samples with seed + k, so workers do not repeat each other.
+
+    TPE samples at random for its first max(2, min(10, run_cap // 4)) trials (Optuna's default of 10 would leave a
+    small search entirely random); constant_liar keeps concurrent workers from proposing the same point."""
+    optuna = _optuna()
+    seed = sweep.seed + worker
+    if sweep.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(2, min(10, (sweep.run_cap or 0) // 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+def _pruner(sweep: Sweep):
+    optuna = _optuna()
+    spec = dict(sweep.pruner)
+    kind = spec.pop("type", "median")
+    return optuna.pruners.HyperbandPruner(**spec) if kind == "hyperband" else optuna.pruners.MedianPruner(**spec)
+
+
+def _choice(value: Any) -> Any:
+    """A value as Optuna holds it: lists (hidden sizes) as their text, since categorical choices must be scalars."""
+    return _text(value) if isinstance(value, list | tuple | dict) else value
+
+
+def _suggest(trial, sweep: Sweep) -> dict[str, Any]:
+    """The trial's value of each searched parameter (``values`` axes are categorical)."""
+    values = {}
+    for p in sweep.parameters:
+        if p.kind == "value":
+            continue
+        if p.distribution in (None, "categorical"):
+            choices = [_choice(v) for v in p.values]
+            values[p.name] = p.values[choices.index(trial.suggest_categorical(p.name, choices))]
+        elif p.distribution == "int_uniform":
+            values[p.name] = trial.suggest_int(p.name, p.low, p.high)
+        else:
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.distribution == "log_uniform_values")
+    return values
+
+
+def search_cell(sweep: Sweep, slot: int, values: dict[str, Any]) -> Cell:
+    """Trial ``slot``'s cell: the constants with its sampled values, named ``trial=<slot>-<values>-seed=<seed>``."""
+    params = {**{p.name: p.values[0] for p in sweep.parameters if p.kind == "value"}, **values}
+    return _make_cell(sweep, params, values, f"{sweep.path}: trial {slot} ({values})", prefix=f"trial={slot}-")
 
 
 def _fixed_params(cell: Cell) -> dict[str, Any]:
@@ -421,15 +648,27 @@ def _fixed_params(cell: Cell) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Workers
 
-Objective = Callable[[Cell, str], float]
-"""Train (or fake) one cell and return ``metric``'s value; raise :class:`CellFailed` when there is none."""
+Report = Callable[[int, float], bool]
+"""``report(step, value)``: an intermediate value of the metric at a training step; returns True when the cell should
+stop (a search's pruner says so; a grid's never does). The objective then raises ``CellFailed("pruned", ...)``."""
+Objective = Callable[[Cell, str, Report], float]
+"""Train (or fake) one cell, reporting at every evaluation, and return ``metric``'s value; raise :class:`CellFailed`
+when there is none."""
 
 
-def train_cell(cell: Cell, metric: str) -> float:
-    """The real objective: train the cell's run (resuming or skipping as the trainer does) and read its metric."""
+def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
+    """The real objective: train the cell's run (resuming or skipping as the trainer does) and read its metric.
+
+    At every evaluation it reports the validation value of the metric's kind (``val/mse`` and ``test/mse`` report
+    the validation MSE, ``test/ssim`` the validation SSIM); a True answer stops the run as ``pruned``."""
     from core.trainer import train
 
-    result = train(cell_config(cell), run_dir=cell.run_dir, progress=False)
+    score = "mse" if metric == "val/mse" else metric.removeprefix("test/")
+
+    def on_eval(step: int, scores) -> bool:
+        return report is not None and bool(report(step, float(getattr(scores, score))))
+
+    result = train(cell_config(cell), run_dir=cell.run_dir, on_eval=on_eval, progress=False)
     if result.status != "finished":
         summary = Path(result.run_dir) / "summary.json"
         record = json.loads(summary.read_text()) if summary.is_file() else {}
@@ -476,7 +715,8 @@ def _raise_keyboard_interrupt(signum, frame):
 def work(
     sweep: Sweep, ledger: Ledger, objective: Objective = train_cell, worker: int = 0, threads: int | None = None
 ) -> int:
-    """One worker: claim waiting cells until none is waiting or running; returns how many cells it ran.
+    """One worker: claim waiting cells (a search: waiting trials, else new ones up to run_cap) until none is waiting
+    or running; returns how many cells it ran.
 
     While other cells still run it keeps polling, failing stale ones (whose retry comes back as WAITING), so a cell
     whose worker died is run again in the same sweep once its grace period has passed. ``threads`` caps torch's
@@ -490,24 +730,30 @@ def work(
             sys.modules["torch"].set_num_threads(threads)
     optuna = _optuna()
     storage = _storage(ledger)
-    study = optuna.load_study(study_name=ledger.study_name, storage=storage)
+    search = sweep.method in SEARCH_METHODS
+    # Samplers and pruners live in the process, not in the database: every worker builds its own.
+    sampler, pruner = (_sampler(sweep, worker), _pruner(sweep)) if search else (None, optuna.pruners.NopPruner())
+    study = optuna.load_study(study_name=ledger.study_name, storage=storage, sampler=sampler, pruner=pruner)
     study_id = storage.get_study_id_from_name(ledger.study_name)
     cells = {cell.id: cell for cell in sweep.cells}
     ran = 0
     while True:
         with _exclusive(ledger), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # ask() warns that heartbeats are meant for optimize(); this loop is our optimize(), beating as it does.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             optuna.storages.fail_stale_trials(study)
-            claimed = _claim(storage, study_id, cells)
+            claimed = _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
         if claimed is None:
             running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            if not any(t.user_attrs.get("cell_id") in cells for t in running):
+            if not any(search or t.user_attrs.get("cell_id") in cells for t in running):
                 return ran
             time.sleep(ledger.poll_s)
             continue
-        trial_id, number, cell = claimed
+        trial_id, number, cell = claimed[:3]
+        trial = claimed[3] if search else None
         try:
-            _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker)
+            _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker, trial)
         except KeyboardInterrupt:
             print(f"worker {worker}: interrupted; {cell.name} goes back to the queue", flush=True)
             return ran
@@ -549,16 +795,67 @@ def _claim(storage, study_id: int, cells: dict[str, Cell]) -> tuple[int, int, Ce
     return None
 
 
-def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker) -> None:
+def _slot(trial) -> int:
+    """The trial's place in a search's run_cap: its own number, or the number of the trial a retry replaces."""
+    return int(trial.user_attrs.get("slot", trial.number))
+
+
+def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int, Cell, Any] | None:
+    """A search's next trial, RUNNING: a waiting one (the first trial, a retry) or, while fewer than run_cap trials
+    exist (retries share their original's slot), a new one the sampler fills; None when the cap is reached."""
+    optuna = _optuna()
+    state = optuna.trial.TrialState
+    while True:
+        # ask() pops a waiting trial first (the first trial, a retry: their slots are counted already), else creates
+        # one. Under the file lock on SQLite this count-then-ask is atomic; on PostgreSQL two workers may both ask
+        # the last slot, so a search there can overshoot run_cap by at most workers - 1.
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(state.WAITING,))
+        used = {_slot(t) for t in storage.get_all_trials(study_id, deepcopy=False)}
+        if not waiting and len(used) >= (sweep.run_cap or 0):
+            return None
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)
+        slot = _slot(trial)
+        trial.set_user_attr("slot", slot)
+        try:
+            values = _suggest(trial, sweep)
+            cell = search_cell(sweep, slot, values)
+        except (SweepError, ValueError) as exc:  # a combination the config rejects: recorded, the search goes on
+            storage.set_trial_user_attr(trial._trial_id, "status", "failed")
+            storage.set_trial_user_attr(trial._trial_id, "reason", str(exc))
+            study.tell(trial, state=state.FAIL)
+            print(f"trial {trial.number} failed before it ran: {exc}", flush=True)
+            continue
+        for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values)):
+            trial.set_user_attr(key, value)
+        return trial._trial_id, trial.number, cell, trial
+
+
+def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker, trial=None) -> None:
+    """Run one claimed cell and record its outcome. ``trial`` (a search's) reports to the pruner; a grid's reports
+    are only recorded."""
     optuna = _optuna()
     state = optuna.trial.TrialState
     start = time.perf_counter()
     value, status, reason = None, "finished", ""
+    reported: list[int] = []
+
+    def report(step: int, value: float) -> bool:
+        reported.append(step)
+        if trial is None:
+            storage.set_trial_intermediate_value(trial_id, step, float(value))
+            return False
+        trial.report(float(value), step)
+        return trial.should_prune()
+
     with _Heartbeat(storage, trial_id, ledger.heartbeat_interval):
         try:
-            value = float(objective(cell, sweep.metric))
+            value = float(objective(cell, sweep.metric, report))
         except CellFailed as exc:
             status, reason = exc.status, exc.reason
+            if status == "pruned" and reported:
+                reason = f"pruned at step {reported[-1]}"
+                storage.set_trial_user_attr(trial_id, "step", reported[-1])
         except KeyboardInterrupt:
             # Interrupted, not broken: hand the cell back so the next run of the sweep picks it up at once. A second
             # signal (Ctrl-C and the parent's SIGTERM both arrive) must not cut the hand-back short.
@@ -580,10 +877,11 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
         print(f"worker {worker}: {cell.name} was finished or declared dead by another process while it ran "
               "(a late heartbeat)", flush=True)  # fmt: skip
         return
-    done = len({t.user_attrs["cell_id"] for t in study.get_trials(deepcopy=False, states=(state.COMPLETE,))})
+    complete = study.get_trials(deepcopy=False, states=(state.COMPLETE,))
+    done = len({_slot(t) if trial is not None else t.user_attrs["cell_id"] for t in complete})
     seconds = time.perf_counter() - start
     outcome = f"{sweep.metric} {value:.6g}" if status == "finished" else f"{status}: {reason}"
-    print(f"[{done}/{len(sweep.cells)} done] {cell.name}: {outcome} ({seconds:.0f} s, worker {worker})", flush=True)
+    print(f"[{done}/{sweep.planned} done] {cell.name}: {outcome} ({seconds:.0f} s, worker {worker})", flush=True)
 
 
 def _requeue(study, storage, trial_id: int, reason: str) -> None:
@@ -594,8 +892,10 @@ def _requeue(study, storage, trial_id: int, reason: str) -> None:
     study.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,  # a search trial's sampled values: its retry runs the same cell
+            distributions=frozen.distributions,
             system_attrs={"fixed_params": frozen.system_attrs.get("fixed_params", {})},
-            user_attrs={k: v for k, v in frozen.user_attrs.items() if k in ("cell_id", "cell_name")},
+            user_attrs={k: v for k, v in frozen.user_attrs.items() if k in ("cell_id", "cell_name", "slot", "values")},
         )
     )
 
@@ -627,11 +927,16 @@ class Summary:
 
     @property
     def failed(self) -> int:
-        return self.count("failed", "diverged", "pruned")
+        return self.count("failed", "diverged")
+
+    @property
+    def pruned(self) -> int:
+        return self.count("pruned")
 
     @property
     def left(self) -> int:
-        return len(self.cells) - self.done - self.failed
+        """Cells (a search: trials up to run_cap) not yet done, failed or pruned: waiting, running or not started."""
+        return max(len(self.cells), self.sweep.planned) - self.done - self.failed - self.pruned
 
     @property
     def best(self) -> CellStatus | None:
@@ -641,17 +946,28 @@ class Summary:
 
 
 def summarize(sweep: Sweep, ledger: Ledger) -> Summary:
-    """Each cell's state from the ledger: its latest trial decides (a retry comes after the trial it replaces)."""
+    """Each cell's state from the ledger: its latest trial decides (a retry comes after the trial it replaces).
+
+    A search's cells are its trials in slot order, once they have values (a waiting first trial has none yet)."""
     optuna = _optuna()
     study = optuna.load_study(study_name=ledger.study_name, storage=_storage(ledger))
-    by_cell: dict[str, list] = {}
+    search = sweep.method in SEARCH_METHODS
+    by_cell: dict[Any, list] = {}
     for trial in study.get_trials(deepcopy=False):
-        by_cell.setdefault(trial.user_attrs.get("cell_id"), []).append(trial)
+        by_cell.setdefault(_slot(trial) if search else trial.user_attrs.get("cell_id"), []).append(trial)
     names = {optuna.trial.TrialState.COMPLETE: "done", optuna.trial.TrialState.RUNNING: "running",
              optuna.trial.TrialState.WAITING: "waiting", optuna.trial.TrialState.PRUNED: "pruned"}  # fmt: skip
+    if search:
+        pairs = []
+        for slot, trials in sorted(by_cell.items()):
+            latest = max(trials, key=lambda t: t.number)
+            if latest.state != optuna.trial.TrialState.WAITING or "values" in latest.user_attrs:
+                # A trial that failed before it ran (its sampled values rejected) is shown by its slot alone.
+                pairs.append((search_cell(sweep, slot, latest.user_attrs.get("values", {})), trials))
+    else:
+        pairs = [(cell, by_cell.get(cell.id, [])) for cell in sweep.cells]
     statuses = []
-    for cell in sweep.cells:
-        trials = by_cell.get(cell.id, [])
+    for cell, trials in pairs:
         if not trials:
             statuses.append(CellStatus(cell, "waiting"))
             continue
@@ -660,7 +976,8 @@ def summarize(sweep: Sweep, ledger: Ledger) -> Summary:
         reason = latest.user_attrs.get("reason", "")
         if latest.state == optuna.trial.TrialState.FAIL and "status" not in latest.user_attrs:
             reason = f"its worker died {len(trials)} times (heartbeat stopped); retries used up"
-        statuses.append(CellStatus(cell, status, latest.value, reason, len(trials)))
+        value = latest.value if status == "done" else None  # a pruned trial's value is only its last report
+        statuses.append(CellStatus(cell, status, value, reason, len(trials)))
     return Summary(sweep, statuses)
 
 
@@ -672,12 +989,18 @@ def format_summary(summary: Summary) -> str:
     for c in summary.cells:
         value = f"{c.value:.6g}" if c.value is not None else "-"
         lines.append(f"{c.cell.name:<{width}}  {c.status:<11}{value:>12}  {c.trials:>5}  {c.reason}".rstrip())
-    lines.append(f"{sweep.name}: {summary.done} done, {summary.failed} failed, {summary.left} left "
-                 f"of {len(summary.cells)} cells")  # fmt: skip
+    lines.append(f"{sweep.name}: {_counts(summary)}")
     best = summary.best
     if best is not None:
         lines.append(f"best ({sweep.goal} {sweep.metric}): {best.cell.name} {best.value:.6g}  {best.cell.run_dir}")
     return "\n".join(lines)
+
+
+def _counts(summary: Summary) -> str:
+    search = summary.sweep.method in SEARCH_METHODS
+    pruned = f"{summary.pruned} pruned, " if search else ""
+    total = f"{summary.sweep.planned} trials" if search else f"{len(summary.cells)} cells"
+    return f"{summary.done} done, {pruned}{summary.failed} failed, {summary.left} left of {total}"
 
 
 def run_sweep(
@@ -693,14 +1016,15 @@ def run_sweep(
     """Run (or resume) a sweep with ``workers`` local processes over its ledger; returns the ledger's summary.
 
     ``objective`` must be importable by name (workers are spawned processes); tests pass a cheap fake."""
-    if sweep.method not in IMPLEMENTED_METHODS:
-        raise SweepError(f"{sweep.path}: method {sweep.method!r} is not implemented yet (grid is)")
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
+    _check_stage1_finished(sweep)
     ledger = Ledger(storage or default_storage(sweep), sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
     prepare(sweep, ledger)
     before = summarize(sweep, ledger)
-    print(f"{sweep.name}: {len(sweep.cells)} cells, {before.done} done, {before.failed} failed, "
+    what = f"a {sweep.method} search of {sweep.planned} trials" if sweep.method in SEARCH_METHODS else (
+        f"{len(sweep.cells)} cells")  # fmt: skip
+    print(f"{sweep.name}: {what}, {before.done} done, {before.failed} failed, {before.pruned} pruned, "
           f"{before.left} to run; {workers} worker{'s' * (workers > 1)}; ledger {ledger.url}", flush=True)  # fmt: skip
     if before.left == 0:
         return before  # every cell is done or failed: nothing to start workers for

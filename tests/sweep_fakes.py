@@ -27,13 +27,13 @@ def metric_of(cell: Cell) -> float:
     return 10.0 - 2.0 * (p.get("model.conv") == "3d") - 1.0 * bool(p.get("model.residual")) - p["loss.l1_weight"]
 
 
-def count_calls(cell: Cell, metric: str) -> float:
+def count_calls(cell: Cell, metric: str, report=None) -> float:
     _record(cell)
     time.sleep(0.05)  # long enough for two workers to overlap
     return metric_of(cell)
 
 
-def fail_some(cell: Cell, metric: str) -> float:
+def fail_some(cell: Cell, metric: str, report=None) -> float:
     """Cells with residual on and l1 weight 0.5 diverge; another one is broken; the rest are counted."""
     if cell.params.get("model.residual") and cell.params["loss.l1_weight"] == 0.5:
         _record(cell)
@@ -41,12 +41,38 @@ def fail_some(cell: Cell, metric: str) -> float:
     if cell.params.get("model.conv") == "2d" and not cell.params.get("model.residual"):
         _record(cell)
         raise RuntimeError("out of memory")
-    return count_calls(cell, metric)
+    return count_calls(cell, metric, report)
 
 
-def hang_on_one(cell: Cell, metric: str) -> float:
+def hang_on_one(cell: Cell, metric: str, report=None) -> float:
     """Hangs on the cell named by SWEEP_HANG_CELL (after leaving a 'started' mark), so a test can kill its worker."""
     if cell.id == os.environ["SWEEP_HANG_CELL"]:
         _record(cell, "started")
         time.sleep(600)
-    return count_calls(cell, metric)
+    return count_calls(cell, metric, report)
+
+
+OPTIMUM = 0.3  # the l1 weight the synthetic search objective is best at
+EVALUATIONS = 3
+
+
+def quadratic(cell: Cell, metric: str, report) -> float:
+    """A search's synthetic objective: (w - OPTIMUM)^2 plus a term that shrinks over EVALUATIONS reports, so a far
+    weight reports worse values than a near one at every step (what pruning needs); stops when told to."""
+    _record(cell)
+    weight = cell.params["loss.l1_weight"]
+    value = (weight - OPTIMUM) ** 2
+    for step in range(1, EVALUATIONS + 1):
+        value = (weight - OPTIMUM) ** 2 + 0.1 / step
+        if report(step * 10, value):
+            _record(cell, "pruned")
+            raise CellFailed("pruned", f"stopped at step {step * 10}")
+    return value
+
+
+def hang_quadratic(cell: Cell, metric: str, report) -> float:
+    """The quadratic, but the trial named by SWEEP_HANG_TRIAL (a cell name prefix) hangs after a 'started' mark."""
+    if cell.name.startswith(os.environ["SWEEP_HANG_TRIAL"]):
+        _record(cell, "started")
+        time.sleep(600)
+    return quadratic(cell, metric, report)

@@ -14,7 +14,9 @@ import yaml
 import ablations.sweep as sweep_module
 import launch
 from ablations.sweep import (
+    OWN_PARAMETERS,
     TOP_LEVEL_KEYS,
+    CellFailed,
     Ledger,
     SweepError,
     cell_config,
@@ -52,13 +54,14 @@ def write_sweep(tmp_path: Path, **changes) -> Path:
         },
     }
     for key, value in changes.items():
-        if "." not in key and key not in ("variant", "profile", *ALIASES):
+        if "." not in key and key not in (*OWN_PARAMETERS, *ALIASES):
             spec[key] = value
         elif value is None:
-            spec["parameters"].pop(key)
+            spec["parameters"].pop(key, None)
         else:
             spec["parameters"][key] = value
     path = tmp_path / "sweep.yaml"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -152,19 +155,158 @@ def test_bad_sweep_files_name_the_key(tmp_path, changes, expected):
     ],
 )
 def test_bad_distributions_name_the_parameter(tmp_path, distribution, expected):
-    path = write_sweep(tmp_path, method="bayes", **{"loss.l1_weight": distribution})
+    path = write_sweep(tmp_path, method="bayes", run_cap=6, **{"loss.l1_weight": distribution})
     with pytest.raises(SweepError, match="parameters.loss.l1_weight") as error:
         load_sweep(path)
     assert expected in str(error.value)
 
 
-def test_a_search_validates_but_does_not_run_yet(tmp_path):
-    path = write_sweep(tmp_path, method="bayes", **{"loss.l1_weight": {"distribution": "uniform", "min": 0, "max": 1}})
-    sweep = load_sweep(path)
+def write_search(tmp_path: Path, **changes) -> Path:
+    """A search of loss.l1_weight over [0, 1] on the baseline as released (no profile: its l1 weight is 2/3)."""
+    search = {
+        "method": "bayes",
+        "run_cap": 6,
+        "profile": None,
+        "model.conv": {"value": "3d"},
+        "model.residual": {"value": False},
+        "loss.l1_weight": {"distribution": "uniform", "min": 0, "max": 1},
+        "train.steps": {"value": 50},
+        "train.eval_every": {"value": 10},
+    }
+    return write_sweep(tmp_path, **{**search, **changes})
+
+
+def test_a_search_is_validated_up_front(tmp_path):
+    sweep = load_sweep(write_search(tmp_path))
     assert sweep.cells == () and Path(sweep.folder) == tmp_path / "runs/grid"
-    with pytest.raises(SweepError, match="'bayes' is not implemented yet"):
-        run_sweep(sweep)
+    assert (sweep.run_cap, sweep.seed, sweep.planned) == (6, 0, 6)
+    assert sweep.first == {"loss.l1_weight": pytest.approx(2 / 3)}  # the release's value, tried first
+    assert sweep.pruner == {"type": "median", "n_startup_trials": 2}
+    assert type(sweep_module._sampler(sweep, worker=0)).__name__ == "TPESampler"
+    random = load_sweep(write_search(tmp_path, method="random"))
+    assert type(sweep_module._sampler(random, worker=0)).__name__ == "RandomSampler"
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"run_cap": None}, "needs run_cap"),
+        ({"train.seed": {"values": [0, 1]}}, "parameters.train.seed: a search's seed must be a constant"),
+        ({"loss.l1_weight": {"value": 0.5}}, "needs a parameter with values or a distribution"),
+        ({"early_terminate": {"type": "median"}}, "early_terminate: type must be hyperband"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 1, "s": 2}}, "unsupported field 's'"),
+        ({"early_terminate": {"type": "hyperband"}}, "hyperband needs min_iter"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 5}}, "must be below"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 1}}, "eta must be an integer of at least 2"),
+        ({"method": "grid", "loss.l1_weight": {"values": [0.5]}, "early_terminate": {"type": "hyperband"}},
+         "early_terminate is for bayes and random searches"),
+    ],
+)  # fmt: skip
+def test_bad_search_files_name_the_key(tmp_path, changes, expected):
+    path = write_search(tmp_path, **changes)
+    if changes.get("run_cap", 1) is None:
+        spec = yaml.safe_load(path.read_text())
+        del spec["run_cap"]
+        path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SweepError) as error:
+        load_sweep(path)
+    assert str(path) in str(error.value) and expected in str(error.value)
+
+
+def test_hyperband_comes_from_early_terminate_in_training_steps(tmp_path):
+    sweep = load_sweep(write_search(tmp_path, early_terminate={"type": "hyperband", "min_iter": 2}))
+    # W&B counts iterations in evaluations: 2 evaluations of 10 steps; the whole run (50 steps) is the most.
+    assert sweep.pruner == {"type": "hyperband", "min_resource": 20, "max_resource": 50, "reduction_factor": 3}
+    assert type(sweep_module._pruner(sweep)).__name__ == "HyperbandPruner"  # optuna is imported only in ablations/
+    assert type(sweep_module._pruner(load_sweep(write_search(tmp_path)))).__name__ == "MedianPruner"
+    capped = write_search(tmp_path, early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 4, "eta": 2})
+    assert load_sweep(capped).pruner == {"type": "hyperband", "min_resource": 10, "max_resource": 40,
+                                         "reduction_factor": 2}  # fmt: skip
+
+
+def test_the_demo_search_file():
+    sweep = load_sweep(ROOT / "sweeps/search.yaml")
+    assert (sweep.method, sweep.metric, sweep.goal, sweep.run_cap, sweep.seed) == ("bayes", "val/mse", "minimize", 6, 0)
+    assert sweep.pruner["type"] == "hyperband" and set(sweep.raw) <= set(TOP_LEVEL_KEYS)
+    assert sweep.first == {"loss.l1_weight": 0.0}  # the demo profile's own l1 weight (the release's 2/3 stalls there)
+
+
+@pytest.mark.slow
+def test_tpe_finds_the_optimum_from_the_release_value_and_prunes_bad_trials(tmp_path, calls):
+    sweep = load_sweep(write_search(tmp_path, run_cap=10))
+    summary = run_sweep(sweep, workers=1, objective=sweep_fakes.quadratic, **FAST)
+    assert sum(call_counts(calls).values()) == 10 and len(summary.cells) == 10
+    first = summary.cells[0]
+    assert first.cell.name == "trial=0-l1_weight=0.6667-seed=0"
+    assert first.cell.params["loss.l1_weight"] == pytest.approx(2 / 3) and first.status == "done"
+    assert Path(first.cell.run_dir) == tmp_path / "runs/grid/trial=0-l1_weight=0.6667-seed=0"
+    assert "--loss.l1_weight=0.6666666666666666" in first.cell.overrides  # the config gets the value whole
+    best = summary.best
+    # Measured: TPE's best is 0.30001 in 10 trials; random sampling's best, same seed and budget, 0.42.
+    assert abs(best.cell.params["loss.l1_weight"] - sweep_fakes.OPTIMUM) < 0.02
+    assert summary.done + summary.pruned == 10 and summary.failed == 0 and summary.left == 0
+    assert "10 trials" in format_summary(summary) and "pruned" in format_summary(summary)
+    # Seeded by train.seed: TPE's first random draw is numpy's RandomState(0).uniform(), 0.5488.
+    assert summary.cells[1].cell.name == "trial=1-l1_weight=0.5488-seed=0"
+    # The median pruner stopped trials whose intermediate values were worse than the median: the far ones.
+    pruned = [c for c in summary.cells if c.status == "pruned"]
+    assert len(pruned) >= 3 and sum(call_counts(calls, "pruned").values()) == len(pruned)
+    assert all(c.reason.startswith("pruned at step ") and int(c.reason.split()[-1]) < 30 for c in pruned)
+    distance = {c.cell.name: abs(c.cell.params["loss.l1_weight"] - sweep_fakes.OPTIMUM) for c in summary.cells}
+    assert min(distance[c.cell.name] for c in pruned) > distance[best.cell.name]
+
+
+@pytest.mark.slow
+def test_a_resumed_search_keeps_to_run_cap_and_reruns_a_killed_trial(tmp_path, calls, monkeypatch):
+    sweep = load_sweep(write_search(tmp_path, run_cap=4))
+    monkeypatch.setenv("SWEEP_HANG_TRIAL", "trial=1-")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
+    prepare(sweep, ledger)
+    worker = multiprocessing.get_context("spawn").Process(target=work, args=(sweep, ledger, sweep_fakes.hang_quadratic))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not call_counts(calls, "started") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)  # trial 1 mid-run
+    worker.join()
+    assert [c.status for c in summarize(sweep, ledger).cells] == ["done", "running"]
+
+    summary = run_sweep(sweep, workers=2, objective=sweep_fakes.quadratic, **FAST)
+    assert len(summary.cells) == 4 and summary.left == 0 and summary.failed == 0
+    assert [c.trials for c in summary.cells] == [1, 2, 1, 1]  # trial 1 retried in its own slot and folder
+    killed = summary.cells[1]
+    assert killed.cell.name.startswith("trial=1-") and killed.status in ("done", "pruned")
+    assert sum(call_counts(calls).values()) == 4  # trial 0 once, trial 1 once after its kill, trials 2 and 3
+
+    again = run_sweep(sweep, workers=2, objective=sweep_fakes.quadratic, **FAST)
+    assert sum(call_counts(calls).values()) == 4 and len(again.cells) == 4  # the cap is reached: nothing runs
+    more = run_sweep(load_sweep(write_search(tmp_path, run_cap=6)), objective=sweep_fakes.quadratic, **FAST)
+    assert sum(call_counts(calls).values()) == 6 and len(more.cells) == 6  # a raised cap adds only the difference
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One factor at a time
+
+
+def test_ablation_changes_one_axis_at_a_time_from_the_base(tmp_path, calls):
+    path = write_sweep(tmp_path, method="ablation", **{"loss.l1_weight": {"values": [0.0, 0.5, 1.0]}})
+    sweep = load_sweep(path)
+    assert len(sweep.cells) == 1 + 1 + 1 + 2
+    assert [c.name for c in sweep.cells] == [
+        "conv=3d-residual=false-l1_weight=0.0-seed=0",  # the base: every axis's first value
+        "conv=2d-residual=false-l1_weight=0.0-seed=0",
+        "conv=3d-residual=true-l1_weight=0.0-seed=0",
+        "conv=3d-residual=false-l1_weight=0.5-seed=0",
+        "conv=3d-residual=false-l1_weight=1.0-seed=0",
+    ]
+    assert [c.id for c in load_sweep(path).cells] == [c.id for c in sweep.cells]
+    same = {"loss.l1_weight": {"values": [0.0, 0.5, 1.0]}, "train.runs_dir": {"value": str(tmp_path / "runs")}}
+    grid = load_sweep(write_sweep(tmp_path / "grid", **same))
+    assert {c.id for c in sweep.cells} < {c.id for c in grid.cells}  # the same cells as the grid's, by id
+    summary = run_sweep(sweep, workers=2, objective=sweep_fakes.count_calls, **FAST)
+    assert call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells})
+    assert (summary.done, summary.left) == (5, 0) and "5 done, 0 failed, 0 left of 5 cells" in format_summary(summary)
 
 
 def test_cli_reports_a_bad_sweep_file(tmp_path, capsys):
@@ -269,7 +411,8 @@ def test_a_stopped_worker_hands_its_cell_back_at_once(tmp_path, calls, monkeypat
 # One real cell
 
 
-def test_train_cell_trains_the_cell_in_its_sweep_folder(tmp_path):
+def write_tiny_variant(tmp_path: Path) -> Path:
+    """A variant that trains in about a second on 30 random 28x28 digits: 2 steps, evaluated at step 2."""
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "mnist.npz", x_train=digits[:20], x_test=digits[20:])
@@ -283,6 +426,11 @@ def test_train_cell_trains_the_cell_in_its_sweep_folder(tmp_path):
                   "eval_batch_size": 2},
         "tracking": {"frames": 0},
     }))  # fmt: skip
+    return variant
+
+
+def test_train_cell_trains_the_cell_in_its_sweep_folder(tmp_path):
+    variant = write_tiny_variant(tmp_path)
     path = write_sweep(tmp_path, variant={"value": str(variant)}, profile=None, metric={"name": "test/mse"})
     sweep = load_sweep(path)
     cell = sweep.cells[-1]
@@ -292,3 +440,81 @@ def test_train_cell_trains_the_cell_in_its_sweep_folder(tmp_path):
     saved = yaml.safe_load((tmp_path / "runs/grid" / cell.name / "config.yaml").read_text())
     assert saved["model"]["conv"] == "2d" and saved["model"]["residual"] is True and saved["loss"]["l1_weight"] == 0.5
     assert saved["tracking"]["group"] == "grid"
+
+
+def test_train_cell_reports_each_evaluation_and_stops_when_told(tmp_path):
+    variant = write_tiny_variant(tmp_path)
+    changes = {"variant": {"value": str(variant)}, "profile": None, "train.steps": {"value": 6},
+               "train.eval_every": {"value": 2}}  # fmt: skip
+    sweep = load_sweep(write_search(tmp_path, **changes))
+    cell = sweep_module.search_cell(sweep, 0, {"loss.l1_weight": 0.25})
+    assert cell.name == "trial=0-l1_weight=0.25-seed=0" and cell_config(cell).loss.l1_weight == 0.25
+    reports = []
+    with pytest.raises(CellFailed) as stopped:
+        train_cell(cell, "val/mse", lambda step, value: reports.append((step, value)) or step >= 4)
+    assert stopped.value.status == "pruned" and [step for step, _ in reports] == [2, 4]
+    summary = json.loads((Path(cell.run_dir) / "summary.json").read_text())
+    assert summary["status"] == "pruned" and summary["reason"] == "stopped by the evaluation callback at step 4"
+    assert (Path(cell.run_dir) / "checkpoints/last.pt").is_file()  # a pruned run keeps its last checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stages
+
+
+def write_stages(tmp_path: Path, **stage2) -> tuple[Path, Path]:
+    """Stage 1: the tiny variant without and with residuals; stage 2: residuals on, finetuned from stage 1's first."""
+    tiny = {"variant": {"value": str(write_tiny_variant(tmp_path))}, "profile": None, "model.conv": {"value": "3d"},
+            "loss.l1_weight": {"value": 0.5}, "train.runs_dir": {"value": str(tmp_path / "runs")}}  # fmt: skip
+    one = write_sweep(tmp_path / "one", name="one", **tiny)
+    two = {"name": "two", "stage1": {"value": str(one)}, "init_from_cell": {"value": "residual=false-seed=0"},
+           "model.residual": {"values": [True]}, **tiny, **stage2}  # fmt: skip
+    return one, write_sweep(tmp_path / "two", **two)
+
+
+def test_stage_two_finetunes_from_the_best_checkpoint_of_a_stage_one_cell(tmp_path):
+    one, two = write_stages(tmp_path)
+    first, stage2 = load_sweep(one).cells[0], load_sweep(two)
+    assert first.name == "residual=false-seed=0" and [c.name for c in stage2.cells] == ["residual=true-seed=0"]
+    cell = stage2.cells[0]
+    best = tmp_path / "runs/one/residual=false-seed=0/checkpoints/best.pt"
+    assert cell_config(cell).train.init_from == str(best) and Path(cell.run_dir) == tmp_path / "runs/two" / cell.name
+    with pytest.raises(SweepError) as error:  # stage 1 has not run: refused before anything starts
+        run_sweep(stage2, objective=sweep_fakes.count_calls, **FAST)
+    message = str(error.value)
+    assert "stage-1 cell 'residual=false-seed=0'" in message and "is not started" in message
+    assert f"launch.py sweep {one}" in message and not (tmp_path / "runs/two").exists()
+
+    train_cell(first, "val/mse")
+    assert best.is_file()
+    sweep_module._check_stage1_finished(stage2)  # now stage 2 may run
+    train_cell(cell, "val/mse")
+    saved = yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text())
+    assert saved["train"]["init_from"] == str(best) and saved["model"]["residual"] is True
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"init_from_cell": {"value": "residual=maybe-seed=0"}},
+         "parameters.init_from_cell: {one} has no cell 'residual=maybe-seed=0'; its cells: residual=false-seed=0, "
+         "residual=true-seed=0"),
+        ({"init_from_cell": None}, "parameters.stage1 and parameters.init_from_cell go together"),
+        ({"stage1": {"values": ["a.yaml", "b.yaml"]}}, "parameters.stage1 must be a constant"),
+        ({"train.init_from": {"value": "x.pt"}}, "init_from_cell and train.init_from both set train.init_from"),
+    ],
+)  # fmt: skip
+def test_bad_stages_name_the_key(tmp_path, changes, expected):
+    one, two = write_stages(tmp_path, **changes)
+    with pytest.raises(SweepError) as error:
+        load_sweep(two)
+    assert str(two) in str(error.value) and expected.format(one=one) in str(error.value)
+
+
+def test_the_demo_finetune_file_starts_from_a_demo_grid_cell():
+    sweep = load_sweep(ROOT / "sweeps/demo_finetune.yaml")
+    assert [c.name for c in sweep.cells] == ["l1_weight=0.0-seed=0", "l1_weight=0.5-seed=0"]
+    baseline = next(c for c in load_sweep(ROOT / "sweeps/demo.yaml").cells if c.name == sweep.cells[0].params[
+        "init_from_cell"])  # fmt: skip
+    cfg = cell_config(sweep.cells[0])
+    assert cfg.train.init_from == str(Path(baseline.run_dir) / "checkpoints/best.pt") and cfg.model.residual is True
