@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench data demo lint format clean
+.PHONY: setup test test-fast bench data demo sweep lint format clean
 
 setup: $(STAMP)  ## create .venv and install the pinned requirements
 
@@ -28,6 +28,12 @@ data: $(STAMP)  ## fetch the MNIST digits and write the generated Moving MNIST t
 
 demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 min on 2 CPU cores) and test it
 	$(PY) launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo
+
+sweep: $(STAMP)  ## the demo sweep: conv x residual x l1 weight grid, then an Optuna search of the l1 weight, then the tables
+	$(PY) launch.py sweep sweeps/demo.yaml --workers 2
+	$(PY) launch.py sweep sweeps/search.yaml --workers 2
+	$(PY) launch.py report runs/demo
+	$(PY) launch.py report runs/search
 
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check .

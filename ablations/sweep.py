@@ -877,11 +877,19 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
         print(f"worker {worker}: {cell.name} was finished or declared dead by another process while it ran "
               "(a late heartbeat)", flush=True)  # fmt: skip
         return
-    complete = study.get_trials(deepcopy=False, states=(state.COMPLETE,))
-    done = len({_slot(t) if trial is not None else t.user_attrs["cell_id"] for t in complete})
     seconds = time.perf_counter() - start
     outcome = f"{sweep.metric} {value:.6g}" if status == "finished" else f"{status}: {reason}"
-    print(f"[{done}/{sweep.planned} done] {cell.name}: {outcome} ({seconds:.0f} s, worker {worker})", flush=True)
+    print(f"{_progress(summarize(sweep, ledger))} {cell.name}: {outcome} ({seconds:.0f} s, worker {worker})",
+          flush=True)  # fmt: skip
+
+
+def _progress(summary: Summary) -> str:
+    """The live line's head: ``[3/8 done, 2 running, 0 failed, 3 left; best so far <cell> <value>]``."""
+    best = summary.best
+    best_text = f"; best so far {best.cell.name} {best.value:.6g}" if best is not None else ""
+    pruned = f"{summary.pruned} pruned, " if summary.sweep.method in SEARCH_METHODS else ""
+    return (f"[{summary.done}/{summary.sweep.planned} done, {summary.count('running')} running, {pruned}"
+            f"{summary.failed} failed, {summary.left} left{best_text}]")  # fmt: skip
 
 
 def _requeue(study, storage, trial_id: int, reason: str) -> None:

@@ -340,7 +340,7 @@ def test_two_workers_run_every_cell_once_and_a_rerun_runs_nothing(tmp_path, call
     assert summary.best.cell.name == "conv=3d-residual=true-l1_weight=0.5-seed=0" and summary.best.value == 6.5
     assert (tmp_path / "runs/grid/study.db").is_file()
     out = capfd.readouterr().out
-    assert out.count("done] ") == 8 and "[8/8 done]" in out
+    assert out.count(" left; best so far ") == 8 and "[8/8 done, 0 running, 0 failed, 0 left; best so far " in out
     table = format_summary(summary)
     assert "grid: 8 done, 0 failed, 0 left of 8 cells" in table and "best (minimize val/mse)" in table
 
