@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,3 +17,13 @@ def digits() -> np.ndarray:
     for k in range(20):
         images[k, 4:24, 4:24] = 10 * (k + 1)
     return images
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch) -> Path:
+    """The folder where the sweep tests' fake objectives leave one file per call (spawned workers inherit the
+    environment, so they find it too)."""
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    monkeypatch.setenv("SWEEP_FAKE_DIR", str(folder))
+    return folder

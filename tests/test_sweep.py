@@ -66,17 +66,20 @@ def write_sweep(tmp_path: Path, **changes) -> Path:
     return path
 
 
-@pytest.fixture
-def calls(tmp_path, monkeypatch) -> Path:
-    """The folder where the fake objectives leave one file per call (the workers inherit the environment)."""
-    folder = tmp_path / "calls"
-    folder.mkdir()
-    monkeypatch.setenv("SWEEP_FAKE_DIR", str(folder))
-    return folder
-
-
 def call_counts(folder: Path, kind: str = "call") -> Counter:
     return Counter(path.name.split(".")[0] for path in folder.iterdir() if path.name.split(".")[1] == kind)
+
+
+def start_hanging_worker(tmp_path: Path, sweep, objective, calls: Path):
+    """Prepare the sweep's ledger, start one spawned worker on ``objective`` and wait until its cell has started."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
+    prepare(sweep, ledger)
+    worker = multiprocessing.get_context("spawn").Process(target=work, args=(sweep, ledger, objective))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not call_counts(calls, "started") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ledger, worker
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -261,13 +264,7 @@ def test_tpe_finds_the_optimum_from_the_release_value_and_prunes_bad_trials(tmp_
 def test_a_resumed_search_keeps_to_run_cap_and_reruns_a_killed_trial(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_search(tmp_path, run_cap=4))
     monkeypatch.setenv("SWEEP_HANG_TRIAL", "trial=1-")
-    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
-    prepare(sweep, ledger)
-    worker = multiprocessing.get_context("spawn").Process(target=work, args=(sweep, ledger, sweep_fakes.hang_quadratic))
-    worker.start()
-    deadline = time.monotonic() + 60
-    while not call_counts(calls, "started") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    ledger, worker = start_hanging_worker(tmp_path, sweep, sweep_fakes.hang_quadratic, calls)
     os.kill(worker.pid, signal.SIGKILL)  # trial 1 mid-run
     worker.join()
     assert [c.status for c in summarize(sweep, ledger).cells] == ["done", "running"]
@@ -371,13 +368,7 @@ def test_a_killed_workers_cell_runs_again_and_no_cell_runs_twice(tmp_path, calls
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))  # 4 cells
     hung = sweep.cells[1]
     monkeypatch.setenv("SWEEP_HANG_CELL", hung.id)
-    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
-    prepare(sweep, ledger)
-    worker = multiprocessing.get_context("spawn").Process(target=work, args=(sweep, ledger, sweep_fakes.hang_on_one))
-    worker.start()
-    deadline = time.monotonic() + 60
-    while not call_counts(calls, "started") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    ledger, worker = start_hanging_worker(tmp_path, sweep, sweep_fakes.hang_on_one, calls)
     assert call_counts(calls, "started") == Counter({hung.id: 1})
     os.kill(worker.pid, signal.SIGKILL)  # mid-cell: no chance to tell the ledger anything
     worker.join()
@@ -393,13 +384,7 @@ def test_a_killed_workers_cell_runs_again_and_no_cell_runs_twice(tmp_path, calls
 def test_a_stopped_worker_hands_its_cell_back_at_once(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))
     monkeypatch.setenv("SWEEP_HANG_CELL", sweep.cells[0].id)
-    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
-    prepare(sweep, ledger)
-    worker = multiprocessing.get_context("spawn").Process(target=work, args=(sweep, ledger, sweep_fakes.hang_on_one))
-    worker.start()
-    deadline = time.monotonic() + 60
-    while not call_counts(calls, "started") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    ledger, worker = start_hanging_worker(tmp_path, sweep, sweep_fakes.hang_on_one, calls)
     worker.terminate()  # SIGTERM, as a scheduler or the sweep's own parent stops a worker
     worker.join()
     assert worker.exitcode == 0

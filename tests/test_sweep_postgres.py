@@ -65,15 +65,6 @@ def postgres_url(tmp_path):
         shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture
-def calls(tmp_path, monkeypatch) -> Path:
-    """The folder where the fake objective leaves one file per call (the workers inherit the environment)."""
-    folder = tmp_path / "calls"
-    folder.mkdir()
-    monkeypatch.setenv("SWEEP_FAKE_DIR", str(folder))
-    return folder
-
-
 def test_two_workers_share_one_sweep_through_postgresql(tmp_path, postgres_url, calls):
     sweep = load_sweep(write_sweep(tmp_path))
     summary = run_sweep(sweep, workers=2, storage=postgres_url, objective=sweep_fakes.count_calls, **FAST)
