@@ -319,7 +319,7 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
             if not math.isfinite(total):
                 bar.close()
                 tracker.log({"train/loss": total}, step=done)
-                tracker.summary("diverged", reason=f"loss became {total} by step {done}")
+                tracker.summary("diverged", reason=f"loss became {total} by step {done}", step=done)
                 return "diverged", done, best_val_mse
         bar.update(1)
         if logging:
@@ -341,7 +341,10 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
             if on_eval is not None and on_eval(done, scores):
                 save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)
                 bar.close()
-                tracker.summary("pruned", reason=f"stopped by the evaluation callback at step {done}")
+                tracker.summary(
+                    "pruned", reason=f"stopped by the evaluation callback at step {done}", step=done,
+                    best_val_mse=best_val_mse if math.isfinite(best_val_mse) else None,
+                )  # fmt: skip
                 return "pruned", done, best_val_mse
         if checkpointing:
             save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)

@@ -440,6 +440,7 @@ def test_train_cell_reports_each_evaluation_and_stops_when_told(tmp_path):
     assert stopped.value.status == "pruned" and [step for step, _ in reports] == [2, 4]
     summary = json.loads((Path(cell.run_dir) / "summary.json").read_text())
     assert summary["status"] == "pruned" and summary["reason"] == "stopped by the evaluation callback at step 4"
+    assert summary["step"] == 4 and summary["best_val_mse"] > 0
     assert (Path(cell.run_dir) / "checkpoints/last.pt").is_file()  # a pruned run keeps its last checkpoint
 
 

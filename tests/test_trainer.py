@@ -104,7 +104,7 @@ def test_nan_loss_stops_the_run_as_diverged(tmp_path, mnist_npz, monkeypatch):
     result = train(tiny(tmp_path, mnist_npz), progress=False)
     assert result.status == "diverged" and result.step == 3
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["status"] == "diverged" and "nan" in summary["reason"]
+    assert summary["status"] == "diverged" and "nan" in summary["reason"] and summary["step"] == 3
     assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["step"] == 2  # the NaN weights never saved
 
 
