@@ -406,6 +406,22 @@ def _overrides(params: dict[str, Any]) -> list[str]:
     return [*overrides, f"--train.init_from={checkpoint}"] if checkpoint else overrides
 
 
+def agent_command(sweep: Sweep, params: dict[str, Any]) -> list[str]:
+    """The command ``wandb agent`` runs for a cell with these parameters: the file's ``command`` with W&B's macros
+    expanded (``${env}``, ``${interpreter}``, ``${program}``, ``${args}``, ``${args_no_hyphens}``), each parameter
+    written as W&B writes it (``--name=value``, Python's str of the value: ``True``, ``0.5``)."""
+    command = sweep.raw.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"]
+    args = [f"--{name}={value}" for name, value in params.items()]
+    macros = {
+        "${env}": ["/usr/bin/env"],
+        "${interpreter}": ["python"],
+        "${program}": [str(sweep.raw.get("program", ""))],
+        "${args}": args,
+        "${args_no_hyphens}": [arg[2:] for arg in args],
+    }
+    return [part for token in command for part in macros.get(token, [token])]
+
+
 def _load_params(params: dict[str, Any], where: str) -> Config:
     from ablations.variants import load_variant
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -504,3 +505,27 @@ def test_the_demo_finetune_file_starts_from_a_demo_grid_cell():
         "init_from_cell"])  # fmt: skip
     cfg = cell_config(sweep.cells[0])
     assert cfg.train.init_from == str(Path(baseline.run_dir) / "checkpoints/best.pt") and cfg.model.residual is True
+
+
+def test_the_command_a_wandb_agent_builds_trains_the_same_config(monkeypatch):
+    # What `wandb agent` would run for a cell of the demo file, fed to our own command line: the same config.
+    import core.trainer
+
+    sweep = load_sweep(ROOT / "sweeps/demo.yaml")
+    cell = sweep.cells[3]
+    argv = sweep_module.agent_command(sweep, cell.params)
+    assert argv[:5] == ["/usr/bin/env", "python", "launch.py", "train", f"--variant={cell.params['variant']}"]
+    assert "--model.residual=True" in argv and "--loss.l1_weight=0.5" in argv  # Python's str, as W&B writes it
+    seen = {}
+
+    def fake_train(cfg, progress=True):
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(core.trainer, "train", fake_train)
+    monkeypatch.chdir(ROOT)
+    assert launch.main(argv[3:]) == 130
+    ours = cell_config(cell)
+    # The same run, but for where W&B groups it: the agent's runs carry no group or tags of ours.
+    assert seen["cfg"].tracking.group is None and ours.tracking.group == sweep.name
+    assert dataclasses.replace(seen["cfg"], tracking=ours.tracking) == ours
