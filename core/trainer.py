@@ -161,6 +161,13 @@ def predict_future(model: torch.nn.Module, frames: torch.Tensor, context_frames:
     return model(frames, context_frames)[:, context_frames - 1 :]
 
 
+@dataclass
+class Evaluation:
+    scores: Scores  # the model's
+    pictures: dict[str, np.ndarray]  # the first sequences' context, target and pred, for frame grids
+    baselines: dict[str, dict[str, float]] | None = None  # copy-last-frame and blank means on the same sequences
+
+
 def evaluate_model(
     model: torch.nn.Module,
     dataset: Dataset,
@@ -171,12 +178,15 @@ def evaluate_model(
     keep: int = 0,
     num_workers: int = 0,
     progress: bool = False,
-) -> tuple[Scores, dict[str, np.ndarray]]:
-    """Metrics of the model's predictions on ``dataset``; also returns the first ``keep`` sequences' frames
-    (``context``, ``target``, ``pred``, each ``(keep, T', C, H, W)``) for pictures."""
+    baselines: bool = False,
+) -> Evaluation:
+    """Metrics of the model's predictions on ``dataset``, and the first ``keep`` sequences' frames (``context``,
+    ``target``, ``pred``, each ``(keep, T', C, H, W)``) for pictures. With ``baselines``, the trivial predictions are
+    scored in the same pass, so the sequences are read once (KTH reads them from disk)."""
     was_training = model.training
     model.eval()
     scores = MetricAccumulator(ssim_convention)
+    trivial = {name: MetricAccumulator(ssim_convention) for name in BASELINES} if baselines else {}
     kept: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "pred": []}
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     for frames in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=not progress):
@@ -184,24 +194,17 @@ def evaluate_model(
         pred = predict_future(model, frames, context_frames)
         target = frames[:, context_frames:]
         scores.update(pred, target)
+        if trivial:
+            for name, guess in baseline_predictions(frames, context_frames).items():
+                trivial[name].update(guess, target)
         if sum(len(x) for x in kept["pred"]) < keep:
             kept["context"].append(frames[:, :context_frames].cpu())
             kept["target"].append(target.cpu())
             kept["pred"].append(pred.clamp(0, 1).cpu())
     model.train(was_training)
     pictures = {name: torch.cat(parts)[:keep].numpy() for name, parts in kept.items() if parts}
-    return scores.compute(), pictures
-
-
-def evaluate_baseline_predictions(
-    dataset: Dataset, context_frames: int, batch_size: int, ssim_convention: str = "ours"
-) -> dict[str, dict[str, float]]:
-    """Mean metrics of the trivial predictions (copy-last-frame, blank) on ``dataset``, batch by batch."""
-    accumulators = {name: MetricAccumulator(ssim_convention) for name in BASELINES}
-    for frames in DataLoader(dataset, batch_size=batch_size):
-        for name, pred in baseline_predictions(frames, context_frames).items():
-            accumulators[name].update(pred, frames[:, context_frames:])
-    return {name: _means(acc.compute()) for name, acc in accumulators.items()}
+    means = {name: _means(acc.compute()) for name, acc in trivial.items()} if baselines else None
+    return Evaluation(scores.compute(), pictures, means)
 
 
 def _means(scores: Scores) -> dict[str, float]:
@@ -331,7 +334,7 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
             sums = dict.fromkeys(sums, 0.0)
             interval_start, interval_steps = time.perf_counter(), 0
         if evaluating:
-            scores, _ = evaluate_model(model, data.val, context, t.eval_batch_size, device)
+            scores = evaluate_model(model, data.val, context, t.eval_batch_size, device).scores
             tracker.log(scores.to_dict("val/"), step=done)
             if scores.mse < best_val_mse:
                 best_val_mse = scores.mse
@@ -354,12 +357,12 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
 
 def _final_test(cfg, model, data, device, tracker, step, best_val_mse, progress) -> tuple[dict, dict]:
     """Test the final weights, and the trivial baselines on the same sequences; record both."""
-    scores, pictures = evaluate_model(
+    result = evaluate_model(
         model, data.test, data.context_frames, cfg.train.eval_batch_size, device, keep=cfg.tracking.frames,
-        progress=progress,
+        progress=progress, baselines=True,
     )  # fmt: skip
-    baselines = evaluate_baseline_predictions(data.test, data.context_frames, cfg.train.eval_batch_size)
-    metrics = scores.to_dict("test/")
+    pictures, baselines = result.pictures, result.baselines
+    metrics = result.scores.to_dict("test/")
     tracker.log(metrics, step=step)
     if pictures:
         tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step)
@@ -397,15 +400,16 @@ def evaluate_checkpoint(
     else:
         data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
         dataset, context, test_name = data.test, data.context_frames, data.test_name
-    scores, pictures = evaluate_model(
+    result = evaluate_model(
         model, dataset, context, cfg.train.eval_batch_size, device, ssim_convention, keep=cfg.tracking.frames,
-        progress=True,
+        progress=True, baselines=True,
     )  # fmt: skip
-    baselines = evaluate_baseline_predictions(dataset, context, cfg.train.eval_batch_size, ssim_convention)
+    scores, pictures, baselines = result.scores, result.pictures, result.baselines
     checkpoint = Path(state["path"])
     if out_dir is None:  # a run's checkpoints/x.pt -> the run's eval/; a loose checkpoint -> eval/ beside it
         home = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
         out_dir = home / "eval"
+    out_dir = Path(out_dir)
     stem = f"eval-{Path(test_name).stem if data_path else 'test'}-{ssim_convention}"
     report = {
         "checkpoint": str(checkpoint),

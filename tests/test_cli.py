@@ -90,6 +90,8 @@ def test_train_eval_and_config_from_the_command_line(tmp_path, user_mnist, capsy
     report = run / "eval" / "eval-test-release.json"
     assert report.is_file() and f"wrote {report}" in capsys.readouterr().out
     assert (run / "eval" / "eval-test-release.png").is_file()
+    assert launch.main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "eval-test-ours.json").is_file()
 
     assert launch.main(["report", str(tmp_path / "runs"), "--no-published"]) == 0
     table = capsys.readouterr().out
