@@ -8,7 +8,7 @@ python launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo [
 python launch.py eval runs/<run> [--data FILE] [--ssim-convention release]
 python launch.py config ablations/moving_mnist/e3d_baseline.yaml --profile demo --show
 python launch.py sweep sweeps/demo.yaml --workers 2
-python launch.py report runs/demo
+python launch.py report runs/demo runs/search    tables, figures, report.html
 """
 
 from __future__ import annotations
@@ -109,11 +109,32 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from analysis.report import write_tables
+    from analysis.report import write_report
 
-    for path in write_tables(args.root, args.out, published=not args.no_published):
-        print(path.read_text())
-        print(f"(also {path.with_suffix('.tex').name} and {path.with_suffix('.csv').name} in {path.parent})\n")
+    if args.source == "wandb":
+        from analysis.wandb_source import collect_wandb
+
+        if not args.project or args.roots:
+            raise ValueError("--source wandb takes --project ENTITY/PROJECT (and optionally --group SWEEP), no folders")
+        out = Path(args.out or Path("runs") / f"report-wandb-{args.project.replace('/', '-')}")
+        runs = collect_wandb(args.project, args.group, config_dir=out / "configs")
+        title = f"W&B {args.project}" + (f", group {args.group}" if args.group else "")
+        report = write_report(frames=[(title, runs)], out_dir=out, published=not args.no_published)
+    else:
+        if not args.roots:
+            raise ValueError("report needs a folder of runs, e.g. `launch.py report runs/demo`")
+        report = write_report(args.roots, args.out, published=not args.no_published)
+    print(report.main_table())
+    for section in report.sections:
+        best = section.best
+        if best is not None:
+            print(f"{section.title}: best l1 weight {best['l1_weight']:.4g} (best val MSE {best['best_val_mse']:.2f}, "
+                  f"{best['status']})")  # fmt: skip
+        for stem, problem in section.figure_problems.items():
+            print(f"{section.title}: figure {stem} not drawn: {problem}")
+    folders = ", ".join(str(section.folder) for section in report.sections)
+    print(f"tables, effects and figures in {folders}")
+    print(f"report: {report.html}")
 
 
 def format_scores(split: str, metrics: dict, baselines: dict | None = None) -> str:
@@ -193,10 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--storage", help="the ledger's database URL (default: sqlite:///<runs_dir>/<name>/study.db)")
     sweep.set_defaults(run=_sweep)
 
-    report = commands.add_parser("report", help="the study's tables from a folder of runs (e.g. runs/demo)")
-    report.add_argument("root", help="a sweep's folder, or any folder holding run folders")
-    report.add_argument("--out", help="where to write the tables (default: <root>/report)")
+    report = commands.add_parser(
+        "report", help="tables, axis effects, figures and an HTML page from folders of runs (e.g. runs/demo)",
+        description="Collect the runs under each ROOT (a sweep's folder, or any folder holding run folders) and write "
+        "the study's tables (Markdown, LaTeX, CSV), each axis's marginal effect, the figures (PNG, PDF) and one "
+        "self-contained report.html. With --source wandb, read the runs from W&B's servers instead.",
+    )  # fmt: skip
+    report.add_argument("roots", nargs="*", metavar="ROOT", help="folders of runs, one report section each")
+    report.add_argument("--out", help="where to write (default: ROOT/report; with several, <their parent>/report)")
     report.add_argument("--no-published", action="store_true", help="leave out the published reference rows")
+    report.add_argument("--source", choices=("local", "wandb"), default="local",
+                        help="local run folders (default) or W&B's API (needs a login and network)")  # fmt: skip
+    report.add_argument("--project", help="with --source wandb: ENTITY/PROJECT")
+    report.add_argument("--group", help="with --source wandb: only this group (a sweep's name)")
     report.set_defaults(run=_report)
 
     config = commands.add_parser("config", help="print a variant's resolved config")
@@ -219,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = rest
     try:
         args.run(args)
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

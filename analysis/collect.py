@@ -12,11 +12,15 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 - how it was scored: ``test_set`` (the description the trainer stores), ``ssim_convention``, ``num_sequences``;
 - final test metrics ``mse``, ``mae``, ``psnr``, ``ssim`` (NaN unless the run finished) and their per-frame curves
   ``mse_by_frame`` ... (lists over the predicted frame index; None unless finished);
-- ``loss_history``: ``[(step, train/loss), ...]`` from metrics.jsonl; ``best_val_mse``; ``step`` (the last step);
+- ``loss_history``: ``[(step, train/loss), ...]`` and ``val_history``: ``[(step, val/mse), ...]`` from metrics.jsonl;
+  ``best_val_mse``; ``step`` (the last step);
 - ``run_time_s``: seconds of run time (the last metrics row's ``time``, which excludes the gaps between resumes; the
   summary's ``updated - started`` when no row has one);
 - the trivial baselines on the same test set: ``copy_last_frame_mse`` ... ``blank_ssim``;
 - ``started``, ``updated``: summary.json's UTC timestamps;
+- ``frames_file`` and ``frames_gif``: the final test's predicted frames (``frames/test_step<step>.npz``, read by
+  ``core.tracking.read_frames``, and its animation), None when the run wrote none; ``url``: the W&B run's page when the
+  record came from W&B (:mod:`analysis.wandb_source`), else None;
 - ``config_path`` and ``command``: the run's resolved config and the command that trains that config again
   (``python launch.py train <run_dir>/config.yaml``). The record's test numbers come from the final weights of that
   training; ``python launch.py eval <run_dir>`` would re-score the *best* checkpoint instead, so it is not given.
@@ -52,9 +56,9 @@ COLUMNS = (
     + ("test_set", "ssim_convention", "num_sequences")
     + METRICS
     + tuple(f"{name}_by_frame" for name in METRICS)
-    + ("loss_history", "best_val_mse", "step", "run_time_s")
+    + ("loss_history", "val_history", "best_val_mse", "step", "run_time_s")
     + tuple(f"{baseline}_{name}" for baseline in BASELINES for name in METRICS)
-    + ("started", "updated", "config_path", "command")
+    + ("started", "updated", "frames_file", "frames_gif", "url", "config_path", "command")
 )
 
 _SKIP_DIRS = ("wandb", "checkpoints", "frames", "eval")  # inside a run folder, never run folders themselves
@@ -91,22 +95,48 @@ def collect(root: str | Path) -> pd.DataFrame:
 def run_row(run_dir: str | Path) -> dict[str, Any]:
     """One run folder as a flat dict with the keys of :data:`COLUMNS` (missing values: None or NaN)."""
     run_dir = Path(run_dir)
-    row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    row.update(
-        run_dir=str(run_dir),
-        run_name=run_dir.name,
-        config_path=str(run_dir / "config.yaml"),
-        command=f"python launch.py train {run_dir / 'config.yaml'}",
-    )
-    for name in (*METRICS, "best_val_mse", "run_time_s", *(f"{b}_{m}" for b in BASELINES for m in METRICS)):
-        row[name] = math.nan
+    location = {"run_dir": str(run_dir), "run_name": run_dir.name, "config_path": str(run_dir / "config.yaml")}
     try:
         record = read_run(run_dir)
     except (OSError, ValueError) as error:  # json and yaml errors are ValueErrors
-        row.update(status="unreadable", status_reason=f"{type(error).__name__}: {error}")
+        return record_row(location, None, None, [], error=f"{type(error).__name__}: {error}")
+    row = record_row(location, record["config"], record["summary"], record["metrics"])
+    if row["status"] == "finished" and row["step"] is not None:
+        frames = run_dir / "frames" / f"test_step{row['step']}.npz"
+        if frames.is_file():
+            row["frames_file"] = str(frames)
+        if frames.with_suffix(".gif").is_file():
+            row["frames_gif"] = str(frames.with_suffix(".gif"))
+    return row
+
+
+def record_row(
+    location: Mapping[str, Any],
+    config: Mapping[str, Any] | None,
+    summary: Mapping[str, Any] | None,
+    metric_rows: list[dict],
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A run as a flat dict with the keys of :data:`COLUMNS`, from the pieces of its record wherever they were read.
+
+    Args:
+        location: ``run_dir`` (where it lives: a folder, or a W&B path), ``run_name`` and optionally ``config_path``,
+            ``url``; the rest of the row comes from the record.
+        config: the resolved config as a dict (config.yaml), or None when missing.
+        summary: summary.json's fields (``status``, ``axes``, ``metrics``, ``baselines``, ``test_set``...), or None.
+        metric_rows: the logged rows (metrics.jsonl), each with ``step``.
+        error: why the record could not be read: the row's status is then ``unreadable``.
+    """
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(location)
+    if row.get("config_path"):
+        row["command"] = f"python launch.py train {row['config_path']}"
+    for name in (*METRICS, "best_val_mse", "run_time_s", *(f"{b}_{m}" for b in BASELINES for m in METRICS)):
+        row[name] = math.nan
+    if error is not None:
+        row.update(status="unreadable", status_reason=error)
         return row
-    config = record["config"] or {}
-    summary = record["summary"]
+    config = config or {}
     row.update(_axes_from_config(config))
     if summary is None:
         row["status"] = "no summary"
@@ -136,12 +166,16 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
             for name in METRICS:
                 if f"{baseline}_{name}" in row:
                     row[f"{baseline}_{name}"] = _number((scores or {}).get(name))
-    rows = record["metrics"]
-    row["loss_history"] = [(int(r["step"]), float(r["train/loss"])) for r in rows if "train/loss" in r]
-    if row["step"] is None and rows:
-        row["step"] = max(int(r.get("step", 0)) for r in rows)
-    row["run_time_s"] = _run_time(rows, summary)
+    row["loss_history"] = _history(metric_rows, "train/loss")
+    row["val_history"] = _history(metric_rows, "val/mse")
+    if row["step"] is None and metric_rows:
+        row["step"] = max(int(r.get("step", 0)) for r in metric_rows)
+    row["run_time_s"] = _run_time(metric_rows, summary)
     return row
+
+
+def _history(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(int(r["step"]), float(r[key])) for r in rows if isinstance(r.get(key), int | float)]
 
 
 def _axes_from_config(config: Mapping[str, Any]) -> dict[str, Any]:

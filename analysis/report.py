@@ -1,30 +1,184 @@
-"""The study's tables from a folder of runs, written beside them: ``<root>/report/table[-k].{md,tex,csv}``.
+"""A sweep's results, written beside its runs: tables, axis effects, figures and one self-contained HTML page.
 
-Runs on different test sets or under different SSIM conventions become separate tables, never one column.
+``write_report([runs/demo, runs/search])`` writes, for each folder of runs (a *section*), into ``<out>/<section>/``
+(``<out>/`` itself when there is one section):
+
+- ``table.{md,tex,csv}`` (``table-2...`` when runs were scored on several test sets or conventions: never merged);
+- ``effects.{md,csv}``: each axis's marginal effect (:mod:`analysis.effects`), when an axis varies;
+- ``l1_weight.csv``: every run as a metric-versus-l1-weight point, and the best weight, when the l1 weight varies;
+- ``runs.csv``: every run (finished or not) with its status, numbers, folder and the command that trains it again;
+- ``figures/{loss,per_frame,qualitative,l1_weight}.{png,pdf}``;
+
+and ``<out>/report.html``: all of it in one file, images and GIFs embedded (:mod:`analysis.html`). The default
+``<out>`` is ``<root>/report`` for one folder, ``<common parent>/report`` for several.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from analysis import figures
 from analysis.collect import collect
-from analysis.tables import study_table
-from core.io import atomic_write
+from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
+from analysis.tables import StudyTable, study_table
+from core.io import DataError, atomic_write
+
+RUNS_CSV_COLUMNS = (
+    "run_name", "status", "status_reason", "dataset", "conv", "residual", "memory_flow", "recall", "output_gate",
+    "l1_weight", "init", "seed", "step", "run_time_s", "best_val_mse", "mse", "mae", "ssim", "psnr", "test_set",
+    "ssim_convention", "run_dir", "url", "command",
+)  # fmt: skip
+
+
+@dataclass
+class Section:
+    """One folder of runs (or one W&B group) and everything written from it."""
+
+    title: str
+    runs: pd.DataFrame
+    folder: Path
+    tables: list[StudyTable] = field(default_factory=list)
+    effects: pd.DataFrame | None = None
+    points: pd.DataFrame | None = None  # metric-versus-l1-weight, when the weight varies
+    figures: dict[str, Path] = field(default_factory=dict)  # stem -> PNG
+    figure_problems: dict[str, str] = field(default_factory=dict)  # stem -> why it was not drawn
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def best(self) -> pd.Series | None:
+        return None if self.points is None else best_weight(self.points)
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    sections: list[Section]
+    html: Path
+
+    def main_table(self) -> str:
+        """The first section's first table as Markdown (what ``make sweep`` prints)."""
+        return self.sections[0].tables[0].to_markdown() if self.sections and self.sections[0].tables else ""
+
+
+def write_report(
+    roots: Sequence[str | Path] = (),
+    out_dir: str | Path | None = None,
+    published: bool = True,
+    frames: Sequence[tuple[str, pd.DataFrame]] = (),
+    link: Callable[[pd.Series], str | None] | None = None,
+) -> Report:
+    """Collect the runs under each of ``roots`` (and/or take already collected ``frames``: ``(title, runs)``) and write
+    a section for each, then the HTML page.
+
+    Args:
+        published: add design.md's published rows to the tables.
+        link: where a run's link points (default: its folder, relative to the report; its W&B page when it has one).
+    """
+    sources = [(str(root), collect(root), Path(root)) for root in roots]
+    sources += [(title, runs, None) for title, runs in frames]
+    if not sources:
+        raise ValueError("nothing to report: give a folder of runs")
+    for title, runs, _ in sources:
+        if runs.empty:
+            raise ValueError(f"{title}: no run folders (with summary.json or config.yaml) below this folder")
+    if out_dir is None:
+        folders = [folder.resolve() for _, _, folder in sources if folder is not None]
+        if not folders:
+            raise ValueError("give out_dir: the runs come from no local folder")
+        out_dir = folders[0] / "report" if len(sources) == 1 else Path(_common_parent(folders)) / "report"
+    out_dir = Path(out_dir)
+    used: set[str] = set()
+    sections = []
+    for title, runs, _ in sources:
+        folder = out_dir if len(sources) == 1 else out_dir / _slug(title, used)
+        sections.append(_write_section(title, runs, folder, published))
+    from analysis.html import render_page
+
+    html_path = out_dir / "report.html"
+    with atomic_write(html_path, "w") as handle:
+        handle.write(render_page(sections, html_path, link))
+    return Report(out_dir, sections, html_path)
 
 
 def write_tables(root: str | Path, out_dir: str | Path | None = None, published: bool = True) -> list[Path]:
-    """Collect the runs under ``root`` and write their tables as Markdown, LaTeX and CSV; returns the Markdown paths."""
+    """Only the tables of the runs under ``root`` (Markdown, LaTeX, CSV); returns the Markdown paths."""
     root = Path(root)
     runs = collect(root)
     if runs.empty:
         raise ValueError(f"{root}: no run folders (with summary.json or config.yaml) below this folder")
-    out_dir = Path(out_dir) if out_dir is not None else root / "report"
     tables = study_table(runs, published=published, split_by_test_set=True)
+    return _write_tables(tables, Path(out_dir) if out_dir is not None else root / "report")
+
+
+def _write_tables(tables: list[StudyTable], folder: Path) -> list[Path]:
     written = []
     for index, table in enumerate(tables):
-        stem = out_dir / ("table" if len(tables) == 1 else f"table-{index + 1}")
+        stem = folder / ("table" if len(tables) == 1 else f"table-{index + 1}")
         for suffix, text in ((".md", table.to_markdown()), (".tex", table.to_latex()), (".csv", table.to_csv())):
-            with atomic_write(stem.with_suffix(suffix), "w") as handle:
-                handle.write(text)
+            _write_text(stem.with_suffix(suffix), text)
         written.append(stem.with_suffix(".md"))
     return written
+
+
+def _write_section(title: str, runs: pd.DataFrame, folder: Path, published: bool) -> Section:
+    section = Section(title, runs, folder)
+    section.tables = study_table(runs, published=published, split_by_test_set=True)
+    section.written += _write_tables(section.tables, folder)
+    section.effects = axis_effects(runs)
+    if not section.effects.empty:
+        _write_text(folder / "effects.md", effects_markdown(section.effects))
+        section.effects.to_csv(folder / "effects.csv", index=False)
+        section.written += [folder / "effects.md", folder / "effects.csv"]
+    if runs["l1_weight"].dropna().map(lambda w: round(float(w), 9)).nunique() > 1:
+        section.points = weight_points(runs)
+        _write_text(folder / "l1_weight.csv", section.points.to_csv(index=False))
+        section.written.append(folder / "l1_weight.csv")
+    _write_text(folder / "runs.csv", runs[list(RUNS_CSV_COLUMNS)].to_csv(index=False))
+    section.written.append(folder / "runs.csv")
+
+    drawers = {
+        "loss": figures.loss_figure,
+        "per_frame": figures.per_frame_figure,
+        "qualitative": figures.qualitative_figure,
+    }
+    if section.points is not None:
+        drawers["l1_weight"] = figures.weight_figure
+    for stem, draw in drawers.items():
+        try:
+            paths = figures.save_figure(draw(runs), folder / "figures" / stem)
+        except DataError as error:
+            section.figure_problems[stem] = str(error)
+            continue
+        section.figures[stem] = paths[0]
+        section.written += paths
+    return section
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def _slug(title: str, used: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(title).name or title).strip("-.") or "section"
+    slug, k = base, 2
+    while slug in used:
+        slug, k = f"{base}-{k}", k + 1
+    used.add(slug)
+    return slug
+
+
+def _common_parent(folders: list[Path]) -> str:
+    import os
+
+    return os.path.commonpath([str(f) for f in folders])
+
+
+def format_number(value: float, decimals: int = 2) -> str:
+    return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.{decimals}f}"

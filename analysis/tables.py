@@ -17,9 +17,10 @@ too, rather than being averaged as if they were two seeds. Every cell keeps the 
 
 from __future__ import annotations
 
+import html
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -149,10 +150,10 @@ class StudyTable:
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table under a one-paragraph caption; best values in ``**bold**``."""
         headers = ["Variant", *(self._header(*column) for column in self.columns)]
-        lines = [f"**Table.** {self.caption}", "", _md_row(headers), _md_row(["---"] + ["--:"] * len(self.columns))]
+        lines = [f"**Table.** {self.caption}", "", md_row(headers), md_row(["---"] + ["--:"] * len(self.columns))]
         for row in self.rows:
             texts = [row.cells.get(column, Cell(NOT_RUN)) for column in self.columns]
-            lines.append(_md_row([row.name, *(f"**{c.text}**" if c.bold else c.text for c in texts)]))
+            lines.append(md_row([row.name, *(f"**{c.text}**" if c.bold else c.text for c in texts)]))
         return "\n".join(lines) + "\n"
 
     def to_latex(self, label: str = "tab:study") -> str:
@@ -189,6 +190,34 @@ class StudyTable:
                 texts.append(rf"\textbf{{{text}}}" if cell.bold else text)
             lines.append(" & ".join([_latex_escape(row.name), *texts]) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self, link: Callable[[str], str | None] | None = None) -> str:
+        """An HTML ``<table>`` with the caption; bold as ``<strong>``. With ``link``, each number cell links to the
+        page of the (first) run it came from (``link(run_dir)``) and lists all its run folders in its tooltip."""
+        esc = html.escape
+        head = "".join(f"<th>{esc(self._header(*column))}</th>" for column in self.columns)
+        lines = [
+            '<table class="study">',
+            f"<caption>{esc(self.caption)}</caption>",
+            f"<thead><tr><th>Variant</th>{head}</tr></thead>",
+            "<tbody>",
+        ]
+        for row in self.rows:
+            cells = []
+            for column in self.columns:
+                cell = row.cells.get(column, Cell(NOT_RUN))
+                text = esc(cell.text)
+                if cell.bold:
+                    text = f"<strong>{text}</strong>"
+                target = link(cell.run_dirs[0]) if link is not None and cell.run_dirs else None
+                if target:
+                    text = f'<a href="{esc(target)}" title="{esc(chr(10).join(cell.run_dirs))}">{text}</a>'
+                css = ' class="stopped"' if cell.status and row.kind == "variant" else ""
+                cells.append(f"<td{css}>{text}</td>")
+            name = esc(row.name) + (f' <span class="source">({esc(row.source)})</span>' if row.source else "")
+            lines.append(f'<tr class="{row.kind}"><th scope="row">{name}</th>{"".join(cells)}</tr>')
+        lines += ["</tbody>", "</table>"]
         return "\n".join(lines) + "\n"
 
     def to_frame(self) -> pd.DataFrame:
@@ -582,7 +611,7 @@ def _caption(
 # Writers' helpers
 
 
-def _md_row(cells: Sequence[str]) -> str:
+def md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 

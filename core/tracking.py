@@ -9,8 +9,8 @@ A :class:`Tracker` keeps a local record of each run, always, in the run folder:
   floats are written as ``NaN`` / ``Infinity``, which Python's json reads back.
 - ``summary.json``: status, variant, config hash, axis values, final metrics, times, where W&B wrote, and any extra
   fields the trainer gives; rewritten atomically at each change.
-- ``frames/<tag>_step<step>.png`` and ``.gif``: a picture grid and an animation of predictions
-  (:meth:`Tracker.log_frames`).
+- ``frames/<tag>_step<step>.png``, ``.gif`` and ``.npz``: a picture grid, an animation and the raw uint8 frames of
+  predictions (:meth:`Tracker.log_frames`; :func:`read_frames`).
 
 and mirrors it to W&B unless the mode is ``disabled`` (which imports nothing and writes nothing of W&B's). W&B 0.31
 keeps an offline run's config, history and summary only inside ``<run>/wandb/offline-run-<time>-<id>/run-<id>.wandb``
@@ -38,6 +38,7 @@ import re
 import struct
 import time
 import warnings
+import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -234,8 +235,9 @@ class Tracker:
         """Draw ``(N, T, C, H, W)`` target and predicted frames (values in [0, 1] or uint8; C is 1 or 3), after the
         ``(N, Tc, C, H, W)`` context, for the first ``cfg.tracking.frames`` sequences.
 
-        Writes ``frames/<tag>_step<step>.png`` (:func:`frame_grid`) and ``.gif`` (:func:`frame_video`) and logs them to
-        W&B as ``<tag>/frames`` and ``<tag>/video``. Returns the two paths, or None when ``tracking.frames`` is 0.
+        Writes ``frames/<tag>_step<step>.png`` (:func:`frame_grid`), ``.gif`` (:func:`frame_video`) and ``.npz`` (the
+        uint8 arrays ``target``, ``pred`` and ``context``, read by :func:`read_frames`) and logs the first two to W&B as
+        ``<tag>/frames`` and ``<tag>/video``. Returns the PNG and GIF paths, or None when ``tracking.frames`` is 0.
         """
         self._check_open()
         step = operator.index(step)
@@ -246,6 +248,9 @@ class Tracker:
         pred = _as_frames(pred, "pred")[:keep]
         context = None if context is None else _as_frames(context, "context")[:keep]
         png, gif = save_frames(self.frames_dir, f"{tag}_step{step}", target, pred, context)
+        arrays = {"target": target, "pred": pred} | ({} if context is None else {"context": context})
+        with atomic_write(png.with_suffix(".npz"), "wb") as handle:  # the raw frames, for figures across runs
+            np.savez_compressed(handle, **arrays)
         if self._run is not None:
             wandb = _import_wandb()
             context_count = 0 if context is None else context.shape[1]
@@ -495,6 +500,28 @@ def _as_frames(frames: Any, name: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading a local run record (no W&B needed)
+
+
+def read_frames(path: str | Path) -> dict[str, np.ndarray]:
+    """The uint8 ``(N, T, C, H, W)`` arrays of a frames ``.npz`` written by :meth:`Tracker.log_frames` (``target``,
+    ``pred``, and ``context`` when it was given); never unpickles. A malformed file is a DataError naming it."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a frames file ({error})") from None
+    for name in ("target", "pred"):
+        if name not in arrays:
+            raise DataError(f"{path}: no {name!r} array (has {sorted(arrays)})")
+    for name, array in arrays.items():
+        if array.dtype != np.uint8 or array.ndim != 5:
+            raise DataError(f"{path}: {name!r} must be uint8 (N, T, C, H, W), got {array.dtype} {array.shape}")
+    return arrays
+
 
 
 def read_metrics(path: str | Path) -> list[dict]:

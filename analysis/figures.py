@@ -1,0 +1,270 @@
+"""The study's figures from collected runs (:func:`analysis.collect.collect`), as PNG and PDF (matplotlib, Agg).
+
+- :func:`loss_figure`: training loss over steps, one line per run, with validation MSE beside it;
+- :func:`per_frame_figure`: test MSE and SSIM over the predicted frame index, one line per variant (mean over seeds),
+  the trivial baselines dashed;
+- :func:`qualitative_figure`: a ground-truth row, then each variant's predictions of the same test sequences;
+- :func:`weight_figure`: best validation MSE (and test MSE where scored) against the l1 weight, from a search or grid.
+
+Each returns the matplotlib figure; :func:`save_figure` writes it as ``<stem>.png`` and ``<stem>.pdf`` atomically.
+Runs that did not finish are drawn as such (dashed loss line, hollow or crossed points, a label naming the status),
+never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the machines this runs on
+
+import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis.effects import best_weight, weight_points  # noqa: E402
+from analysis.tables import BASELINE_LABELS, METRIC_LABELS, ROW_AXES, _present, variant_name  # noqa: E402
+from core.io import DataError, atomic_write  # noqa: E402
+from core.tracking import read_frames  # noqa: E402
+
+FORMATS = ("png", "pdf")
+DPI = 120
+EMA = 0.6  # smoothing of plotted training loss (weight of the previous value); the raw loss is drawn faintly behind
+QUALITATIVE_SEQUENCES = 2  # test sequences in the qualitative grid
+CONTEXT_SHOWN = 3  # last context frames shown before the predictions in the qualitative grid
+
+
+def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
+    """Write ``figure`` as ``<stem>.png`` and ``<stem>.pdf`` (each atomically) and close it; returns the paths."""
+    stem = Path(stem)
+    paths = []
+    for fmt in FORMATS:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", metadata=_metadata(fmt))
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        with atomic_write(path, "wb") as handle:
+            handle.write(buffer.getvalue())
+        paths.append(path)
+    plt.close(figure)
+    return paths
+
+
+def _metadata(fmt: str) -> dict[str, str | None]:
+    # No creation date in the PDF, so two reports of the same runs are the same files.
+    return {"CreationDate": None} if fmt == "pdf" else {}
+
+
+def run_label(run: pd.Series, with_seed: bool) -> str:
+    """A run's legend label: its variant name, the seed when several runs share it, and its status unless finished."""
+    label = variant_name(dict(run[list(ROW_AXES)])) if _has_axes(run) else str(run["run_name"])
+    if with_seed and _present(run["seed"]):
+        label += f" (seed {int(run['seed'])})"
+    if run["status"] != "finished":
+        label += f" [{run['status']}]"
+    return label
+
+
+def loss_figure(runs: pd.DataFrame) -> Figure:
+    """Training loss over steps (log scale, EMA-smoothed over the raw values drawn faintly) and validation MSE, one
+    line per run; runs that did not finish are dashed and labelled with their status."""
+    figure, (loss_axis, val_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    with_seed = _several_seeds(runs)
+    for index, (_, run) in enumerate(_ordered(runs).iterrows()):
+        color = f"C{index % 10}"
+        style = "-" if run["status"] == "finished" else "--"
+        history = run["loss_history"] or []
+        if history:
+            steps, losses = np.array(history, dtype=float).T
+            loss_axis.plot(steps, losses, color=color, alpha=0.2, linewidth=0.8)
+            loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, label=run_label(run, with_seed))
+        validation = run["val_history"] or []
+        if validation:
+            steps, values = np.array(validation, dtype=float).T
+            val_axis.plot(steps, values, color=color, linestyle=style, marker="o", markersize=3)
+    loss_axis.set(xlabel="training step", ylabel="training loss", title="Training loss")
+    if loss_axis.lines:
+        loss_axis.set_yscale("log")
+    val_axis.set(xlabel="training step", ylabel="MSE per frame", title="Validation MSE")
+    _baseline_lines(val_axis, runs, "mse")
+    _legend(figure, loss_axis, val_axis)
+    return figure
+
+
+def per_frame_figure(runs: pd.DataFrame) -> Figure:
+    """Test MSE and SSIM per predicted frame: one line per variant (mean over its finished seeds, shaded ± std when
+    there are several). Variants without a finished run are listed in the title instead of drawn."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    finished = runs[(runs["status"] == "finished") & runs["mse_by_frame"].notna()]
+    for metric, axis in zip(("mse", "ssim"), axes, strict=True):
+        for index, (name, group) in enumerate(_by_variant(finished)):
+            curves = np.array([c for c in group[f"{metric}_by_frame"] if c is not None], dtype=float)
+            if curves.size == 0:
+                continue
+            frames = np.arange(1, curves.shape[1] + 1)
+            mean = curves.mean(axis=0)
+            axis.plot(frames, mean, color=f"C{index % 10}", marker="o", markersize=3, label=f"{name} (n={len(curves)})")
+            if len(curves) > 1:
+                spread = curves.std(axis=0, ddof=1)
+                axis.fill_between(frames, mean - spread, mean + spread, color=f"C{index % 10}", alpha=0.15)
+        _baseline_lines(axis, finished, metric)
+        axis.set(xlabel="predicted frame", ylabel=METRIC_LABELS[metric], title=f"Test {METRIC_LABELS[metric]} by frame")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    missing = sorted({run_label(run, False) for _, run in runs[runs["status"] != "finished"].iterrows()})
+    if missing:
+        figure.suptitle("not finished, not drawn: " + "; ".join(missing), fontsize=8, color="firebrick")
+    _legend(figure, *axes)
+    return figure
+
+
+def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCES) -> Figure:
+    """For each of the first ``sequences`` test sequences: the ground truth (the last context frames, then the future),
+    then one row per variant (its first finished seed) with its predictions of the same frames.
+
+    Raises :class:`core.io.DataError` when no finished run saved its test frames, or when two runs' saved ground
+    truths differ (they were not scored on the same sequences).
+    """
+    chosen: list[tuple[str, dict[str, np.ndarray], str]] = []
+    for name, group in _by_variant(runs[(runs["status"] == "finished") & runs["frames_file"].notna()]):
+        run = group.iloc[0]
+        chosen.append((name, read_frames(run["frames_file"]), run["frames_file"]))
+    if not chosen:
+        raise DataError("no finished run saved its test frames (frames/test_step<step>.npz): nothing to draw")
+    truth, truth_file = chosen[0][1], chosen[0][2]
+    count = min(sequences, min(len(frames["target"]) for _, frames, _ in chosen))
+    for _, frames, path in chosen[1:]:
+        if not np.array_equal(frames["target"][:count], truth["target"][:count]):
+            raise DataError(f"{path} and {truth_file} hold different ground truths: not the same test sequences")
+    context = truth.get("context")
+    shown_context = 0 if context is None else min(CONTEXT_SHOWN, context.shape[1])
+    future = truth["target"].shape[1]
+    rows = count * (len(chosen) + 1)
+    frame_inches = 0.75
+    figure, axes = plt.subplots(
+        rows, 1, figsize=(frame_inches * (shown_context + future) + 2.5, frame_inches * rows + 0.6), squeeze=False
+    )
+    for s in range(count):
+        first = s * (len(chosen) + 1)
+        past = None if not shown_context else context[s, -shown_context:]
+        strips = [("ground truth", _strip(truth["target"][s], past, shown_context))]
+        strips += [(name, _strip(frames["pred"][s], None, shown_context)) for name, frames, _ in chosen]
+        for offset, (label, image) in enumerate(strips):
+            axis = axes[first + offset, 0]
+            axis.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            if offset == 0:
+                axis.set_title(
+                    f"test sequence {s + 1}: {shown_context} last context frames, then {future} predicted",
+                    fontsize=9,
+                    loc="left",
+                )
+    figure.tight_layout(h_pad=0.3)
+    return figure
+
+
+def weight_figure(runs: pd.DataFrame) -> Figure:
+    """Best validation MSE against the l1 weight, one point per run: filled when finished (with its test MSE as a
+    cross), hollow when pruned, a red x at the top when failed or diverged; the best weight starred."""
+    points = weight_points(runs)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    validated = points[points["best_val_mse"].notna()]
+    finished = validated[validated["status"] == "finished"]
+    stopped = validated[validated["status"] != "finished"]
+    axis.scatter(finished["l1_weight"], finished["best_val_mse"], color="C0", label="best validation MSE (finished)")
+    if not stopped.empty:
+        axis.scatter(
+            stopped["l1_weight"], stopped["best_val_mse"], facecolors="none", edgecolors="C0",
+            label="best validation MSE (pruned or stopped)",
+        )  # fmt: skip
+    scored = points[points["mse"].notna()]
+    if not scored.empty:
+        axis.scatter(scored["l1_weight"], scored["mse"], marker="x", color="C1", label="test MSE")
+    lost = points[points["best_val_mse"].isna()]
+    if not lost.empty:
+        top = axis.get_ylim()[1] if len(axis.collections) else 1.0
+        axis.scatter(
+            lost["l1_weight"], [top] * len(lost), marker="x", color="firebrick", label="no validation (failed)"
+        )
+    best = best_weight(points)
+    if best is not None:
+        axis.scatter([best["l1_weight"]], [best["best_val_mse"]], marker="*", s=220, color="gold", edgecolors="black",
+                     zorder=5, label=f"best: l1 weight {best['l1_weight']:.3g}")  # fmt: skip
+    _baseline_lines(axis, runs, "mse")
+    axis.set(xlabel="l1 weight (loss = w·l1 + (1-w)·l2)", ylabel="MSE per frame", title="MSE against the l1 weight")
+    axis.legend(fontsize=8)
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _strip(frames: np.ndarray, past: np.ndarray | None, context_slots: int) -> np.ndarray:
+    """``(T, C, H, W)`` uint8 frames side by side after ``context_slots`` slots (``past`` frames, or blank), 2 px
+    apart: ``(H, W')`` for grey frames, ``(H, W', 3)`` for colour."""
+    t, c, h, w = frames.shape
+    gap = 2
+    slots = context_slots + t
+    image = np.full((h, slots * (w + gap) - gap, c), 255, dtype=np.uint8)  # white gaps and empty slots
+    shown = list(past) if past is not None else []
+    for k, frame in enumerate([*shown, *frames]):
+        slot = k if past is not None else context_slots + k
+        image[:, slot * (w + gap) : slot * (w + gap) + w] = frame.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    return image[..., 0] if c == 1 else image
+
+
+def _ema(values: np.ndarray) -> np.ndarray:
+    smoothed = np.empty_like(values)
+    current = values[0]
+    for i, value in enumerate(values):
+        current = EMA * current + (1 - EMA) * value if math.isfinite(value) else current
+        smoothed[i] = current
+    return smoothed
+
+
+def _baseline_lines(axis, runs: pd.DataFrame, metric: str) -> None:
+    """Dashed lines for the trivial baselines (as curves on per-frame axes, as levels elsewhere)."""
+    for baseline, style in zip(BASELINE_LABELS, (":", "--"), strict=True):
+        values = runs[f"{baseline}_{metric}"].dropna() if f"{baseline}_{metric}" in runs else pd.Series(dtype=float)
+        if values.empty:
+            continue
+        axis.axhline(values.mean(), color="gray", linestyle=style, linewidth=1, label=BASELINE_LABELS[baseline])
+
+
+def _legend(figure: Figure, *axes) -> None:
+    handles, labels = {}, {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles[label], labels[label] = handle, label
+    if handles:
+        figure.legend(handles.values(), labels.values(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
+                      bbox_to_anchor=(0.5, -0.02 - 0.045 * math.ceil(len(handles) / 3)))  # fmt: skip
+    figure.tight_layout()
+
+
+def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs.sort_values("run_dir")
+
+
+def _by_variant(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Runs grouped by variant name (their axes), in name order; runs without axes each under their folder name."""
+    names = [
+        variant_name(dict(run[list(ROW_AXES)])) if _has_axes(run) else run["run_name"] for _, run in runs.iterrows()
+    ]
+    keyed = runs.assign(_name=names)
+    return [(name, group.drop(columns="_name").sort_values("run_dir")) for name, group in keyed.groupby("_name")]
+
+
+def _several_seeds(runs: pd.DataFrame) -> bool:
+    names = [variant_name(dict(run[list(ROW_AXES)])) for _, run in runs.iterrows() if _has_axes(run)]
+    return len(names) != len(set(names))
+
+
+def _has_axes(run: pd.Series) -> bool:
+    return all(_present(run[axis]) for axis in ROW_AXES)

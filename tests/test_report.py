@@ -1,0 +1,300 @@
+"""analysis.effects, analysis.figures and analysis.report on run records: real tiny training runs for the figures
+and the page, records written by the real tracker for exact numbers. The page is rendered in headless Chromium."""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_analysis import record_run
+
+import launch
+from analysis import figures
+from analysis.collect import collect
+from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
+from analysis.report import write_report
+from core.config import load
+from core.io import DataError
+from core.tracking import Tracker, read_frames
+from core.trainer import train
+
+
+def tiny(mnist: Path, runs_dir: Path, *overrides: str):
+    return load(None, [
+        f"--data.mnist={mnist}", "--data.image_size=32", "--data.total_frames=6", "--data.context_frames=3",
+        "--data.val_size=4", "--data.test_size=4", "--model.hidden=4,4", "--model.filter_size=3",
+        "--model.patch_size=4", "--train.batch_size=2", "--train.steps=4", "--train.eval_every=2",
+        "--train.log_every=1", "--train.eval_batch_size=4", "--tracking.wandb=disabled", "--tracking.frames=2",
+        f"--train.runs_dir={runs_dir}", "--loss.l1_weight=0", *overrides,
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A small sweep folder: real runs (3d over two seeds, 2d, 3d with l1 weight 0.5), plus a failed 2d l1 0.5 cell
+    and a pruned 3d l1 0.25 trial written by the tracker."""
+    root = tmp_path_factory.mktemp("sweep")
+    rng = np.random.default_rng(0)
+    digits = np.zeros((30, 28, 28), np.uint8)
+    for k in range(30):
+        r, c = rng.integers(2, 12, size=2)
+        digits[k, r : r + 14, c : c + 10] = rng.integers(120, 256)
+    mnist = root / "mnist.npz"
+    np.savez(mnist, x_train=digits[:20], x_test=digits[20:])
+    runs = root / "runs" / "demo"
+    for overrides in ([], ["--train.seed=1"], ["--model.conv=2d"], ["--loss.l1_weight=0.5"]):
+        assert train(tiny(mnist, runs, *overrides), progress=False).status == "finished"
+    failed = tiny(mnist, runs, "--model.conv=2d", "--loss.l1_weight=0.5")
+    with pytest.raises(RuntimeError), Tracker(runs / "failed_2d", failed, "disabled"):
+        raise RuntimeError("CUDA out of memory")
+    pruned = tiny(mnist, runs, "--loss.l1_weight=0.25")
+    with Tracker(runs / "pruned_trial", pruned, "disabled") as tracker:
+        tracker.log({"train/loss": 0.5}, step=2)
+        tracker.log({"val/mse": 99.0}, step=2)
+        tracker.summary("pruned", reason="pruned at step 2", step=2, best_val_mse=99.0)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    return write_report([sweep], tmp_path_factory.mktemp("out") / "report")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Effects
+
+
+def grid(root: Path, seeds=(0,), missing=()) -> Path:
+    """conv x residual x l1 weight records with MSE = 100 + 10 [2d] - 5 [residual] + 20 w + seed."""
+    for conv in ("3d", "2d"):
+        for residual in (False, True):
+            for weight in (0.0, 0.5):
+                for seed in seeds:
+                    if (conv, residual, weight) in missing:
+                        continue
+                    mse = 100 + 10 * (conv == "2d") - 5 * residual + 20 * weight + seed
+                    record_run(
+                        root, f"{conv}-{residual}-{weight}-{seed}",
+                        (f"--model.conv={conv}", f"--model.residual={residual}", f"--loss.l1_weight={weight}",
+                         f"--train.seed={seed}"),
+                        {"mse": mse, "mae": 2 * mse, "psnr": 30 - mse / 10, "ssim": 0.5},
+                    )  # fmt: skip
+    return root
+
+
+def effect(effects, axis, metric):
+    row = effects[(effects["axis"] == axis) & (effects["metric"] == metric)]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_axis_effects_are_paired_differences(tmp_path):
+    effects = axis_effects(collect(grid(tmp_path, seeds=(0, 1))))
+    conv = effect(effects, "conv", "mse")
+    assert (conv["value"], conv["reference"]) == ("2d", "3d")
+    assert conv["effect"] == pytest.approx(10.0) and conv["pairs"] == 4 and not conv["better"]
+    residual = effect(effects, "residual", "mse")
+    assert (residual["value"], residual["reference"]) == (True, False)
+    assert residual["effect"] == pytest.approx(-5.0) and residual["better"]
+    psnr = effect(effects, "residual", "psnr")
+    assert psnr["effect"] == pytest.approx(0.5) and psnr["better"]  # higher PSNR is better
+    weight = effect(effects, "l1_weight", "mse")
+    assert (weight["value"], weight["reference"]) == (0.5, 0.0)  # the release's 2/3 was not run: smallest value
+    assert weight["effect"] == pytest.approx(10.0)
+    assert set(effects["axis"]) == {"conv", "residual", "l1_weight"}  # seed and dataset are not axes here
+    text = effects_markdown(effects)
+    assert "| convolution: 3d → 2d | +10.00 ± 0.00 |" in text
+    assert "| residual connections: off → on | -5.00 ± 0.00 |" in text and "| l1 weight: 0 → 0.5 |" in text
+
+
+def test_axis_effects_compare_only_cells_run_both_ways(tmp_path):
+    root = grid(tmp_path, missing={("2d", True, 0.0)})
+    (tmp_path / "2d-False-0.5-0" / "summary.json").unlink()  # a run killed before its summary: not finished
+    effects = axis_effects(collect(root))
+    conv = effect(effects, "conv", "mse")
+    assert conv["pairs"] == 2 and conv["effect"] == pytest.approx(10.0)
+    spread = effect(effects, "residual", "mse")
+    assert spread["pairs"] == 2 and math.isfinite(spread["std"])
+
+
+def test_weight_points_include_pruned_trials_and_pick_the_best(tmp_path):
+    for name, weight, status, val in (
+        ("a", 0.0, "finished", 120.0),
+        ("b", 0.3, "pruned", 110.0),
+        ("c", 0.9, "failed", None),
+    ):
+        run = record_run(tmp_path, name, (f"--loss.l1_weight={weight}",), status=status)
+        if val is not None:
+            summary = json.loads((run / "summary.json").read_text())
+            summary["best_val_mse"] = val
+            (run / "summary.json").write_text(json.dumps(summary))
+    points = weight_points(collect(tmp_path))
+    assert list(points["l1_weight"]) == [0.0, 0.3, 0.9]
+    assert list(points["status"]) == ["finished", "pruned", "failed"]
+    best = best_weight(points)
+    assert best["l1_weight"] == 0.3 and best["best_val_mse"] == 110.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Frames and figures
+
+
+def test_trainer_saves_the_final_test_frames(sweep):
+    runs = collect(sweep)
+    finished = runs[runs["status"] == "finished"]
+    assert len(finished) == 4 and finished["frames_file"].notna().all() and finished["frames_gif"].notna().all()
+    frames = read_frames(finished["frames_file"].iloc[0])
+    assert frames["target"].shape == (2, 3, 1, 32, 32) and frames["context"].shape == (2, 3, 1, 32, 32)
+    assert frames["pred"].dtype == np.uint8 and frames["target"].max() > 0
+    for other in finished["frames_file"]:  # the same test sequences for every run
+        np.testing.assert_array_equal(read_frames(other)["target"], frames["target"])
+
+
+def test_read_frames_refuses_pickles_and_bad_files(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(DataError, match="not a frames file"):
+        read_frames(tmp_path / "x.npy")
+    np.savez(tmp_path / "obj.npz", target=np.array([{"a": 1}], dtype=object), pred=np.zeros((1, 1, 1, 2, 2), np.uint8))
+    with pytest.raises(DataError, match="obj.npz"):
+        read_frames(tmp_path / "obj.npz")
+    np.savez(tmp_path / "float.npz", target=np.zeros((1, 1, 1, 2, 2)), pred=np.zeros((1, 1, 1, 2, 2), np.uint8))
+    with pytest.raises(DataError, match="'target' must be uint8"):
+        read_frames(tmp_path / "float.npz")
+
+
+def _image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L"), dtype=float)
+
+
+def test_every_figure_is_written_and_not_empty(report):
+    folder = report.out_dir / "figures"
+    for stem in ("loss", "per_frame", "qualitative", "l1_weight"):
+        png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
+        pixels = _image(png)
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300, stem
+        assert pixels.std() > 10 and (pixels < 100).mean() > 0.001, f"{stem}.png looks blank"
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000, stem
+    assert report.sections[0].figure_problems == {}
+
+
+def test_qualitative_grid_has_a_row_per_variant(sweep, tmp_path):
+    runs = collect(sweep)
+    figure = figures.qualitative_figure(runs, sequences=2)
+    # 2 sequences x (ground truth + 3 variants with frames: 3d l2 [2 seeds, first shown], 2d l2, 3d l1 0.5)
+    labels = [axis.get_ylabel() for axis in figure.axes]
+    assert labels.count("ground truth") == 2 and len(labels) == 8
+    assert "E2D-LSTM, l2 only" in labels and "E3D-LSTM, l1+l2 (w=0.5)" in labels
+    figures.save_figure(figure, tmp_path / "q")
+
+
+def test_qualitative_grid_refuses_different_test_sequences(sweep, tmp_path):
+    runs = collect(sweep)
+    e2d = runs.index[(runs["status"] == "finished") & (runs["conv"] == "2d")][0]
+    moved = tmp_path / "other.npz"
+    frames = read_frames(runs.loc[e2d, "frames_file"])
+    np.savez_compressed(moved, **{**frames, "target": 255 - frames["target"]})
+    runs.loc[e2d, "frames_file"] = str(moved)
+    with pytest.raises(DataError, match="different ground truths"):
+        figures.qualitative_figure(runs)
+    with pytest.raises(DataError, match="no finished run saved"):
+        figures.qualitative_figure(runs.assign(frames_file=None))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The report
+
+
+def test_report_writes_tables_effects_points_and_runs(report, sweep):
+    out = report.out_dir
+    assert {"table.md", "table.tex", "table.csv", "effects.md", "effects.csv", "l1_weight.csv", "runs.csv",
+            "report.html"} <= {p.name for p in out.iterdir()}  # fmt: skip
+    table = (out / "table.md").read_text()
+    assert "| E3D-LSTM, l2 only |" in table and "| E2D-LSTM, l1+l2 (w=0.5) | failed |" in table
+    assert "pruned" in table  # the pruned trial's row says so rather than vanishing
+    runs_csv = (out / "runs.csv").read_text()
+    assert runs_csv.count("\n") == 7  # header + 6 runs
+    assert f"python launch.py train {sweep / 'failed_2d' / 'config.yaml'}" in runs_csv
+    assert "CUDA out of memory" in runs_csv
+    best = report.sections[0].best
+    assert best is not None and best["status"] in ("finished", "pruned")
+
+
+def test_report_page_embeds_everything_and_marks_failed_runs(report, sweep):
+    page = report.html.read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == 4 + 3  # four figures, one GIF per variant with frames
+    assert all(src.startswith(("data:image/png;base64,", "data:image/gif;base64,")) for src in images)
+    assert 'src="http' not in page and "<link" not in page  # self-contained
+    assert page.count('<table class="study">') == 1 and '<table class="effects">' in page
+    failed_row = re.search(r'<tr class="stopped"><th scope="row"><a href="([^"]+)">failed_2d</a>', page)
+    assert failed_row, "the failed run is listed as stopped, with a link to its folder"
+    assert (report.html.parent / failed_row.group(1)).resolve() == (sweep / "failed_2d").resolve()
+    for href in re.findall(r'<td><a href="([^"]+)"', page):  # table cells link to the run they came from
+        assert (report.html.parent / href / "summary.json").is_file()
+
+
+def test_report_of_two_sweeps_gets_a_section_each(sweep, tmp_path):
+    other = grid(tmp_path / "grid")
+    result = write_report([sweep, other], tmp_path / "out")
+    assert [s.folder.name for s in result.sections] == ["demo", "grid"]
+    assert (tmp_path / "out" / "grid" / "effects.md").is_file() and (tmp_path / "out" / "demo" / "table.md").is_file()
+    # the tracker's records have no frames: the qualitative grid is reported as not drawn, the rest is there
+    assert "qualitative" in result.sections[1].figure_problems
+    assert 'class="problem"' in result.html.read_text()
+    assert result.main_table() == (tmp_path / "out" / "demo" / "table.md").read_text()
+
+
+def test_cli_report_prints_the_table_and_the_page(sweep, tmp_path, capsys):
+    assert launch.main(["report", str(sweep), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "| E3D-LSTM, l2 only |" in out and f"report: {tmp_path / 'r' / 'report.html'}" in out
+    assert "best l1 weight" in out
+    assert launch.main(["report"]) == 2
+    assert "needs a folder of runs" in capsys.readouterr().err
+    assert launch.main(["report", str(tmp_path / "nothing-here")]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The page in a real browser
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")  # fmt: skip
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is not installed; .ci/run should have installed Debian's chromium")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    return found
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    browser = _chromium()
+    url = report.html.resolve().as_uri()
+    common = [browser, *CHROMIUM_FLAGS, "--virtual-time-budget=10000"]
+    dom = subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    images = len(re.findall(r"<img ", report.html.read_text()))
+    assert f'data-images="{images}/{images}"' in dom, "some image did not load"
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'profile-shot'}", "--window-size=1280,2400", f"--screenshot={shot}",
+         url],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = _image(shot)
+    assert pixels.shape == (2400, 1280)
+    assert pixels.std() > 20, "the screenshot is blank"
+    assert (pixels < 60).mean() > 0.01 and (pixels > 200).mean() > 0.3  # text and figures on a white page
