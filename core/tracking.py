@@ -523,7 +523,6 @@ def read_frames(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-
 def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a metrics.jsonl; a missing file has none. A last line cut off by a crash is skipped; a bad line
     elsewhere is a DataError naming the file and line."""
