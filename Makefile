@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench data demo sweep lint format clean
+.PHONY: setup test test-fast bench data demo sweep report lint format clean
 
 setup: $(STAMP)  ## create .venv and install the pinned requirements
 
@@ -29,11 +29,15 @@ data: $(STAMP)  ## fetch the MNIST digits and write the generated Moving MNIST t
 demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 min on 2 CPU cores) and test it
 	$(PY) launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo
 
-sweep: $(STAMP)  ## the demo sweep: conv x residual x l1 weight grid, then an Optuna search of the l1 weight, then the tables
+SWEEPS ?= runs/demo runs/search
+
+sweep: $(STAMP)  ## the demo sweep: conv x residual x l1 weight grid, an Optuna search of the l1 weight, then the report
 	$(PY) launch.py sweep sweeps/demo.yaml --workers 2
 	$(PY) launch.py sweep sweeps/search.yaml --workers 2
-	$(PY) launch.py report runs/demo
-	$(PY) launch.py report runs/search
+	$(PY) launch.py report $(SWEEPS) --out runs/report
+
+report: $(STAMP)  ## tables, axis effects, figures and runs/report/report.html from the sweeps in SWEEPS
+	$(PY) launch.py report $(SWEEPS) --out runs/report
 
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -199,7 +199,7 @@ class Tracker:
             status = "finished" if self._status == "running" else self._status
         else:
             status = "killed" if issubclass(exc_type, KeyboardInterrupt | SystemExit) else "failed"
-            self._extra["error"] = _scrub(f"{exc_type.__name__}: {exc}")[:2000]
+            self._extra["error"] = scrub_secrets(f"{exc_type.__name__}: {exc}")[:2000]
         try:
             self.finish(status)
         except Exception as failure:
@@ -252,7 +252,7 @@ class Tracker:
         with atomic_write(png.with_suffix(".npz"), "wb") as handle:  # the raw frames, for figures across runs
             np.savez_compressed(handle, **arrays)
         if self._run is not None:
-            wandb = _import_wandb()
+            wandb = import_wandb()
             context_count = 0 if context is None else context.shape[1]
             caption = (
                 f"step {step}: per sequence, ground truth over prediction; {context_count} context frames, "
@@ -307,7 +307,9 @@ class Tracker:
         self._metrics_file.close()
         if self._run is not None:
             run, self._run = self._run, None
-            run.summary["status"] = status
+            run.summary.update(
+                {"status": status, **({"error": self._extra["error"]} if "error" in self._extra else {})}
+            )
             run.finish(exit_code=EXIT_CODES[status])
             self._wandb_complete = _wait_for_exit_record(self._wandb_file, FINISH_TIMEOUT_S)
             if not self._wandb_complete:
@@ -365,7 +367,7 @@ class Tracker:
         os.environ["WANDB_ERROR_REPORTING"] = "false"
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_CONSOLE", "off")  # the progress bar would fill the log with output records
-        wandb = _import_wandb()
+        wandb = import_wandb()
         self.wandb_id = wandb_run_id(self.run_dir.name, self.cfg)
         tracking = self.cfg.tracking
         self._run = wandb.init(
@@ -383,7 +385,7 @@ class Tracker:
         self._wandb_file = Path(self._run.settings.sync_file)
 
     def _log_wandb(self, values: dict[str, Any], step: int) -> None:
-        wandb = _import_wandb()
+        wandb = import_wandb()
         history: dict[str, Any] = {}
         texts: dict[str, str] = {}
         for key, value in values.items():
@@ -822,7 +824,7 @@ def _wait_for_exit_record(path: Path | None, timeout_s: float) -> bool:
 # Small helpers
 
 
-def _import_wandb() -> Any:
+def import_wandb() -> Any:
     try:
         import wandb
     except ImportError as exc:
@@ -858,7 +860,7 @@ def _plain(value: Any, key: str) -> Any:
     raise TypeError(f"{key}: cannot record a value of type {type(value).__name__}")
 
 
-def _scrub(text: str) -> str:
+def scrub_secrets(text: str) -> str:
     """``text`` with the values of secret-looking environment variables blanked out."""
     for name, value in os.environ.items():
         if _SECRET_NAME.search(name) and len(value) >= 6:

@@ -298,3 +298,14 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert pixels.shape == (2400, 1280)
     assert pixels.std() > 20, "the screenshot is blank"
     assert (pixels < 60).mean() > 0.01 and (pixels > 200).mean() > 0.3  # text and figures on a white page
+
+
+def test_report_from_collected_frames_links_to_wandb_pages(sweep, tmp_path, capsys):
+    runs = collect(sweep).assign(url=lambda frame: [f"https://wandb.example/runs/{n}" for n in frame["run_name"]])
+    result = write_report(frames=[("W&B mentalsim, group demo", runs)], out_dir=tmp_path / "w")
+    page = result.html.read_text()
+    assert '<a href="https://wandb.example/runs/failed_2d">failed_2d</a>' in page
+    with pytest.raises(ValueError, match="give out_dir"):
+        write_report(frames=[("W&B", runs)])
+    assert launch.main(["report", "--source", "wandb"]) == 2
+    assert "--project" in capsys.readouterr().err
