@@ -15,7 +15,7 @@ from core.trainer import run_dir_for
 
 ROOT = Path(__file__).resolve().parent
 SHARED_WITH_SOURCE = (
-    *("data.", "tracking.", "train.seed", "train.runs_dir", "train.device"),
+    *("data.", "tracking.", "train.seed", "train.runs_dir", "train.device", "train.precision", "train.compile"),
     *("model.hidden", "model.filter_size", "model.patch_size", "model.window", "model.layer_norm", "model.conv"),
 )
 
@@ -38,8 +38,9 @@ def resolve_init_from(cfg: Config, path: Path, overrides: list[str], profile: st
     source = (path.parent / init) if not Path(init).is_absolute() else Path(init)
     if not source.is_file():
         raise ConfigError(f"{path}: train.init_from names {init}, which is not a file next to it")
-    # Overrides that say where the data and runs are and what the weights look like apply to the source run too;
-    # those that change how this variant trains (lr, steps, loss, residual, ...) do not.
+    # Overrides that say where the data and runs are, how runs execute (device, precision, compile) and what the
+    # weights look like apply to the source run too; those that change how this variant trains (lr, steps, loss,
+    # residual, ...) do not.
     kept = [f"--{key}={value}" for key, value in parse_overrides(overrides)
             if ALIASES.get(key, key).startswith(SHARED_WITH_SOURCE)]  # fmt: skip
     source_cfg = load_variant(source, kept, profile)

@@ -2,6 +2,8 @@
 evaluation throughput and data time, for the E3D-LSTM at the study's size and the demo's.
 
 Each size runs in its own process, so its peak resident memory is its own; times are medians after a warm-up.
+``device`` and ``precision`` (``fp32`` or ``bf16``, the trainer's autocast) choose where and how the step runs; on a
+GPU each timed call waits for the device to finish, and peak memory is the GPU's peak allocation.
 FLOPs are counted with ``torch.utils.flop_counter`` (convolutions and attention; elementwise work and norms are not
 counted, as is usual), with the formulas of PyTorch's fused attention applied to the CPU flash kernels the recall
 calls directly.
@@ -22,12 +24,19 @@ SIZES = {
 }
 
 
-def _median_seconds(work, repeats: int) -> float:
-    work()  # warm-up
+def _median_seconds(work, repeats: int, device: str = "cpu") -> float:
+    def timed() -> None:
+        work()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(device)  # kernels run asynchronously: time them, not their launch
+
+    timed()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        work()
+        timed()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -50,20 +59,24 @@ def _flop_counter():
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
-def conv3d_rate(threads: int = 2, repeats: int = 5) -> float:
+def conv3d_rate(threads: int = 2, repeats: int = 5, device: str = "cpu", precision: str = "fp32") -> float:
     """GFLOP/s of the model's largest convolution at the study size: conv_x of a 64-channel layer (64 -> 448
-    channels, kernel 2x5x5, on a (4, 64, 2, 16, 16) input), forward only."""
+    channels, kernel 2x5x5, on a (4, 64, 2, 16, 16) input), forward only, in ``precision``'s dtype."""
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
-    x, weight = torch.randn(4, 64, 2, 16, 16), torch.randn(448, 64, 2, 5, 5)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    x = torch.randn(4, 64, 2, 16, 16, device=device, dtype=dtype)
+    weight = torch.randn(448, 64, 2, 5, 5, device=device, dtype=dtype)
     flops = 2 * 4 * 448 * 1 * 16 * 16 * 64 * 2 * 5 * 5  # one valid output frame in time
-    seconds = _median_seconds(lambda: F.conv3d(x, weight, padding=(0, 2, 2)), repeats * 10)
+    seconds = _median_seconds(lambda: F.conv3d(x, weight, padding=(0, 2, 2)), repeats * 10, device)
     return flops / seconds / 1e9
 
 
-def _measure(hidden, image_size, patch, batch, total, context, steps, threads) -> dict:
+def _measure(
+    hidden, image_size, patch, batch, total, context, steps, threads, device: str = "cpu", precision: str = "fp32"
+) -> dict:
     """Runs inside the child process."""
     import resource
 
@@ -75,48 +88,60 @@ def _measure(hidden, image_size, patch, batch, total, context, steps, threads) -
     from core.data.moving_mnist import MovingMNISTSpec
     from core.losses import prediction_loss
     from core.models import build_model
+    from core.trainer import check_precision, precision_context
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    where = torch.device(device)
+    check_precision(precision, where)
     model = build_model(ModelConfig(hidden=tuple(hidden), patch_size=patch), channels=1, image_size=image_size)
+    model = model.to(where)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.9995))
     digits = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
     stream = MovingMNISTStream(digits, batch, 0, MovingMNISTSpec(seq_len=total, canvas=image_size))
-    frames = stream.batch(0)
-    mask = torch.zeros(batch, total - context - 1)
+    frames = stream.batch(0).to(where)
+    mask = torch.zeros(batch, total - context - 1, device=where)
 
     def step() -> None:
-        loss = prediction_loss(model(frames, context, mask), frames[:, 1:], 2 / 3)["loss"]
+        with precision_context(precision, where):  # as the trainer runs it: forward and loss under autocast
+            loss = prediction_loss(model(frames, context, mask).float(), frames[:, 1:], 2 / 3)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    step_s = _median_seconds(step, steps)
+    if where.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(where)
+    step_s = _median_seconds(step, steps, device)
     with _flop_counter() as counter:
         step()
-    with torch.no_grad():
-        eval_frames = torch.cat([stream.batch(k) for k in range(4)])  # (4B, T, 1, H, W)
-        eval_s = _median_seconds(lambda: model(eval_frames, context), max(1, steps // 2))
+    with torch.no_grad(), precision_context(precision, where):
+        eval_frames = torch.cat([stream.batch(k) for k in range(4)]).to(where)  # (4B, T, 1, H, W)
+        eval_s = _median_seconds(lambda: model(eval_frames, context), max(1, steps // 2), device)
     data_s = _median_seconds(lambda: stream.batch(1), 20)
+    if where.type == "cuda":
+        peak_gib = torch.cuda.max_memory_allocated(where) / 2**30
+    else:
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {
         "step_s": step_s,
         "gflop_per_step": counter.get_total_flops() / 1e9,
         "eval_seq_per_s": len(eval_frames) / eval_s,
         "data_share": data_s / step_s,
-        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gib": peak_gib,
         "threads": threads,
     }
 
 
-def bench_train(steps: int = 2, threads: int = 2) -> dict[str, dict]:
+def bench_train(steps: int = 2, threads: int = 2, device: str = "cpu", precision: str = "fp32") -> dict[str, dict]:
     """Per size: median step seconds, GFLOP per step and achieved GFLOP/s, evaluation sequences/s, data time as a
-    share of the step, peak resident GiB; each size in a fresh process."""
+    share of the step, peak GiB (resident on a CPU, allocated on a GPU); each size in a fresh process."""
     results = {}
     for name, size in SIZES.items():
         code = (
             "import json; from bench.bench_train import _measure; "
-            f"print(json.dumps(_measure(*{size!r}, steps={steps}, threads={threads})))"
+            f"print(json.dumps(_measure(*{size!r}, steps={steps}, threads={threads}, device={device!r}, "
+            f"precision={precision!r})))"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -132,6 +132,10 @@ class TrainConfig:
     """finetune: start from this checkpoint file or run folder (its weights only)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where to train: auto picks cuda when available"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: forward, loss and evaluation under bfloat16 autocast (weights and metrics stay float32)"""
+    compile: bool = False
+    """run the model through torch.compile (minutes to compile on a CPU; same checkpoints)"""
     runs_dir: str = "runs"
     """where run folders are made"""
     run_name: str | None = None
@@ -503,14 +507,18 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-# Fields that change where or how a run is recorded, not what it computes: left out of the hash.
-_UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "data.num_workers", "data.data_dir",
+# Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash.
+_UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
+# Fields added after runs were recorded: hashed only when they differ from these defaults, so every run recorded
+# before them keeps its id (and its folder is found again).
+_HASHED_UNLESS_DEFAULT = {"train.precision": "fp32"}
 
 
 def config_hash(cfg: Config, length: int = 8) -> str:
     """A stable short hash of what the run computes, so a re-run finds the same run folder."""
-    flat = {k: v for k, v in _flatten(to_dict(cfg), "hash") if k not in _UNHASHED}
+    flat = {k: v for k, v in _flatten(to_dict(cfg), "hash")
+            if k not in _UNHASHED and _HASHED_UNLESS_DEFAULT.get(k, object()) != v}  # fmt: skip
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:length]
 
 

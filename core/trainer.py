@@ -9,12 +9,18 @@ Resume is exact on the CPU: training batch ``k`` and the scheduled-sampling draw
 ``(seed, k)``, so a run killed at any point and started again from its last checkpoint ends with the same weights as
 an uninterrupted run.
 
+``train.precision=bf16`` runs the forward pass, the loss and every evaluation under bfloat16 autocast (CUDA or CPU);
+weights, gradients, the optimiser and the metrics stay float32. ``train.compile`` runs the model through
+``torch.compile``; the plain module keeps the weights, so checkpoints are the same either way. Both, and the device,
+are recorded in the run's summary.
+
 The trainer reports to a tracker and to an optional evaluation callback (the search's pruning hook); it knows
 nothing of W&B, Optuna or the command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -75,6 +81,29 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is cuda but no CUDA device is available")
     return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """A clear error for bfloat16 on a GPU that cannot run it (before Ampere, autocast would fail or crawl)."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"train.precision is bf16 but {torch.cuda.get_device_name(device)} has no bfloat16; use fp32")
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Where forward passes and losses run: ``bf16`` is bfloat16 autocast (convolutions and matmuls in bfloat16,
+    weights and their gradients float32); ``fp32`` changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """The module that runs forward passes: ``torch.compile(model)`` when ``enabled``, else ``model``. The compiled
+    wrapper shares ``model``'s weights; save and load through ``model``, whose keys have no ``_orig_mod.`` prefix.
+
+    The default mode: CUDA graphs ("reduce-overhead") are untested, and would be split into small pieces on a GPU,
+    where the recall's autograd Function (whose backward recomputes attention through ``torch.autograd.grad``) is a
+    graph break and runs eagerly, once per layer and step. On the CPU the whole model compiles as one graph.
+    """
+    return torch.compile(model) if enabled else model
 
 
 def default_run_name(cfg: Config) -> str:
@@ -179,19 +208,23 @@ def evaluate_model(
     num_workers: int = 0,
     progress: bool = False,
     baselines: bool = False,
+    precision: str = "fp32",
 ) -> Evaluation:
     """Metrics of the model's predictions on ``dataset``, and the first ``keep`` sequences' frames (``context``,
     ``target``, ``pred``, each ``(keep, T', C, H, W)``) for pictures. With ``baselines``, the trivial predictions are
-    scored in the same pass, so the sequences are read once (KTH reads them from disk)."""
+    scored in the same pass, so the sequences are read once (KTH reads them from disk). ``precision`` is the
+    forward pass's (see :func:`precision_context`); metrics are computed on its predictions cast to float32."""
     was_training = model.training
     model.eval()
     scores = MetricAccumulator(ssim_convention)
     trivial = {name: MetricAccumulator(ssim_convention) for name in BASELINES} if baselines else {}
     kept: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "pred": []}
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     for frames in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=not progress):
         frames = frames.to(device, non_blocking=True)
-        pred = predict_future(model, frames, context_frames)
+        with precision_context(precision, device):
+            pred = predict_future(model, frames, context_frames)
+        pred = pred.float()  # (B, T', C, H, W); bfloat16 under autocast
         target = frames[:, context_frames:]
         scores.update(pred, target)
         if trivial:
@@ -229,6 +262,7 @@ def train(
     if finished is not None:
         return finished
     device = pick_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
     model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
@@ -249,17 +283,26 @@ def train(
     with Tracker(run_dir, cfg, mode=cfg.tracking.wandb, resume=start > 0) as tracker:
         if start > 0:
             tracker.truncate_after(start)
-        tracker.summary("running", test_set=data.test_name)
+        tracker.summary("running", test_set=data.test_name, **_execution(cfg, device))
+        runner = compiled(model, cfg.train.compile)
         status, step, best_val_mse = _loop(
-            cfg, model, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress
+            cfg, model, runner, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress
         )
         result = TrainResult(run_dir, status, step, best_val_mse if math.isfinite(best_val_mse) else None)
         if status == "finished":
             result.test, result.baselines = _final_test(
-                cfg, model, data, device, tracker, step, result.best_val_mse, progress
+                cfg, runner, data, device, tracker, step, result.best_val_mse, progress
             )
         tracker.finish(status)
     return result
+
+
+def _execution(cfg: Config, device: torch.device) -> dict[str, str | bool]:
+    """How the run executes, for its summary: device (and the GPU's name), precision, compile."""
+    where = {"device": str(device)}
+    if device.type == "cuda":
+        where["gpu"] = torch.cuda.get_device_name(device)
+    return {**where, "precision": cfg.train.precision, "compile": cfg.train.compile}
 
 
 def _finished_result(run_dir: Path) -> TrainResult | None:
@@ -287,7 +330,9 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
             )
 
 
-def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress):
+def _loop(cfg, model, runner, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress):
+    """Train from step ``start``; ``runner`` (``model`` or its compiled wrapper) runs the forward passes, ``model``
+    is what checkpoints save."""
     t = cfg.train
     context = data.context_frames
     steps_past_context = cfg.data.total_frames - context - 1
@@ -296,14 +341,16 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
     interval_start, interval_steps = time.perf_counter(), 0
     bar = tqdm(total=t.steps, initial=start, desc=run_dir.name, disable=not progress, dynamic_ncols=True)
     postfix: dict[str, str] = {}
-    model.train()
-    batches = data.train_batches(start) if start < t.steps else iter(())
+    runner.train()
+    # On CUDA the batches come in page-locked memory, so the copy below returns at once and overlaps compute.
+    batches = data.train_batches(start, pin_memory=device.type == "cuda") if start < t.steps else iter(())
     for step, frames in zip(range(start, t.steps), batches, strict=False):
         frames = frames.to(device, non_blocking=True)
         eta = sampling_eta(step, t.sampling_start, t.sampling_rate, t.sampling_stop)
         mask = true_frame_mask(step, t.seed, eta, len(frames), steps_past_context, device)
-        pred = model(frames, context, mask)  # (B, T-1, C, H, W): every next frame
-        losses = prediction_loss(pred, frames[:, 1:], cfg.loss.l1_weight)
+        with precision_context(t.precision, device):
+            pred = runner(frames, context, mask)  # (B, T-1, C, H, W): every next frame; bfloat16 under bf16
+            losses = prediction_loss(pred.float(), frames[:, 1:], cfg.loss.l1_weight)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
@@ -334,7 +381,7 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
             sums = dict.fromkeys(sums, 0.0)
             interval_start, interval_steps = time.perf_counter(), 0
         if evaluating:
-            scores = evaluate_model(model, data.val, context, t.eval_batch_size, device).scores
+            scores = evaluate_model(runner, data.val, context, t.eval_batch_size, device, precision=t.precision).scores
             tracker.log(scores.to_dict("val/"), step=done)
             if scores.mse < best_val_mse:
                 best_val_mse = scores.mse
@@ -355,11 +402,11 @@ def _loop(cfg, model, optimizer, data, device, tracker, run_dir, start, best_val
     return "finished", max(start, t.steps), best_val_mse
 
 
-def _final_test(cfg, model, data, device, tracker, step, best_val_mse, progress) -> tuple[dict, dict]:
+def _final_test(cfg, runner, data, device, tracker, step, best_val_mse, progress) -> tuple[dict, dict]:
     """Test the final weights, and the trivial baselines on the same sequences; record both."""
     result = evaluate_model(
-        model, data.test, data.context_frames, cfg.train.eval_batch_size, device, keep=cfg.tracking.frames,
-        progress=progress, baselines=True,
+        runner, data.test, data.context_frames, cfg.train.eval_batch_size, device, keep=cfg.tracking.frames,
+        progress=progress, baselines=True, precision=cfg.train.precision,
     )  # fmt: skip
     pictures, baselines = result.pictures, result.baselines
     metrics = result.scores.to_dict("test/")
@@ -382,8 +429,10 @@ def evaluate_checkpoint(
     ssim_convention: str = "ours",
     out_dir: str | Path | None = None,
     device: str = "auto",
+    precision: str | None = None,
 ) -> dict:
-    """Evaluate a checkpoint (or a run folder's best) on its config's test set or on ``data_path``.
+    """Evaluate a checkpoint (or a run folder's best) on its config's test set or on ``data_path``, in ``precision``
+    (default: the run's own ``train.precision``, so a run's test numbers are reproduced).
 
     Writes ``eval-<test set>-<convention>.json`` (metrics, per-frame curves, baselines, the test set and conventions)
     and a frame grid and GIF into ``out_dir`` (default: the run folder's ``eval/``); returns the JSON's content.
@@ -392,6 +441,8 @@ def evaluate_checkpoint(
     state = load_checkpoint(source, "cpu")
     cfg = from_dict(state["config"], state["path"])
     device = pick_device(device)
+    precision = precision or cfg.train.precision
+    check_precision(precision, device)
     model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
     load_weights(model, {**state, "model": {k: v.to(device) for k, v in state["model"].items()}})
     if data_path is not None:
@@ -402,7 +453,7 @@ def evaluate_checkpoint(
         dataset, context, test_name = data.test, data.context_frames, data.test_name
     result = evaluate_model(
         model, dataset, context, cfg.train.eval_batch_size, device, ssim_convention, keep=cfg.tracking.frames,
-        progress=True, baselines=True,
+        progress=True, baselines=True, precision=precision,
     )  # fmt: skip
     scores, pictures, baselines = result.scores, result.pictures, result.baselines
     checkpoint = Path(state["path"])
@@ -416,6 +467,7 @@ def evaluate_checkpoint(
         "step": state["step"],
         "test_set": test_name,
         "ssim_convention": ssim_convention,
+        "precision": precision,
         "metrics": scores.to_dict("test/"),
         "baselines": baselines,
     }

@@ -20,6 +20,19 @@ def digits() -> np.ndarray:
 
 
 @pytest.fixture
+def mnist_npz(tmp_path) -> Path:
+    """A tiny MNIST file in the ``x_train``/``x_test`` npz layout: 20 train and 10 test 'digits' (bright rectangles)."""
+    rng = np.random.default_rng(0)
+    digits = np.zeros((30, 28, 28), np.uint8)
+    for k in range(30):
+        r, c = rng.integers(2, 12, size=2)
+        digits[k, r : r + 14, c : c + 10] = rng.integers(120, 256)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=digits[:20], x_test=digits[20:])
+    return path
+
+
+@pytest.fixture
 def calls(tmp_path, monkeypatch) -> Path:
     """The folder where the sweep tests' fake objectives leave one file per call (spawned workers inherit the
     environment, so they find it too)."""

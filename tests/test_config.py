@@ -138,6 +138,22 @@ def test_round_trip_and_hash():
     assert C.config_hash(C.load(None, ["--model.hidden=16,16"])) != C.config_hash(cfg)
 
 
+def test_precision_and_compile_options_and_configs_written_before_them():
+    cfg = C.load(None, ["--train.precision=bf16", "--train.compile"])
+    assert (cfg.train.precision, cfg.train.compile) == ("bf16", True)
+    assert C.from_dict(yaml.safe_load(C.to_yaml(cfg))) == cfg
+    with pytest.raises(ConfigError, match="train.precision must be one of 'fp32', 'bf16', got 'fp16'"):
+        C.load(None, ["--train.precision=fp16"])
+    # A run folder's config.yaml from before these fields loads with their defaults and keeps its hash (this value
+    # was computed before they existed), so its folder is found again.
+    old = C.to_dict(C.load())
+    del old["train"]["precision"], old["train"]["compile"]
+    assert C.from_dict(old) == C.load() and C.config_hash(C.from_dict(old)) == "e672104d"
+    # bf16 computes something else, compile computes the same thing another way.
+    assert C.config_hash(C.load(None, ["--train.precision=bf16"])) != C.config_hash(C.load())
+    assert C.config_hash(C.load(None, ["--train.compile=true"])) == C.config_hash(C.load())
+
+
 def test_every_field_has_a_doc():
     text = C.describe(C.load())
     for section in C.SECTIONS:

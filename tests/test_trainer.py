@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -8,18 +7,6 @@ import core.trainer as trainer_module
 from core.config import load
 from core.models import build_model
 from core.trainer import CheckpointError, load_checkpoint, train
-
-
-@pytest.fixture
-def mnist_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    digits = np.zeros((30, 28, 28), np.uint8)
-    for k in range(30):
-        r, c = rng.integers(2, 12, size=2)
-        digits[k, r : r + 14, c : c + 10] = rng.integers(120, 256)
-    path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=digits[:20], x_test=digits[20:])
-    return path
 
 
 def tiny(tmp_path, mnist_npz, *overrides):

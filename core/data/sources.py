@@ -35,11 +35,15 @@ class RunData:
     test_name: str  # which test set, stated beside every number computed on it
     num_workers: int = 0
 
-    def train_batches(self, start_batch: int) -> Iterator[torch.Tensor]:
-        """The training stream from batch ``start_batch`` on, each batch float32 ``(B, T, C, H, W)``."""
+    def train_batches(self, start_batch: int, pin_memory: bool = False) -> Iterator[torch.Tensor]:
+        """The training stream from batch ``start_batch`` on, each batch float32 ``(B, T, C, H, W)``; with
+        ``pin_memory`` (for a CUDA device) in page-locked memory, so the copy to the device can overlap compute."""
         self.train.start_batch = start_batch
         workers = self.num_workers
-        return iter(DataLoader(self.train, batch_size=None, num_workers=workers, persistent_workers=workers > 0))
+        loader = DataLoader(
+            self.train, batch_size=None, num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory
+        )
+        return iter(loader)
 
 
 def build_data(cfg: DataConfig, batch_size: int, seed: int) -> RunData:

@@ -52,7 +52,9 @@ class Recall(torch.autograd.Function):
         ctx.fused = FUSED_CPU_BACKWARD and query.device.type == "cpu"
         if not ctx.fused:
             ctx.save_for_backward(query)
-            return attend(query, keys, scale)
+            # Autocast would run the public attention in bfloat16; the private CPU kernel below ignores autocast.
+            with torch.autocast(query.device.type, enabled=False):
+                return attend(query, keys, scale)
         # (B, 1, P, D) over (B, 1, K, D) -> out (B, 1, P, D), logsumexp (B, 1, P)
         out, logsumexp = _FLASH_CPU(query[:, None], keys[:, None], keys[:, None], scale=scale)
         ctx.save_for_backward(query, out, logsumexp)
@@ -73,7 +75,7 @@ class Recall(torch.autograd.Function):
             # Recompute the attention with autograd on, on detached inputs, and let the fused kernel's backward do
             # the rest: nothing of the forward's attention is kept alive between forward and backward.
             (query,) = ctx.saved_tensors
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(query.device.type, enabled=False):
                 q = query.detach().requires_grad_()
                 k = keys.detach().requires_grad_()
                 grad_query, grad_keys = torch.autograd.grad(attend(q, k, scale), (q, k), grad_out.contiguous())
@@ -126,6 +128,6 @@ class EideticHistory:
         # of the permuted channels-first tensor can return a view with stride P there.
         q = query.permute(0, 2, 3, 4, 1).reshape(batch, self.tokens, dim).contiguous()
         # Under autocast the gate may be bfloat16 while the history keeps the cell states' float32: attend in the
-        # history's precision (the softmax over thousands of unscaled logits needs it).
+        # history's precision (the softmax over thousands of unscaled logits needs it); Recall keeps autocast out.
         out = Recall.apply(q.to(self.buffer.dtype), self.keys(), scale, *self.states)  # (B, P, D)
         return out.view(batch, window, height, width, dim).permute(0, 4, 1, 2, 3)  # -> (B, D, window, H', W')
