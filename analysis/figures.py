@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.effects import best_weight, weight_points  # noqa: E402
 from analysis.tables import BASELINE_LABELS, METRIC_LABELS, ROW_AXES, _present, variant_name  # noqa: E402
@@ -88,8 +89,10 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
     loss_axis.set(xlabel="training step", ylabel="training loss", title="Training loss")
     if loss_axis.lines:
         loss_axis.set_yscale("log")
+        loss_axis.yaxis.set_major_formatter(ScalarFormatter())
+        loss_axis.yaxis.set_minor_formatter(ScalarFormatter())
     val_axis.set(xlabel="training step", ylabel="MSE per frame", title="Validation MSE")
-    _baseline_lines(val_axis, runs, "mse")
+    _baseline_lines(val_axis, runs, "mse", " (on the test set)")
     _legend(figure, loss_axis, val_axis)
     return figure
 
@@ -194,7 +197,7 @@ def weight_figure(runs: pd.DataFrame) -> Figure:
     if best is not None:
         axis.scatter([best["l1_weight"]], [best["best_val_mse"]], marker="*", s=220, color="gold", edgecolors="black",
                      zorder=5, label=f"best: l1 weight {best['l1_weight']:.3g}")  # fmt: skip
-    _baseline_lines(axis, runs, "mse")
+    _baseline_lines(axis, runs, "mse", " (test set)")
     axis.set(xlabel="l1 weight (loss = w·l1 + (1-w)·l2)", ylabel="MSE per frame", title="MSE against the l1 weight")
     axis.legend(fontsize=8)
     return figure
@@ -227,13 +230,13 @@ def _ema(values: np.ndarray) -> np.ndarray:
     return smoothed
 
 
-def _baseline_lines(axis, runs: pd.DataFrame, metric: str) -> None:
-    """Dashed lines for the trivial baselines (as curves on per-frame axes, as levels elsewhere)."""
+def _baseline_lines(axis, runs: pd.DataFrame, metric: str, note: str = "") -> None:
+    """Dashed levels for the trivial baselines' mean test score; ``note`` is added to their labels."""
     for baseline, style in zip(BASELINE_LABELS, (":", "--"), strict=True):
         values = runs[f"{baseline}_{metric}"].dropna() if f"{baseline}_{metric}" in runs else pd.Series(dtype=float)
         if values.empty:
             continue
-        axis.axhline(values.mean(), color="gray", linestyle=style, linewidth=1, label=BASELINE_LABELS[baseline])
+        axis.axhline(values.mean(), color="gray", linestyle=style, linewidth=1, label=BASELINE_LABELS[baseline] + note)
 
 
 def _legend(figure: Figure, *axes) -> None:

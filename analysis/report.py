@@ -15,7 +15,7 @@ and ``<out>/report.html``: all of it in one file, images and GIFs embedded (:mod
 
 from __future__ import annotations
 
-import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -175,10 +175,4 @@ def _slug(title: str, used: set[str]) -> str:
 
 
 def _common_parent(folders: list[Path]) -> str:
-    import os
-
     return os.path.commonpath([str(f) for f in folders])
-
-
-def format_number(value: float, decimals: int = 2) -> str:
-    return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.{decimals}f}"
