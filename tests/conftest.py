@@ -19,15 +19,16 @@ def digits() -> np.ndarray:
     return images
 
 
-@pytest.fixture
-def mnist_npz(tmp_path) -> Path:
-    """A tiny MNIST file in the ``x_train``/``x_test`` npz layout: 20 train and 10 test 'digits' (bright rectangles)."""
+@pytest.fixture(scope="session")
+def mnist_npz(tmp_path_factory) -> Path:
+    """A tiny MNIST file in the ``x_train``/``x_test`` npz layout: 20 train and 10 test 'digits' (bright rectangles);
+    read-only, shared by every test."""
     rng = np.random.default_rng(0)
     digits = np.zeros((30, 28, 28), np.uint8)
     for k in range(30):
         r, c = rng.integers(2, 12, size=2)
         digits[k, r : r + 14, c : c + 10] = rng.integers(120, 256)
-    path = tmp_path / "mnist.npz"
+    path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
     np.savez(path, x_train=digits[:20], x_test=digits[20:])
     return path
 

@@ -36,17 +36,11 @@ def tiny(mnist: Path, runs_dir: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, mnist_npz):
     """A small sweep folder: real runs (3d over two seeds, 2d, 3d with l1 weight 0.5), plus a failed 2d l1 0.5 cell
     and a pruned 3d l1 0.25 trial written by the tracker."""
     root = tmp_path_factory.mktemp("sweep")
-    rng = np.random.default_rng(0)
-    digits = np.zeros((30, 28, 28), np.uint8)
-    for k in range(30):
-        r, c = rng.integers(2, 12, size=2)
-        digits[k, r : r + 14, c : c + 10] = rng.integers(120, 256)
-    mnist = root / "mnist.npz"
-    np.savez(mnist, x_train=digits[:20], x_test=digits[20:])
+    mnist = mnist_npz
     runs = root / "runs" / "demo"
     for overrides in ([], ["--train.seed=1"], ["--model.conv=2d"], ["--loss.l1_weight=0.5"]):
         assert train(tiny(mnist, runs, *overrides), progress=False).status == "finished"
