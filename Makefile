@@ -34,10 +34,10 @@ SWEEPS ?= runs/demo runs/search
 sweep: $(STAMP)  ## the demo sweep: conv x residual x l1 weight grid, an Optuna search of the l1 weight, then the report
 	$(PY) launch.py sweep sweeps/demo.yaml --workers 2
 	$(PY) launch.py sweep sweeps/search.yaml --workers 2
-	$(PY) launch.py report $(SWEEPS) --out runs/report
+	$(PY) launch.py report $(SWEEPS) --out runs/report --wandb offline
 
 report: $(STAMP)  ## tables, axis effects, figures and runs/report/report.html from the sweeps in SWEEPS
-	$(PY) launch.py report $(SWEEPS) --out runs/report
+	$(PY) launch.py report $(SWEEPS) --out runs/report --wandb offline
 
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check .

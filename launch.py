@@ -123,7 +123,8 @@ def _report(args: argparse.Namespace) -> None:
     else:
         if not args.roots:
             raise ValueError("report needs a folder of runs, e.g. `launch.py report runs/demo`")
-        report = write_report(args.roots, args.out, published=not args.no_published)
+        report = write_report(args.roots, args.out, published=not args.no_published, wandb=args.wandb,
+                              project=args.wandb_project)  # fmt: skip
     print(report.main_table())
     for section in report.sections:
         best = section.best
@@ -132,6 +133,11 @@ def _report(args: argparse.Namespace) -> None:
                   f"{best['status']})")  # fmt: skip
         for stem, problem in section.figure_problems.items():
             print(f"{section.title}: figure {stem} not drawn: {problem}")
+        if section.wandb_log is not None:
+            print(
+                f"{section.title}: tables and figures logged to W&B ({args.wandb}): {section.wandb_log}"
+                + (f"; upload with `wandb sync {section.wandb_log.parent}`" if args.wandb == "offline" else "")
+            )
     folders = ", ".join(str(section.folder) for section in report.sections)
     print(f"tables, effects and figures in {folders}")
     print(f"report: {report.html}")
@@ -227,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local run folders (default) or W&B's API (needs a login and network)")  # fmt: skip
     report.add_argument("--project", help="with --source wandb: ENTITY/PROJECT")
     report.add_argument("--group", help="with --source wandb: only this group (a sweep's name)")
+    report.add_argument(
+        "--wandb",
+        choices=("offline", "online"),
+        help="also log each sweep's tables and figures as a W&B run in the sweep's group",
+    )
+    report.add_argument("--wandb-project", default="mentalsim", help="the W&B project for --wandb (default: mentalsim)")
     report.set_defaults(run=_report)
 
     config = commands.add_parser("config", help="print a variant's resolved config")

@@ -28,6 +28,7 @@ from analysis.collect import collect
 from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
 from analysis.tables import StudyTable, study_table
 from core.io import DataError, atomic_write
+from core.tracking import log_summary_run
 
 RUNS_CSV_COLUMNS = (
     "run_name", "status", "status_reason", "dataset", "conv", "residual", "memory_flow", "recall", "output_gate",
@@ -49,6 +50,7 @@ class Section:
     figures: dict[str, Path] = field(default_factory=dict)  # stem -> PNG
     figure_problems: dict[str, str] = field(default_factory=dict)  # stem -> why it was not drawn
     written: list[Path] = field(default_factory=list)
+    wandb_log: Path | None = None  # the W&B report run's transaction log, when logged
 
     @property
     def best(self) -> pd.Series | None:
@@ -72,6 +74,8 @@ def write_report(
     published: bool = True,
     frames: Sequence[tuple[str, pd.DataFrame]] = (),
     link: Callable[[pd.Series], str | None] | None = None,
+    wandb: str | None = None,
+    project: str = "mentalsim",
 ) -> Report:
     """Collect the runs under each of ``roots`` (and/or take already collected ``frames``: ``(title, runs)``) and write
     a section for each, then the HTML page.
@@ -79,6 +83,8 @@ def write_report(
     Args:
         published: add design.md's published rows to the tables.
         link: where a run's link points (default: its folder, relative to the report; its W&B page when it has one).
+        wandb: ``offline`` or ``online``: also log each section's tables and figures as one W&B run (job type
+            ``report``) in ``project``, grouped with the sweep's runs (the group is the sweep folder's name).
     """
     sources = [(str(root), collect(root), Path(root)) for root in roots]
     sources += [(title, runs, None) for title, runs in frames]
@@ -100,6 +106,9 @@ def write_report(
         sections.append(_write_section(title, runs, folder, published))
     from analysis.html import render_page
 
+    if wandb:
+        for section in sections:
+            section.wandb_log = _log_to_wandb(section, wandb, project)
     html_path = out_dir / "report.html"
     with atomic_write(html_path, "w") as handle:
         handle.write(render_page(sections, html_path, link))
@@ -158,6 +167,41 @@ def _write_section(title: str, runs: pd.DataFrame, folder: Path, published: bool
         section.figures[stem] = paths[0]
         section.written += paths
     return section
+
+
+def _log_to_wandb(section: Section, mode: str, project: str) -> Path | None:
+    group = Path(section.title).name
+    tables = {"study_table" if i == 0 else f"study_table_{i + 1}": _rows(table.to_frame())
+              for i, table in enumerate(section.tables)}  # fmt: skip
+    if section.effects is not None and not section.effects.empty:
+        tables["axis_effects"] = _rows(section.effects)
+    if section.points is not None:
+        tables["l1_weight_points"] = _rows(section.points)
+    tables["runs"] = _rows(section.runs[list(RUNS_CSV_COLUMNS)])
+    images = {f"figures/{stem}": path for stem, path in section.figures.items()}
+    return log_summary_run(section.folder, f"report-{group}", project, group, tables, images, mode)
+
+
+def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list]]:
+    """A DataFrame as W&B table columns and rows of plain values (None for missing ones); a column holding values of
+    several kinds (an axis's ``3d``, ``True``, ``0.5``) as text, since a W&B column has one type."""
+    cleaned = frame.astype(object).where(frame.notna(), None)
+    rows = [[_plain(v) for v in row] for row in cleaned.itertuples(index=False)]
+    for j in range(len(frame.columns)):
+        if len({_kind(row[j]) for row in rows if row[j] is not None}) > 1:
+            for row in rows:
+                row[j] = None if row[j] is None else str(row[j])
+    return [str(c) for c in frame.columns], rows
+
+
+def _kind(value) -> str:
+    return "number" if isinstance(value, int | float) and not isinstance(value, bool) else type(value).__name__
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
 
 
 def _write_text(path: Path, text: str) -> None:

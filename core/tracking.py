@@ -403,6 +403,48 @@ class Tracker:
             self._run.summary.update(texts)
 
 
+def log_summary_run(
+    folder: str | Path,
+    name: str,
+    project: str,
+    group: str | None,
+    tables: Mapping[str, tuple[list[str], list[list[Any]]]],
+    images: Mapping[str, str | Path],
+    mode: str = "offline",
+) -> Path | None:
+    """One W&B run (job type ``report``) holding a sweep's tables and figures, in the sweep's group, so the dashboard
+    shows the paper's table beside the runs it came from.
+
+    ``tables``: key -> (columns, rows), logged as ``wandb.Table``; ``images``: key -> PNG path, logged as
+    ``wandb.Image``. W&B's files go to ``folder/wandb``. Returns the run's transaction log (``.wandb``; ``wandb sync``
+    uploads an offline one), or None with mode ``disabled``.
+    """
+    if mode not in WANDB_MODES:
+        raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    if mode == "disabled":
+        return None
+    os.environ["WANDB_MODE"] = mode  # as in Tracker._start_wandb: before init, or offline init stalls on telemetry
+    os.environ["WANDB_ERROR_REPORTING"] = "false"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+    wandb = import_wandb()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(f"{project}/{group}/{name}".encode()).hexdigest()[:8]
+    run = wandb.init(project=project, group=group, name=name, id=f"report-{digest}", job_type="report",
+                     dir=str(folder), resume="allow", reinit="create_new")  # fmt: skip
+    try:
+        values: dict[str, Any] = {key: wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+                                  for key, (columns, rows) in tables.items()}  # fmt: skip
+        values |= {key: wandb.Image(str(path)) for key, path in images.items()}
+        run.log(values)
+        log_file = Path(run.settings.sync_file)
+    finally:
+        run.finish()
+    _wait_for_exit_record(log_file, FINISH_TIMEOUT_S)
+    return log_file
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Frame pictures
 

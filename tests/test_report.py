@@ -21,7 +21,7 @@ from analysis.effects import axis_effects, best_weight, effects_markdown, weight
 from analysis.report import write_report
 from core.config import load
 from core.io import DataError
-from core.tracking import Tracker, read_frames
+from core.tracking import Tracker, read_frames, read_offline_run, read_offline_table
 from core.trainer import train
 
 
@@ -303,3 +303,27 @@ def test_report_from_collected_frames_links_to_wandb_pages(sweep, tmp_path, caps
         write_report(frames=[("W&B", runs)])
     assert launch.main(["report", "--source", "wandb"]) == 2
     assert "--project" in capsys.readouterr().err
+
+
+def test_report_logs_its_tables_and_figures_as_a_wandb_run(sweep, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "home" / name.lower()))
+    for name in ("WANDB_MODE", "WANDB_ERROR_REPORTING", "WANDB_SILENT", "WANDB_CONSOLE"):
+        monkeypatch.delenv(name, raising=False)  # restored afterwards; the report sets what it needs
+    try:
+        result = write_report([sweep], tmp_path / "out", wandb="offline", project="mentalsim-test")
+    finally:
+        wandb.teardown()
+    log = result.sections[0].wandb_log
+    run = read_offline_run(log.parent)
+    assert (run["project"], run["group"], run["name"]) == ("mentalsim-test", "demo", "report-demo") and run["complete"]
+    summary = run["summary"]
+    table = read_offline_table(summary["study_table"])
+    assert {row["row"] for row in table} >= {"E3D-LSTM, l2 only", "E2D-LSTM, l1+l2 (w=0.5)", "blank frame"}
+    runs = read_offline_table(summary["runs"])
+    assert len(runs) == 6 and {row["status"] for row in runs} == {"finished", "failed", "pruned"}
+    assert len(read_offline_table(summary["axis_effects"])) > 0
+    for stem in ("loss", "per_frame", "qualitative", "l1_weight"):
+        assert summary[f"figures/{stem}"]["_type"] == "image-file"
+        assert Path(summary[f"figures/{stem}"]["local_path"]).stat().st_size > 1000
