@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from core.trainer import evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device)
+    report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device, args.precision)
     print(f"{report['checkpoint']} (step {report['step']}) on {report['test_set']}, SSIM convention "
           f"{report['ssim_convention']}:")  # fmt: skip
     print(format_scores("test", report["metrics"], report["baselines"]))
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--out", help="output folder (default: <run>/eval)")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument("--precision", choices=["fp32", "bf16"], help="forward pass precision (default: the run's)")
     evaluate.set_defaults(run=_eval)
 
     sweep = commands.add_parser(

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((f"train step s: {name}", f"{result['step_s']:.2f}", note))
         flops = f"{result['gflop_per_step']:.0f} / {result['gflop_per_s']:.0f}"
         rows.append(("  GFLOP per step / achieved GFLOP/s", flops, f"achieved/peak {result['gflop_per_s'] / peak:.2f}"))
-        rows.append(("  peak memory GiB", f"{result['peak_gib']:.2f}", "GPU, allocated" if not cpu else ""))
+        rows.append(("  peak memory GiB, training step", f"{result['peak_gib']:.2f}",
+                     "GPU, allocated" if not cpu else "resident set of the process"))  # fmt: skip
         rows.append(("  evaluation sequences/s", f"{result['eval_seq_per_s']:.1f}", "forward only, batch 4x"))
         rows.append(("  data time / step time", f"{result['data_share']:.2%}", "generated stream, one batch"))
     width = max(len(name) for name, _, _ in rows)

@@ -75,9 +75,20 @@ def conv3d_rate(threads: int = 2, repeats: int = 5, device: str = "cpu", precisi
 
 
 def _measure(
-    hidden, image_size, patch, batch, total, context, steps, threads, device: str = "cpu", precision: str = "fp32"
+    hidden,
+    image_size,
+    patch,
+    batch,
+    total,
+    context,
+    steps,
+    threads,
+    device: str = "cpu",
+    precision: str = "fp32",
+    flush_denormal: bool = True,
 ) -> dict:
-    """Runs inside the child process."""
+    """Runs inside the child process; ``losses`` are the first two steps' (from the same seed every time: the second
+    one shows that the first step's gradients and update were the same)."""
     import resource
 
     import numpy as np
@@ -90,7 +101,7 @@ def _measure(
     from core.models import build_model
     from core.trainer import check_precision, precision_context
 
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(flush_denormal)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     where = torch.device(device)
@@ -103,26 +114,31 @@ def _measure(
     frames = stream.batch(0).to(where)
     mask = torch.zeros(batch, total - context - 1, device=where)
 
+    losses = []
+
     def step() -> None:
         with precision_context(precision, where):  # as the trainer runs it: forward and loss under autocast
             loss = prediction_loss(model(frames, context, mask).float(), frames[:, 1:], 2 / 3)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if len(losses) < 2:
+            losses.append(loss.item())
 
     if where.type == "cuda":
         torch.cuda.reset_peak_memory_stats(where)
     step_s = _median_seconds(step, steps, device)
+    # The training step's peak, before the FLOP-counting pass and the larger evaluation batch below.
+    if where.type == "cuda":
+        peak_gib = torch.cuda.max_memory_allocated(where) / 2**30
+    else:
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     with _flop_counter() as counter:
         step()
     with torch.no_grad(), precision_context(precision, where):
         eval_frames = torch.cat([stream.batch(k) for k in range(4)]).to(where)  # (4B, T, 1, H, W)
         eval_s = _median_seconds(lambda: model(eval_frames, context), max(1, steps // 2), device)
     data_s = _median_seconds(lambda: stream.batch(1), 20)
-    if where.type == "cuda":
-        peak_gib = torch.cuda.max_memory_allocated(where) / 2**30
-    else:
-        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {
         "step_s": step_s,
         "gflop_per_step": counter.get_total_flops() / 1e9,
@@ -130,6 +146,7 @@ def _measure(
         "data_share": data_s / step_s,
         "peak_gib": peak_gib,
         "threads": threads,
+        "losses": losses,
     }
 
 

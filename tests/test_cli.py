@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,8 +91,10 @@ def test_train_eval_and_config_from_the_command_line(tmp_path, user_mnist, capsy
     report = run / "eval" / "eval-test-release.json"
     assert report.is_file() and f"wrote {report}" in capsys.readouterr().out
     assert (run / "eval" / "eval-test-release.png").is_file()
-    assert launch.main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "elsewhere")]) == 0
-    assert (tmp_path / "elsewhere" / "eval-test-ours.json").is_file()
+    assert launch.main(["eval", str(run / "checkpoints" / "last.pt"), "--out", str(tmp_path / "elsewhere"),
+                        "--precision", "bf16"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "elsewhere" / "eval-test-ours.json").read_text())["precision"] == "bf16"
+    assert json.loads(report.read_text())["precision"] == "fp32"  # the run's own
 
     assert launch.main(["report", str(tmp_path / "runs"), "--no-published"]) == 0
     table = capsys.readouterr().out
