@@ -778,19 +778,39 @@ def work(
 
 @contextlib.contextmanager
 def _exclusive(ledger: Ledger) -> Iterator[None]:
-    """On SQLite, one process at a time creates and fills the ledger, or fails stale cells and claims one.
+    """One process at a time creates and fills the ledger, fails stale cells and claims one, or adds a search's trial.
 
     Optuna's check-and-set of a trial's state reads, then writes; on PostgreSQL the read locks the row (SELECT ... FOR
     UPDATE), but SQLite has no row locks and pysqlite opens the transaction only at the write, so two workers can both
     see a cell WAITING and both claim it (measured: a cell ran twice in a 4-cell sweep with 2 workers), or both fail
-    a stale cell and re-enqueue it twice. A file lock beside the database closes both races; SQLite is one machine's
-    anyway."""
-    if not ledger.url.startswith("sqlite:///"):
+    a stale cell and re-enqueue it twice. And on any database a search's count-then-ask (is there a slot left under
+    run_cap?) is two statements. SQLite: a file lock beside the database (SQLite is one machine's anyway). PostgreSQL:
+    a session advisory lock keyed by the study's name, which every machine sharing the ledger sees. Both are released
+    when their holder's process dies."""
+    if ledger.url.startswith("sqlite:///"):
+        with open(ledger.url.removeprefix("sqlite:///") + ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process is killed
+            yield
+    elif ledger.url.startswith(("postgresql", "postgres")):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(ledger.study_name.encode()).digest()[:8], "big", signed=True)
+        with _lock_engine(ledger.url).connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    else:
         yield
-        return
-    with open(ledger.url.removeprefix("sqlite:///") + ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process is killed
-        yield
+
+
+@functools.cache
+def _lock_engine(url: str):
+    """One connection pool per database for the advisory locks (their sessions must outlive a single statement)."""
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
 
 def _claim(storage, study_id: int, cells: dict[str, Cell]) -> tuple[int, int, Cell] | None:
@@ -823,8 +843,7 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int,
     state = optuna.trial.TrialState
     while True:
         # ask() pops a waiting trial first (the first trial, a retry: their slots are counted already), else creates
-        # one. Under the file lock on SQLite this count-then-ask is atomic; on PostgreSQL two workers may both ask
-        # the last slot, so a search there can overshoot run_cap by at most workers - 1.
+        # one. The caller holds the ledger's lock (_exclusive), so this count-then-ask is atomic: run_cap holds.
         waiting = storage.get_all_trials(study_id, deepcopy=False, states=(state.WAITING,))
         used = {_slot(t) for t in storage.get_all_trials(study_id, deepcopy=False)}
         if not waiting and len(used) >= (sweep.run_cap or 0):

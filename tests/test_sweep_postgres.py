@@ -10,13 +10,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import sweep_fakes
-from test_sweep import FAST, call_counts, write_sweep
+from test_sweep import FAST, call_counts, write_search, write_sweep
 
-from ablations.sweep import load_sweep, run_sweep
+import ablations.sweep as sweep_module
+from ablations.sweep import Ledger, load_sweep, run_sweep
 
 
 def _server_binaries() -> Path | None:
@@ -74,3 +77,31 @@ def test_two_workers_share_one_sweep_through_postgresql(tmp_path, postgres_url, 
     again = run_sweep(load_sweep(write_sweep(tmp_path)), workers=2, storage=postgres_url,
                       objective=sweep_fakes.count_calls, **FAST)  # fmt: skip
     assert again.done == len(sweep.cells) and sum(call_counts(calls).values()) == len(sweep.cells)
+
+
+def test_a_search_over_postgresql_keeps_to_run_cap(tmp_path, postgres_url, calls):
+    # Three workers race for the last slots: the count-then-ask runs under the ledger's advisory lock.
+    sweep = load_sweep(write_search(tmp_path, run_cap=5))
+    summary = run_sweep(sweep, workers=3, storage=postgres_url, objective=sweep_fakes.count_calls, **FAST)
+    assert sum(call_counts(calls).values()) == 5 and len(summary.cells) == 5
+    assert (summary.done, summary.failed, summary.left) == (5, 0, 0)
+
+
+def test_the_ledger_lock_excludes_other_sessions(postgres_url):
+    ledger = Ledger(postgres_url, "locked", **FAST)
+    events = []
+
+    def contender() -> None:
+        with sweep_module._exclusive(ledger):
+            events.append("contender in")
+
+    with sweep_module._exclusive(ledger):
+        thread = threading.Thread(target=contender)
+        thread.start()
+        time.sleep(0.5)
+        events.append("holder out")
+    thread.join(timeout=10)
+    assert events == ["holder out", "contender in"]
+    other = Ledger(postgres_url, "another study", **FAST)  # a lock per study: others are not held up
+    with sweep_module._exclusive(ledger), sweep_module._exclusive(other):
+        pass
