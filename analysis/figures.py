@@ -28,7 +28,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.effects import best_weight, weight_points  # noqa: E402
-from analysis.tables import BASELINE_LABELS, METRIC_LABELS, ROW_AXES, _present, variant_name  # noqa: E402
+from analysis.tables import (  # noqa: E402
+    BASELINE_LABELS,
+    METRIC_LABELS,
+    ROW_AXES,
+    _present,
+    _row_key,
+    _row_order,
+    variant_name,
+)
 from core.io import DataError, atomic_write  # noqa: E402
 from core.tracking import read_frames  # noqa: E402
 
@@ -103,7 +111,7 @@ def per_frame_figure(runs: pd.DataFrame) -> Figure:
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     finished = runs[(runs["status"] == "finished") & runs["mse_by_frame"].notna()]
     for metric, axis in zip(("mse", "ssim"), axes, strict=True):
-        for index, (name, group) in enumerate(_by_variant(finished)):
+        for index, (name, group) in enumerate(by_variant(finished)):
             curves = np.array([c for c in group[f"{metric}_by_frame"] if c is not None], dtype=float)
             if curves.size == 0:
                 continue
@@ -131,7 +139,7 @@ def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCE
     truths differ (they were not scored on the same sequences).
     """
     chosen: list[tuple[str, dict[str, np.ndarray], str]] = []
-    for name, group in _by_variant(runs[(runs["status"] == "finished") & runs["frames_file"].notna()]):
+    for name, group in by_variant(runs[(runs["status"] == "finished") & runs["frames_file"].notna()]):
         run = group.iloc[0]
         chosen.append((name, read_frames(run["frames_file"]), run["frames_file"]))
     if not chosen:
@@ -255,13 +263,17 @@ def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values("run_dir")
 
 
-def _by_variant(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Runs grouped by variant name (their axes), in name order; runs without axes each under their folder name."""
-    names = [
-        variant_name(dict(run[list(ROW_AXES)])) if _has_axes(run) else run["run_name"] for _, run in runs.iterrows()
-    ]
-    keyed = runs.assign(_name=names)
-    return [(name, group.drop(columns="_name").sort_values("run_dir")) for name, group in keyed.groupby("_name")]
+def by_variant(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Runs grouped by variant (their axes), in the study table's row order (the release's E3D-LSTM first, then by
+    how many axes differ from it); runs without axes each under their folder name, last."""
+    groups: dict[str, list[int]] = {}
+    order: dict[str, tuple] = {}
+    for index, run in runs.iterrows():
+        key = _row_key(run)
+        name = variant_name(dict(zip(ROW_AXES, key, strict=True))) if key[0] != "run" else run["run_name"]
+        groups.setdefault(name, []).append(index)
+        order[name] = _row_order(key)
+    return [(name, runs.loc[groups[name]].sort_values("run_dir")) for name in sorted(groups, key=order.__getitem__)]
 
 
 def _several_seeds(runs: pd.DataFrame) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.effects import effects_tables
+from analysis.figures import by_variant
 from analysis.report import Section
 from analysis.tables import ROW_AXES, _present, variant_name
 
@@ -164,14 +165,14 @@ def _runs_table(runs: pd.DataFrame, link: Callable[[pd.Series], str | None]) -> 
 
 
 def _gifs(runs: pd.DataFrame) -> list[tuple[str, Path]]:
-    """Each variant's first finished run with a test animation: (caption, path)."""
-    shown: dict[str, Path] = {}
-    finished = runs[(runs["status"] == "finished") & runs["frames_gif"].notna()].sort_values("run_dir")
-    for _, run in finished.iterrows():
-        name = variant_name(dict(run[list(ROW_AXES)]))
-        if name not in shown and Path(run["frames_gif"]).is_file():
-            shown[name] = Path(run["frames_gif"])
-    return sorted(shown.items())
+    """Each variant's first finished run with a test animation, in table order: (caption, path)."""
+    finished = runs[(runs["status"] == "finished") & runs["frames_gif"].notna()]
+    shown = []
+    for name, group in by_variant(finished):
+        paths = [Path(path) for path in group["frames_gif"] if Path(path).is_file()]
+        if paths:
+            shown.append((name, paths[0]))
+    return shown
 
 
 def _figure(path: Path, caption: str) -> str:

@@ -19,6 +19,7 @@ from analysis import figures
 from analysis.collect import collect
 from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
 from analysis.report import write_report
+from analysis.tables import study_table
 from core.config import load
 from core.io import DataError
 from core.tracking import Tracker, read_frames, read_offline_run, read_offline_table
@@ -185,6 +186,8 @@ def test_qualitative_grid_has_a_row_per_variant(sweep, tmp_path):
     labels = [axis.get_ylabel() for axis in figure.axes]
     assert labels.count("ground truth") == 2 and len(labels) == 8
     assert "E2D-LSTM, l2 only" in labels and "E3D-LSTM, l1+l2 (w=0.5)" in labels
+    table_order = [row.name for row in study_table(runs).rows if row.name in labels]
+    assert labels[1:4] == table_order == labels[5:8]  # rows in the study table's order
     figures.save_figure(figure, tmp_path / "q")
 
 
