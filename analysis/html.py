@@ -143,7 +143,7 @@ def _runs_table(runs: pd.DataFrame, link: Callable[[pd.Series], str | None]) -> 
         name = f'<a href="{_e(target)}">{name}</a>' if target else name
         status = _e(str(run["status"]))
         if _present(run["status_reason"]):
-            status += f'<br><span class="source">{_e(str(run["status_reason"]))[:300]}</span>'
+            status += f'<br><span class="source">{_e(str(run["status_reason"])[:300])}</span>'
         variant = variant_name(dict(run[list(ROW_AXES)])) if all(_present(run[a]) for a in ROW_AXES) else "?"
         css = ' class="stopped"' if run["status"] in STOPPED else ""
         command = f"<code>{_e(run['command'])}</code>" if _present(run["command"]) else ""
