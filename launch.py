@@ -127,10 +127,10 @@ def _report(args: argparse.Namespace) -> None:
                               project=args.wandb_project)  # fmt: skip
     print(report.main_table())
     for section in report.sections:
-        best = section.best
-        if best is not None:
-            print(f"{section.title}: best l1 weight {best['l1_weight']:.4g} (best val MSE {best['best_val_mse']:.2f}, "
-                  f"{best['status']})")  # fmt: skip
+        for dataset, best in section.bests.items():
+            on = f" on {dataset}" if len(section.bests) > 1 else ""
+            print(f"{section.title}: best l1 weight{on} {best['l1_weight']:.4g} (best val MSE "
+                  f"{best['best_val_mse']:.2f}, {best['status']})")  # fmt: skip
         for stem, problem in section.figure_problems.items():
             print(f"{section.title}: figure {stem} not drawn: {problem}")
         if section.wandb_log is not None:

@@ -19,15 +19,9 @@ import pandas as pd
 from analysis.effects import effects_tables
 from analysis.figures import by_variant
 from analysis.report import Section
-from analysis.tables import ROW_AXES, _present, variant_name
+from analysis.tables import DATASET_LABELS, ROW_AXES, _present, variant_name
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
-FIGURE_TITLES = {
-    "loss": "Training loss and validation MSE",
-    "per_frame": "Test MSE and SSIM by predicted frame",
-    "qualitative": "Predictions of the same test sequences",
-    "l1_weight": "MSE against the l1 weight",
-}
 STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary"}
 
 STYLE = """
@@ -90,13 +84,13 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
         + (f". Files: {_e(str(section.folder))}" if section.folder else "")
         + "</p>",
     ]
-    if section.points is not None and section.best is not None:
-        best = section.best
+    for dataset, best in section.bests.items():
+        on = f" on {DATASET_LABELS.get(dataset, dataset)}" if len(section.bests) > 1 else ""
         parts.append(
             "<p>"
             + _e(
-                f"Best l1 weight by validation MSE: {best['l1_weight']:.4g} (best val MSE {best['best_val_mse']:.2f}, "
-                f"{best['status']}, {best['name']})."
+                f"Best l1 weight{on} by validation MSE: {best['l1_weight']:.4g} (best val MSE "
+                f"{best['best_val_mse']:.2f}, {best['status']}, {best['name']})."
             )
             + "</p>"
         )
@@ -105,11 +99,11 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
     if section.effects is not None and not section.effects.empty:
         parts.append("<h3>Axis effects</h3>")
         parts.append(_effects_html(section.effects))
-    for stem, title in FIGURE_TITLES.items():
-        if stem in section.figures:
-            parts.append(_figure(section.figures[stem], title))
-        elif stem in section.figure_problems:
-            parts.append(f'<p class="problem">{_e(title)}: not drawn ({_e(section.figure_problems[stem])})</p>')
+    for name, title in section.figure_titles.items():
+        if name in section.figures:
+            parts.append(_figure(section.figures[name], title))
+        else:
+            parts.append(f'<p class="problem">{_e(title)}: not drawn ({_e(section.figure_problems[name])})</p>')
     gifs = _gifs(runs)
     if gifs:
         parts.append("<h3>Predicted test sequences</h3>")

@@ -7,7 +7,8 @@
 - ``effects.{md,csv}``: each axis's marginal effect (:mod:`analysis.effects`), when an axis varies;
 - ``l1_weight.csv``: every run as a metric-versus-l1-weight point, and the best weight, when the l1 weight varies;
 - ``runs.csv``: every run (finished or not) with its status, numbers, folder and the command that trains it again;
-- ``figures/{loss,per_frame,qualitative,l1_weight}.{png,pdf}``;
+- ``figures/{loss,per_frame,qualitative,l1_weight}.{png,pdf}`` (``<stem>-<dataset>`` when the section holds several
+  datasets);
 
 and ``<out>/report.html``: all of it in one file, images and GIFs embedded (:mod:`analysis.html`). The default
 ``<out>`` is ``<root>/report`` for one folder, ``<common parent>/report`` for several.
@@ -26,9 +27,16 @@ import pandas as pd
 from analysis import figures
 from analysis.collect import collect
 from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
-from analysis.tables import StudyTable, study_table
+from analysis.tables import DATASET_LABELS, StudyTable, study_table
 from core.io import DataError, atomic_write
 from core.tracking import log_summary_run
+
+FIGURES = {  # stem: (title, drawer)
+    "loss": ("Training loss and validation MSE", figures.loss_figure),
+    "per_frame": ("Test MSE and SSIM by predicted frame", figures.per_frame_figure),
+    "qualitative": ("Predictions of the same test sequences", figures.qualitative_figure),
+    "l1_weight": ("MSE against the l1 weight", figures.weight_figure),  # drawn when the weight varies
+}
 
 RUNS_CSV_COLUMNS = (
     "run_name", "status", "status_reason", "dataset", "conv", "residual", "memory_flow", "recall", "output_gate",
@@ -47,14 +55,20 @@ class Section:
     tables: list[StudyTable] = field(default_factory=list)
     effects: pd.DataFrame | None = None
     points: pd.DataFrame | None = None  # metric-versus-l1-weight, when the weight varies
-    figures: dict[str, Path] = field(default_factory=dict)  # stem -> PNG
-    figure_problems: dict[str, str] = field(default_factory=dict)  # stem -> why it was not drawn
+    figure_titles: dict[str, str] = field(default_factory=dict)  # figure name (stem[-dataset]) -> title, in order
+    figures: dict[str, Path] = field(default_factory=dict)  # figure name -> PNG
+    figure_problems: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
     written: list[Path] = field(default_factory=list)
     wandb_log: Path | None = None  # the W&B report run's transaction log, when logged
 
     @property
-    def best(self) -> pd.Series | None:
-        return None if self.points is None else best_weight(self.points)
+    def bests(self) -> dict[str, pd.Series]:
+        """Per dataset, the run with the lowest best validation MSE among the l1-weight points (when the weight
+        varies)."""
+        if self.points is None:
+            return {}
+        found = {dataset: best_weight(points) for dataset, points in self.points.groupby("dataset", sort=True)}
+        return {dataset: best for dataset, best in found.items() if best is not None}
 
 
 @dataclass
@@ -144,29 +158,37 @@ def _write_section(title: str, runs: pd.DataFrame, folder: Path, published: bool
         _write_text(folder / "effects.md", effects_markdown(section.effects))
         section.effects.to_csv(folder / "effects.csv", index=False)
         section.written += [folder / "effects.md", folder / "effects.csv"]
-    if runs["l1_weight"].dropna().map(lambda w: round(float(w), 9)).nunique() > 1:
+    if _distinct_weights(runs) > 1:
         section.points = weight_points(runs)
         _write_text(folder / "l1_weight.csv", section.points.to_csv(index=False))
         section.written.append(folder / "l1_weight.csv")
     _write_text(folder / "runs.csv", runs[list(RUNS_CSV_COLUMNS)].to_csv(index=False))
     section.written.append(folder / "runs.csv")
 
-    drawers = {
-        "loss": figures.loss_figure,
-        "per_frame": figures.per_frame_figure,
-        "qualitative": figures.qualitative_figure,
-    }
-    if section.points is not None:
-        drawers["l1_weight"] = figures.weight_figure
-    for stem, draw in drawers.items():
-        try:
-            paths = figures.save_figure(draw(runs), folder / "figures" / stem)
-        except DataError as error:
-            section.figure_problems[stem] = str(error)
-            continue
-        section.figures[stem] = paths[0]
-        section.written += paths
+    # Figures per dataset when a section holds several (their frames and test sets differ); runs without a dataset
+    # (unreadable records) are listed with each.
+    datasets = sorted(runs["dataset"].dropna().unique(), key=str)
+    for dataset in datasets or [None]:
+        subset = runs if len(datasets) <= 1 else runs[(runs["dataset"] == dataset) | runs["dataset"].isna()]
+        suffix = "" if len(datasets) <= 1 else f"-{dataset}"
+        label = "" if len(datasets) <= 1 else f" ({DATASET_LABELS.get(dataset, dataset)})"
+        for stem, (title, draw) in FIGURES.items():
+            if stem == "l1_weight" and _distinct_weights(subset) < 2:
+                continue
+            key = stem + suffix
+            section.figure_titles[key] = title + label
+            try:
+                paths = figures.save_figure(draw(subset), folder / "figures" / key)
+            except DataError as error:
+                section.figure_problems[key] = str(error)
+                continue
+            section.figures[key] = paths[0]
+            section.written += paths
     return section
+
+
+def _distinct_weights(runs: pd.DataFrame) -> int:
+    return runs["l1_weight"].dropna().map(lambda w: round(float(w), 9)).nunique()
 
 
 def _log_to_wandb(section: Section, mode: str, project: str) -> Path | None:

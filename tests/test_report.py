@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_analysis import record_run
+from test_analysis import KTH_TEST, record_run
 
 import launch
 from analysis import figures
@@ -219,8 +219,8 @@ def test_report_writes_tables_effects_points_and_runs(report, sweep):
     assert runs_csv.count("\n") == 7  # header + 6 runs
     assert f"python launch.py train {sweep / 'failed_2d' / 'config.yaml'}" in runs_csv
     assert "CUDA out of memory" in runs_csv
-    best = report.sections[0].best
-    assert best is not None and best["status"] in ("finished", "pruned")
+    best = report.sections[0].bests["moving_mnist"]
+    assert best["status"] in ("finished", "pruned")
 
 
 def test_report_page_embeds_everything_and_marks_failed_runs(report, sweep):
@@ -330,3 +330,24 @@ def test_report_logs_its_tables_and_figures_as_a_wandb_run(sweep, tmp_path, monk
     for stem in ("loss", "per_frame", "qualitative", "l1_weight"):
         assert summary[f"figures/{stem}"]["_type"] == "image-file"
         assert Path(summary[f"figures/{stem}"]["local_path"]).stat().st_size > 1000
+
+
+def test_a_section_with_two_datasets_gets_figures_per_dataset(tmp_path, capsys):
+    grid(tmp_path / "runs")
+    kth = ("--data.dataset=kth", "--data.root=/data/kth")
+    for name, weight, mse in (("k0", 0.0, 90.0), ("k1", 1.0, 80.0)):
+        run = record_run(tmp_path / "runs", name, (*kth, f"--loss.l1_weight={weight}"), {"mse": mse, "mae": 1.0,
+                         "psnr": 20.0, "ssim": 0.5}, test_set=KTH_TEST)  # fmt: skip
+        summary = json.loads((run / "summary.json").read_text())
+        for metric in ("mse", "mae", "psnr", "ssim"):  # KTH predicts 20 frames where Moving MNIST predicts 10
+            summary["metrics"][f"test/{metric}_by_frame"] = [1.0, 2.0, 3.0]
+        summary["best_val_mse"] = mse
+        (run / "summary.json").write_text(json.dumps(summary))
+    section = write_report([tmp_path / "runs"], tmp_path / "out").sections[0]
+    assert {"per_frame-moving_mnist", "per_frame-kth", "loss-kth", "l1_weight-kth", "l1_weight-moving_mnist"} <= set(
+        section.figures
+    )
+    assert section.figure_titles["per_frame-kth"] == "Test MSE and SSIM by predicted frame (KTH)"
+    assert section.bests["kth"]["l1_weight"] == 1.0 and section.bests["moving_mnist"]["l1_weight"] == 0.0
+    assert launch.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "again")]) == 0
+    assert "best l1 weight on kth 1 " in capsys.readouterr().out
