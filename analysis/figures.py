@@ -85,12 +85,12 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
     for index, (_, run) in enumerate(_ordered(runs).iterrows()):
         color = f"C{index % 10}"
         style = "-" if run["status"] == "finished" else "--"
-        history = run["loss_history"] or []
+        history = _listed(run["loss_history"])
         if history:
             steps, losses = np.array(history, dtype=float).T
             loss_axis.plot(steps, losses, color=color, alpha=0.2, linewidth=0.8)
             loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, label=run_label(run, with_seed))
-        validation = run["val_history"] or []
+        validation = _listed(run["val_history"])
         if validation:
             steps, values = np.array(validation, dtype=float).T
             val_axis.plot(steps, values, color=color, linestyle=style, marker="o", markersize=3)
@@ -227,6 +227,11 @@ def _strip(frames: np.ndarray, past: np.ndarray | None, context_slots: int) -> n
         slot = k if past is not None else context_slots + k
         image[:, slot * (w + gap) : slot * (w + gap) + w] = frame.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
     return image[..., 0] if c == 1 else image
+
+
+def _listed(value) -> list:
+    """A history column's list; a missing one (None, or NaN once pandas has it) is empty."""
+    return value if isinstance(value, list) else []
 
 
 def _ema(values: np.ndarray) -> np.ndarray:

@@ -360,7 +360,8 @@ def _check_comparable(runs: pd.DataFrame) -> None:
 
 def _split_by_test_set(runs: pd.DataFrame) -> list[pd.DataFrame]:
     """Groups of runs scored alike: finished runs by (test set, convention); each unfinished run joins the groups of its
-    test set (or, without one, of its dataset), else a group of its own."""
+    test set (or, without one, of its dataset), else a group of its own; a run with neither (an unreadable record)
+    joins every group rather than making a table of its own."""
     finished = runs[_finished(runs)]
     keys = sorted({(ts, c) for ts, c in zip(finished["test_set"], finished["ssim_convention"], strict=True)}, key=str)
     groups: dict[Any, list[int]] = {
@@ -368,7 +369,13 @@ def _split_by_test_set(runs: pd.DataFrame) -> list[pd.DataFrame]:
         for key in keys
     }
     datasets = {key: set(finished.loc[index, "dataset"]) for key, index in groups.items()}
-    for index, run in runs[~_finished(runs)].iterrows():
+    unfinished = runs[~_finished(runs)]
+    known = pd.Series(  # runs with a test set or a dataset to place them by
+        [_present(t) or _present(d) for t, d in zip(unfinished["test_set"], unfinished["dataset"], strict=True)],
+        index=unfinished.index,
+        dtype=bool,
+    )
+    for index, run in unfinished[known].iterrows():
         homes = [key for key in keys if _present(run["test_set"]) and key[0] == run["test_set"]]
         if not homes and not _present(run["test_set"]):
             homes = [key for key in keys if run["dataset"] in datasets[key]]
@@ -377,6 +384,9 @@ def _split_by_test_set(runs: pd.DataFrame) -> list[pd.DataFrame]:
             groups.setdefault(homes[0], [])
         for key in homes:
             groups[key].append(index)
+    for index in unfinished.index[~known]:
+        for members in groups.values() or [groups.setdefault((None, None), [])]:
+            members.append(index)
     return [runs.loc[sorted(index)] for index in groups.values()]
 
 

@@ -351,3 +351,15 @@ def test_a_section_with_two_datasets_gets_figures_per_dataset(tmp_path, capsys):
     assert section.bests["kth"]["l1_weight"] == 1.0 and section.bests["moving_mnist"]["l1_weight"] == 0.0
     assert launch.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "again")]) == 0
     assert "best l1 weight on kth 1 " in capsys.readouterr().out
+
+
+def test_a_folder_where_nothing_finished_still_reports_every_run(tmp_path):
+    record_run(tmp_path / "runs", "a", (), status="failed")
+    record_run(tmp_path / "runs", "b", ("--model.conv=2d",), status="diverged")
+    (tmp_path / "runs" / "c").mkdir()
+    (tmp_path / "runs" / "c" / "summary.json").write_text("{broken")
+    result = write_report([tmp_path / "runs"], tmp_path / "out")
+    table = result.main_table()
+    assert "| E3D-LSTM | failed |" in table and "| E2D-LSTM | diverged |" in table
+    assert "| c (unreadable record) | unreadable |" in table  # in the one table, not a table of its own
+    assert len(result.sections[0].tables) == 1 and set(result.sections[0].figure_problems) == {"qualitative"}
