@@ -498,7 +498,7 @@ def _check_duplicate_seeds(runs: pd.DataFrame) -> None:
             "several runs share their axes and seed, so a cell would average runs that differ in something outside "
             "the axes (a profile, steps, learning rate...) as if they were seeds:\n"
             + "\n".join(lines)
-            + "\ncollect one sweep folder, or filter the runs first"
+            + "\nreport each sweep folder as a section of its own (`launch.py report runs/demo runs/search`)"
         )
 
 
