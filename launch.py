@@ -119,7 +119,7 @@ def _report(args: argparse.Namespace) -> None:
         out = Path(args.out or Path("runs") / f"report-wandb-{args.project.replace('/', '-')}")
         runs = collect_wandb(args.project, args.group, config_dir=out / "configs")
         title = f"W&B {args.project}" + (f", group {args.group}" if args.group else "")
-        report = write_report(frames=[(title, runs)], out_dir=out, published=not args.no_published)
+        report = write_report(collected=[(title, runs)], out_dir=out, published=not args.no_published)
     else:
         if not args.roots:
             raise ValueError("report needs a folder of runs, e.g. `launch.py report runs/demo`")

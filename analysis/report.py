@@ -86,13 +86,13 @@ def write_report(
     roots: Sequence[str | Path] = (),
     out_dir: str | Path | None = None,
     published: bool = True,
-    frames: Sequence[tuple[str, pd.DataFrame]] = (),
+    collected: Sequence[tuple[str, pd.DataFrame]] = (),
     link: Callable[[pd.Series], str | None] | None = None,
     wandb: str | None = None,
     project: str = "mentalsim",
 ) -> Report:
-    """Collect the runs under each of ``roots`` (and/or take already collected ``frames``: ``(title, runs)``) and write
-    a section for each, then the HTML page.
+    """Collect the runs under each of ``roots`` (and/or take ``collected`` runs, e.g. from W&B: ``(title, runs)``) and
+    write a section for each, then the HTML page.
 
     Args:
         published: add design.md's published rows to the tables.
@@ -101,7 +101,7 @@ def write_report(
             ``report``) in ``project``, grouped with the sweep's runs (the group is the sweep folder's name).
     """
     sources = [(str(root), collect(root), Path(root)) for root in roots]
-    sources += [(title, runs, None) for title, runs in frames]
+    sources += [(title, runs, None) for title, runs in collected]
     if not sources:
         raise ValueError("nothing to report: give a folder of runs")
     for title, runs, _ in sources:
@@ -118,7 +118,7 @@ def write_report(
     for title, runs, _ in sources:
         folder = out_dir if len(sources) == 1 else out_dir / _slug(title, used)
         sections.append(_write_section(title, runs, folder, published))
-    from analysis.html import render_page
+    from analysis.html import render_page  # here: analysis.html imports this module's Section
 
     if wandb:
         for section in sections:
@@ -127,16 +127,6 @@ def write_report(
     with atomic_write(html_path, "w") as handle:
         handle.write(render_page(sections, html_path, link))
     return Report(out_dir, sections, html_path)
-
-
-def write_tables(root: str | Path, out_dir: str | Path | None = None, published: bool = True) -> list[Path]:
-    """Only the tables of the runs under ``root`` (Markdown, LaTeX, CSV); returns the Markdown paths."""
-    root = Path(root)
-    runs = collect(root)
-    if runs.empty:
-        raise ValueError(f"{root}: no run folders (with summary.json or config.yaml) below this folder")
-    tables = study_table(runs, published=published, split_by_test_set=True)
-    return _write_tables(tables, Path(out_dir) if out_dir is not None else root / "report")
 
 
 def _write_tables(tables: list[StudyTable], folder: Path) -> list[Path]:

@@ -299,11 +299,11 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 def test_report_from_collected_frames_links_to_wandb_pages(sweep, tmp_path, capsys):
     runs = collect(sweep).assign(url=lambda frame: [f"https://wandb.example/runs/{n}" for n in frame["run_name"]])
-    result = write_report(frames=[("W&B mentalsim, group demo", runs)], out_dir=tmp_path / "w")
+    result = write_report(collected=[("W&B mentalsim, group demo", runs)], out_dir=tmp_path / "w")
     page = result.html.read_text()
     assert '<a href="https://wandb.example/runs/failed_2d">failed_2d</a>' in page
     with pytest.raises(ValueError, match="give out_dir"):
-        write_report(frames=[("W&B", runs)])
+        write_report(collected=[("W&B", runs)])
     assert launch.main(["report", "--source", "wandb"]) == 2
     assert "--project" in capsys.readouterr().err
 
