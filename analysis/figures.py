@@ -32,9 +32,9 @@ from analysis.tables import (  # noqa: E402
     BASELINE_LABELS,
     METRIC_LABELS,
     ROW_AXES,
-    _present,
-    _row_key,
-    _row_order,
+    is_present,
+    row_key,
+    row_order,
     variant_name,
 )
 from core.io import DataError, atomic_write  # noqa: E402
@@ -70,7 +70,7 @@ def _metadata(fmt: str) -> dict[str, str | None]:
 def run_label(run: pd.Series, with_seed: bool) -> str:
     """A run's legend label: its variant name, the seed when several runs share it, and its status unless finished."""
     label = variant_name(dict(run[list(ROW_AXES)])) if _has_axes(run) else str(run["run_name"])
-    if with_seed and _present(run["seed"]):
+    if with_seed and is_present(run["seed"]):
         label += f" (seed {int(run['seed'])})"
     if run["status"] != "finished":
         label += f" [{run['status']}]"
@@ -274,10 +274,10 @@ def by_variant(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     groups: dict[str, list[int]] = {}
     order: dict[str, tuple] = {}
     for index, run in runs.iterrows():
-        key = _row_key(run)
+        key = row_key(run)
         name = variant_name(dict(zip(ROW_AXES, key, strict=True))) if key[0] != "run" else run["run_name"]
         groups.setdefault(name, []).append(index)
-        order[name] = _row_order(key)
+        order[name] = row_order(key)
     return [(name, runs.loc[groups[name]].sort_values("run_dir")) for name in sorted(groups, key=order.__getitem__)]
 
 
@@ -287,4 +287,4 @@ def _several_seeds(runs: pd.DataFrame) -> bool:
 
 
 def _has_axes(run: pd.Series) -> bool:
-    return all(_present(run[axis]) for axis in ROW_AXES)
+    return all(is_present(run[axis]) for axis in ROW_AXES)

@@ -19,7 +19,7 @@ import pandas as pd
 from analysis.effects import effects_tables
 from analysis.figures import by_variant
 from analysis.report import Section
-from analysis.tables import DATASET_LABELS, ROW_AXES, _present, variant_name
+from analysis.tables import DATASET_LABELS, ROW_AXES, is_present, variant_name
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
 STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary"}
@@ -136,11 +136,11 @@ def _runs_table(runs: pd.DataFrame, link: Callable[[pd.Series], str | None]) -> 
         name = _e(run["run_name"])
         name = f'<a href="{_e(target)}">{name}</a>' if target else name
         status = _e(str(run["status"]))
-        if _present(run["status_reason"]):
+        if is_present(run["status_reason"]):
             status += f'<br><span class="source">{_e(str(run["status_reason"])[:300])}</span>'
-        variant = variant_name(dict(run[list(ROW_AXES)])) if all(_present(run[a]) for a in ROW_AXES) else "?"
+        variant = variant_name(dict(run[list(ROW_AXES)])) if all(is_present(run[a]) for a in ROW_AXES) else "?"
         css = ' class="stopped"' if run["status"] in STOPPED else ""
-        command = f"<code>{_e(run['command'])}</code>" if _present(run["command"]) else ""
+        command = f"<code>{_e(run['command'])}</code>" if is_present(run["command"]) else ""
         cells = [
             f'<th scope="row">{name}</th>',
             f'<td class="text">{_e(variant)}</td>',
@@ -183,7 +183,7 @@ def data_uri(path: str | Path) -> str:
 
 
 def _default_link(run: pd.Series, base: Path) -> str | None:
-    if _present(run.get("url")):
+    if is_present(run.get("url")):
         return str(run["url"])
     run_dir = str(run["run_dir"])
     if run_dir.startswith("wandb:"):
@@ -196,15 +196,15 @@ def _e(text: object) -> str:
 
 
 def _num(value: object, decimals: int) -> str:
-    return f"{float(value):.{decimals}f}" if _present(value) and math.isfinite(float(value)) else "–"
+    return f"{float(value):.{decimals}f}" if is_present(value) and math.isfinite(float(value)) else "–"
 
 
 def _int(value: object) -> str:
-    return str(int(value)) if _present(value) else "–"
+    return str(int(value)) if is_present(value) else "–"
 
 
 def _duration(seconds: object) -> str:
-    if not _present(seconds) or not math.isfinite(float(seconds)):
+    if not is_present(seconds) or not math.isfinite(float(seconds)):
         return "–"
     seconds = float(seconds)
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

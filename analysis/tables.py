@@ -332,7 +332,7 @@ def _finished(runs: pd.DataFrame) -> pd.Series:
     return runs["status"] == "finished"
 
 
-def _present(value: Any) -> bool:
+def is_present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
@@ -340,14 +340,14 @@ def _check_comparable(runs: pd.DataFrame) -> None:
     """Raise unless all runs of each dataset share one test set and their finished runs one SSIM convention."""
     problems = []
     for dataset, group in runs.groupby("dataset", dropna=False, sort=True):
-        test_sets = {ts for ts in group["test_set"] if _present(ts)}
-        conventions = {c for c in group.loc[_finished(group), "ssim_convention"] if _present(c)}
+        test_sets = {ts for ts in group["test_set"] if is_present(ts)}
+        conventions = {c for c in group.loc[_finished(group), "ssim_convention"] if is_present(c)}
         if len(test_sets) <= 1 and len(conventions) <= 1:
             continue
         lines = []
         for (test_set, convention), part in group.groupby(["test_set", "ssim_convention"], dropna=False, sort=True):
             folders = ", ".join(part["run_dir"].head(3)) + (" ..." if len(part) > 3 else "")
-            shown = convention if _present(convention) else "none (not finished)"
+            shown = convention if is_present(convention) else "none (not finished)"
             lines.append(f"  test set {test_set!r}, SSIM convention {shown}: {len(part)} runs ({folders})")
         problems.append(f"dataset {dataset}:\n" + "\n".join(lines))
     if problems:
@@ -371,13 +371,13 @@ def _split_by_test_set(runs: pd.DataFrame) -> list[pd.DataFrame]:
     datasets = {key: set(finished.loc[index, "dataset"]) for key, index in groups.items()}
     unfinished = runs[~_finished(runs)]
     known = pd.Series(  # runs with a test set or a dataset to place them by
-        [_present(t) or _present(d) for t, d in zip(unfinished["test_set"], unfinished["dataset"], strict=True)],
+        [is_present(t) or is_present(d) for t, d in zip(unfinished["test_set"], unfinished["dataset"], strict=True)],
         index=unfinished.index,
         dtype=bool,
     )
     for index, run in unfinished[known].iterrows():
-        homes = [key for key in keys if _present(run["test_set"]) and key[0] == run["test_set"]]
-        if not homes and not _present(run["test_set"]):
+        homes = [key for key in keys if is_present(run["test_set"]) and key[0] == run["test_set"]]
+        if not homes and not is_present(run["test_set"]):
             homes = [key for key in keys if run["dataset"] in datasets[key]]
         if not homes:
             homes = [(run["test_set"], None)]
@@ -392,13 +392,13 @@ def _split_by_test_set(runs: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _dataset_order(datasets: Iterable[Any]) -> tuple[str, ...]:
     known = list(DATASET_LABELS)
-    present = {d for d in datasets if _present(d)}
+    present = {d for d in datasets if is_present(d)}
     return tuple(sorted(present, key=lambda d: (known.index(d) if d in known else len(known), str(d))))
 
 
-def _row_key(run: pd.Series) -> tuple:
+def row_key(run: pd.Series) -> tuple:
     values = tuple(run.get(axis) for axis in ROW_AXES)
-    if not all(_present(v) for v in values):
+    if not all(is_present(v) for v in values):
         return ("run", run["run_dir"])  # axes unknown (an unreadable record): a row of its own
     return tuple(round(float(v), 9) if axis == "l1_weight" else v for axis, v in zip(ROW_AXES, values, strict=True))
 
@@ -417,8 +417,8 @@ def _build(
     raw_rows: list[tuple[str, str, dict, Any]] = []  # (name, kind, {(dataset, metric): Cell without bold}, axes|source)
     keyed: dict[tuple, list[int]] = {}
     for index, run in runs.iterrows():
-        keyed.setdefault(_row_key(run), []).append(index)
-    for key, index in sorted(keyed.items(), key=lambda item: _row_order(item[0])):
+        keyed.setdefault(row_key(run), []).append(index)
+    for key, index in sorted(keyed.items(), key=lambda item: row_order(item[0])):
         group = runs.loc[index]
         if key[0] == "run":
             axes: dict[str, Any] = {}
@@ -466,11 +466,11 @@ def _build(
 
 
 def _single(values: pd.Series) -> str | None:
-    present = sorted({v for v in values if _present(v)}, key=str)
+    present = sorted({v for v in values if is_present(v)}, key=str)
     return present[0] if len(present) == 1 else None if not present else " / ".join(map(str, present))
 
 
-def _row_order(key: tuple) -> tuple:
+def row_order(key: tuple) -> tuple:
     """The release's E3D-LSTM first, then by how many axes differ from it, then by name."""
     if key[0] == "run":
         return (len(ROW_AXES) + 1, str(key))
@@ -485,7 +485,7 @@ def _row_order(key: tuple) -> tuple:
 def _check_duplicate_seeds(runs: pd.DataFrame) -> None:
     counts: dict[tuple, list[str]] = {}
     for _, run in runs.iterrows():
-        key = _row_key(run)
+        key = row_key(run)
         if key[0] != "run":
             counts.setdefault((key, run["dataset"], run["seed"]), []).append(run["run_dir"])
     clashes = {key: dirs for key, dirs in counts.items() if len(dirs) > 1}
