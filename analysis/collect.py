@@ -16,7 +16,8 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
   ``best_val_mse``; ``step`` (the last step);
 - ``run_time_s``: seconds of run time (the last metrics row's ``time``, which excludes the gaps between resumes; the
   summary's ``updated - started`` when no row has one);
-- the trivial baselines on the same test set: ``copy_last_frame_mse`` ... ``blank_ssim``;
+- the trivial baselines on the same test set: ``copy_last_frame_mse`` ... ``blank_ssim``, and ``baseline_curves``:
+  ``{baseline: {metric: per-frame list}}`` (None for runs recorded before the trainer stored them);
 - ``started``, ``updated``: summary.json's UTC timestamps;
 - ``frames_file`` and ``frames_gif``: the final test's predicted frames (``frames/test_step<step>.npz``, read by
   ``core.tracking.read_frames``, and its animation), None when the run wrote none; ``url``: the W&B run's page when the
@@ -58,7 +59,7 @@ COLUMNS = (
     + tuple(f"{name}_by_frame" for name in METRICS)
     + ("loss_history", "val_history", "best_val_mse", "step", "run_time_s")
     + tuple(f"{baseline}_{name}" for baseline in BASELINES for name in METRICS)
-    + ("started", "updated", "frames_file", "frames_gif", "url", "config_path", "command")
+    + ("baseline_curves", "started", "updated", "frames_file", "frames_gif", "url", "config_path", "command")
 )
 
 _SKIP_DIRS = ("wandb", "checkpoints", "frames", "eval")  # inside a run folder, never run folders themselves
@@ -162,10 +163,15 @@ def record_row(
                 row[name] = _number(metrics.get(f"test/{name}"))
                 curve = metrics.get(f"test/{name}_by_frame")
                 row[f"{name}_by_frame"] = [float(v) for v in curve] if curve is not None else None
+        curves: dict[str, dict[str, list[float]]] = {}
         for baseline, scores in (summary.get("baselines") or {}).items():
             for name in METRICS:
                 if f"{baseline}_{name}" in row:
                     row[f"{baseline}_{name}"] = _number((scores or {}).get(name))
+                curve = (scores or {}).get(f"{name}_by_frame")
+                if isinstance(curve, list) and baseline in BASELINES:
+                    curves.setdefault(baseline, {})[name] = [float(v) for v in curve]
+        row["baseline_curves"] = curves or None
     row["loss_history"] = _history(metric_rows, "train/loss")
     row["val_history"] = _history(metric_rows, "val/mse")
     if row["step"] is None and metric_rows:

@@ -121,7 +121,7 @@ def per_frame_figure(runs: pd.DataFrame) -> Figure:
             if len(curves) > 1:
                 spread = curves.std(axis=0, ddof=1)
                 axis.fill_between(frames, mean - spread, mean + spread, color=f"C{index % 10}", alpha=0.15)
-        _baseline_lines(axis, finished, metric)
+        _baseline_curves(axis, finished, metric)
         axis.set(xlabel="predicted frame", ylabel=METRIC_LABELS[metric], title=f"Test {METRIC_LABELS[metric]} by frame")
         axis.xaxis.get_major_locator().set_params(integer=True)
     missing = sorted({run_label(run, False) for _, run in runs[runs["status"] != "finished"].iterrows()})
@@ -250,6 +250,21 @@ def _baseline_lines(axis, runs: pd.DataFrame, metric: str, note: str = "") -> No
         if values.empty:
             continue
         axis.axhline(values.mean(), color="gray", linestyle=style, linewidth=1, label=BASELINE_LABELS[baseline] + note)
+
+
+def _baseline_curves(axis, runs: pd.DataFrame, metric: str) -> None:
+    """The trivial baselines per predicted frame (mean over the runs that recorded them), dashed; levels for runs
+    recorded before their curves were stored."""
+    stored = [c for c in runs["baseline_curves"] if isinstance(c, dict)]
+    if not stored:
+        _baseline_lines(axis, runs, metric)
+        return
+    for baseline, style in zip(BASELINE_LABELS, (":", "--"), strict=True):
+        curves = [c[baseline][metric] for c in stored if metric in c.get(baseline, {})]
+        if curves and len({len(curve) for curve in curves}) == 1:
+            mean = np.mean(np.array(curves, dtype=float), axis=0)
+            axis.plot(np.arange(1, len(mean) + 1), mean, color="gray", linestyle=style, linewidth=1,
+                      label=BASELINE_LABELS[baseline])  # fmt: skip
 
 
 def _legend(figure: Figure, *axes) -> None:

@@ -61,7 +61,7 @@ class TrainResult:
     step: int
     best_val_mse: float | None  # best validation MSE seen, None before the first evaluation
     test: dict | None = None  # the final test metrics, keys "test/mse", "test/mse_by_frame", ...
-    baselines: dict | None = None  # {"copy_last_frame": {"mse": ...}, "blank": {...}} on the same test set
+    baselines: dict | None = None  # {"copy_last_frame": {"mse": ..., "mse_by_frame": [...]}, "blank": ...}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def predict_future(model: torch.nn.Module, frames: torch.Tensor, context_frames:
 class Evaluation:
     scores: Scores  # the model's
     pictures: dict[str, np.ndarray]  # the first sequences' context, target and pred, for frame grids
-    baselines: dict[str, dict[str, float]] | None = None  # copy-last-frame and blank means on the same sequences
+    baselines: dict[str, dict] | None = None  # copy-last-frame and blank: means and per-frame curves, same sequences
 
 
 def evaluate_model(
@@ -236,12 +236,14 @@ def evaluate_model(
             kept["pred"].append(pred.clamp(0, 1).cpu())
     model.train(was_training)
     pictures = {name: torch.cat(parts)[:keep].numpy() for name, parts in kept.items() if parts}
-    means = {name: _means(acc.compute()) for name, acc in trivial.items()} if baselines else None
-    return Evaluation(scores.compute(), pictures, means)
+    trivial_scores = {name: _baseline_scores(acc.compute()) for name, acc in trivial.items()} if baselines else None
+    return Evaluation(scores.compute(), pictures, trivial_scores)
 
 
-def _means(scores: Scores) -> dict[str, float]:
-    return {name: getattr(scores, name) for name in METRICS}
+def _baseline_scores(scores: Scores) -> dict[str, float | list[float]]:
+    """A baseline's means (``mse``...) and per-frame curves (``mse_by_frame``...), as stored in summary.json."""
+    means: dict[str, float | list[float]] = {name: float(getattr(scores, name)) for name in METRICS}
+    return means | {f"{name}_by_frame": [float(v) for v in getattr(scores, f"{name}_by_frame")] for name in METRICS}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

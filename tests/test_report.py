@@ -179,6 +179,18 @@ def test_every_figure_is_written_and_not_empty(report):
     assert report.sections[0].figure_problems == {}
 
 
+def test_per_frame_figure_draws_the_baselines_per_frame(sweep):
+    runs = collect(sweep)
+    finished = runs[runs["status"] == "finished"]
+    curves = finished["baseline_curves"].iloc[0]
+    assert set(curves) == {"copy_last_frame", "blank"} and len(curves["blank"]["mse"]) == 3
+    mse_axis = figures.per_frame_figure(runs).axes[0]
+    copy_last = [line for line in mse_axis.lines if line.get_label() == "copy last frame"]
+    expected = np.mean([c["copy_last_frame"]["mse"] for c in finished["baseline_curves"]], axis=0)
+    assert len(copy_last) == 1 and list(copy_last[0].get_xdata()) == [1, 2, 3]
+    np.testing.assert_allclose(copy_last[0].get_ydata(), expected)
+
+
 def test_qualitative_grid_has_a_row_per_variant(sweep, tmp_path):
     runs = collect(sweep)
     figure = figures.qualitative_figure(runs, sequences=2)

@@ -32,6 +32,7 @@ def test_train_writes_a_complete_run(tmp_path, mnist_npz):
     assert {"test/mse", "test/ssim", "test/psnr", "test/mae", "test/mse_by_frame"} <= set(summary["metrics"])
     assert len(summary["metrics"]["test/mse_by_frame"]) == 3
     assert set(summary["baselines"]) == {"copy_last_frame", "blank"}
+    assert len(summary["baselines"]["copy_last_frame"]["ssim_by_frame"]) == 3  # per predicted frame, like the model's
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]
     assert [r["step"] for r in rows if "val/mse" in r] == [3, 6]
