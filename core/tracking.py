@@ -361,13 +361,7 @@ class Tracker:
             handle.write("\n")
 
     def _start_wandb(self) -> None:
-        # Environment, not init arguments: only WANDB_MODE set before init avoids the telemetry lookup that stalls
-        # exit without network, and error reporting would be a network call of its own.
-        os.environ["WANDB_MODE"] = self.mode
-        os.environ["WANDB_ERROR_REPORTING"] = "false"
-        os.environ.setdefault("WANDB_SILENT", "true")
-        os.environ.setdefault("WANDB_CONSOLE", "off")  # the progress bar would fill the log with output records
-        wandb = import_wandb()
+        wandb = _wandb_for(self.mode)
         self.wandb_id = wandb_run_id(self.run_dir.name, self.cfg)
         tracking = self.cfg.tracking
         self._run = wandb.init(
@@ -423,11 +417,7 @@ def log_summary_run(
         raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
     if mode == "disabled":
         return None
-    os.environ["WANDB_MODE"] = mode  # as in Tracker._start_wandb: before init, or offline init stalls on telemetry
-    os.environ["WANDB_ERROR_REPORTING"] = "false"
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")
-    wandb = import_wandb()
+    wandb = _wandb_for(mode)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{project}/{group}/{name}".encode()).hexdigest()[:8]
@@ -864,6 +854,18 @@ def _wait_for_exit_record(path: Path | None, timeout_s: float) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _wandb_for(mode: str) -> Any:
+    """wandb, imported with the environment a run needs, set before ``wandb.init``.
+
+    Environment, not init arguments: only WANDB_MODE set before init avoids the telemetry lookup that stalls exit
+    without network, and error reporting would be a network call of its own."""
+    os.environ["WANDB_MODE"] = mode
+    os.environ["WANDB_ERROR_REPORTING"] = "false"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")  # the progress bar would fill the log with output records
+    return import_wandb()
 
 
 def import_wandb() -> Any:
