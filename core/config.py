@@ -82,8 +82,10 @@ class ModelConfig:
     """space-to-depth patch: frames (C, H, W) become (C*p*p, H/p, W/p) inside the model"""
     layer_norm: bool = True
     """layer-normalise the cell's convolution outputs and C + recall (off is really off)"""
+    layer_norm_eps: float = 1e-12
+    """variance epsilon of those layer norms (the release's 1e-12; runs recorded before this key used 1e-5)"""
     residual: bool = False
-    """the study's residuals: every second layer also receives the output of the layer two below"""
+    """the study's residuals: layer 2 (and every even layer) adds H_{l-2} to its input; the decoder gets H_{L-1}+H_{L-2}"""
     memory_flow: Literal["released", "zigzag"] = "released"
     """released: the cell returns the incoming M (so M stays zero); zigzag: M' flows up the stack and on in time"""
     recall: Literal["released", "scaled", "off"] = "released"
@@ -156,10 +158,18 @@ class TrackingConfig:
     """test sequences drawn in the frame grids and GIF"""
 
 
+FIDELITY = 2
+"""Version of what the code trains, raised when a fix to match the release changes it. 2: layer-norm epsilon 1e-12,
+KTH windows anchored at each clip's end and validated on held-out persons, the study's residual wiring at odd depth,
+scheduled sampling on the release's iteration count, a training stream apart from the fixed sets' seeds."""
+
+
 @dataclass(frozen=True)
 class Config:
     variant: str = "custom"
     """the variant's name (a table row)"""
+    fidelity: int = FIDELITY
+    """the code version a run was trained under (records without it are 1, before the release fixes); set by the code"""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -381,7 +391,10 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, pro
                 _set(tree, dotted, value, f"{file} (profile {profile})")
     for dotted, value in parse_overrides(overrides or []):
         _set(tree, dotted, value, "command line")
-    return validate(_build(Config, tree))
+    cfg = validate(_build(Config, tree))
+    if cfg.fidelity != FIDELITY:
+        raise ConfigError(f"fidelity is set by the code ({FIDELITY}); a config cannot ask for {cfg.fidelity}")
+    return cfg
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
@@ -446,12 +459,14 @@ def validate(cfg: Config) -> Config:
         (d.num_digits >= 1, "data.num_digits", "must be at least 1"),
         (d.val_size >= 1 and d.test_size >= 1, "data.val_size", "and data.test_size must be positive"),
         (d.num_workers >= 0, "data.num_workers", "must be 0 or more"),
+        (d.val_seed != d.test_seed, "data.val_seed", f"must differ from data.test_seed ({d.test_seed})"),
         (d.dataset != "kth" or d.root is not None, "data.root", "must name the KTH frame folders when dataset is kth"),
         (len(m.hidden) >= 1 and min(m.hidden) >= 1, "model.hidden", "must list at least one positive size"),
         (not m.residual or len(m.hidden) >= 2, "model.residual", "needs at least 2 layers"),
         (not m.residual or len(set(m.hidden)) == 1, "model.residual", "needs equal hidden sizes in every layer"),
         (m.filter_size >= 1 and m.filter_size % 2 == 1, "model.filter_size", "must be odd and positive"),
         (m.window >= 1, "model.window", "must be at least 1"),
+        (m.layer_norm_eps > 0, "model.layer_norm_eps", "must be positive"),
         (
             m.patch_size >= 1 and d.image_size % m.patch_size == 0,
             "model.patch_size",
@@ -496,10 +511,15 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(raw: dict, where: str = "config") -> Config:
-    """Rebuild a Config from :func:`to_dict`'s output (e.g. a checkpoint's), with the same strict key checks."""
+    """Rebuild a Config from :func:`to_dict`'s output (e.g. a checkpoint's), with the same strict key checks. A key
+    the record predates gets the value every run had before it (:data:`BEFORE_FIELD`), not today's default."""
     tree: dict = {}
     for dotted, value in _flatten(raw, where):
         _set(tree, dotted, value, where)
+    present = {dotted for dotted, _ in _flatten(raw, where)}
+    for dotted, value in BEFORE_FIELD.items():
+        if dotted not in present:
+            _set(tree, dotted, value, where)
     return validate(_build(Config, tree))
 
 
@@ -510,15 +530,16 @@ def to_yaml(cfg: Config) -> str:
 # Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash.
 _UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
-# Fields added after runs were recorded: hashed only when they differ from these defaults, so every run recorded
-# before them keeps its id (and its folder is found again).
-_HASHED_UNLESS_DEFAULT = {"train.precision": "fp32"}
+BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32"}
+"""Fields added after runs were recorded, with the value every run had before them. A record without the field is
+read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
+(its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them."""
 
 
 def config_hash(cfg: Config, length: int = 8) -> str:
     """A stable short hash of what the run computes, so a re-run finds the same run folder."""
     flat = {k: v for k, v in _flatten(to_dict(cfg), "hash")
-            if k not in _UNHASHED and _HASHED_UNLESS_DEFAULT.get(k, object()) != v}  # fmt: skip
+            if k not in _UNHASHED and BEFORE_FIELD.get(k, object()) != v}  # fmt: skip
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:length]
 
 

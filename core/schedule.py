@@ -1,7 +1,8 @@
 """Scheduled sampling: how often the model is fed the true frame instead of its own prediction while training.
 
-``eta(step) = max(0, start - rate * step)`` before ``stop``, and 0 from ``stop`` on (the release: start 1.0, rate
-2e-5, stop 50k). At step ``s`` each sequence of the batch, at each predicted step past the context, independently
+Training step ``s`` (counted from 0) is the release's iteration ``s + 1``, which lowers eta before it is used, so
+``eta(s) = max(0, start - rate * (s + 1))`` while ``s + 1 < stop``, and 0 from iteration ``stop`` on (the release:
+start 1.0, rate 2e-5, stop 50k: eta is 1 - 2e-5 at the first step and 0 from iteration 50,000, step 49,999). At step ``s`` each sequence of the batch, at each predicted step past the context, independently
 receives the true next frame with probability ``eta(s)``. The draw is a pure function of ``(seed, step)``, so a
 resumed run draws exactly what an uninterrupted one would. At test time the model always feeds back its predictions.
 """
@@ -12,10 +13,11 @@ import torch
 
 
 def sampling_eta(step: int, start: float, rate: float, stop: int) -> float:
-    """Probability of feeding the true frame at training step ``step``."""
-    if step >= stop:
+    """Probability of feeding the true frame at training step ``step`` (0-based; the release's iteration step + 1)."""
+    iteration = step + 1
+    if iteration >= stop:
         return 0.0
-    return max(0.0, start - rate * step)
+    return max(0.0, start - rate * iteration)
 
 
 def true_frame_mask(

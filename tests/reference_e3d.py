@@ -116,8 +116,8 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
     fed = [torch.zeros_like(x[:, 0]) for _ in range(window - 1)]
     predictions = []
 
-    def skip(position):
-        return cfg.residual and position >= 2 and position % 2 == 0
+    # The study's residuals: layers 2, 4, ... add H_{l-2}; the decoder always adds H_{L-2} (written out, not the model's).
+    layer_skips = set(range(2, layers, 2)) if cfg.residual else set()
 
     for t in range(length - 1):
         if t < context_frames:
@@ -132,7 +132,7 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
         new_h = []
         for l in range(layers):
             if l > 0:
-                inputs = new_h[l - 1] + new_h[l - 2] if skip(l) else new_h[l - 1]
+                inputs = new_h[l - 1] + new_h[l - 2] if l in layer_skips else new_h[l - 1]
             h_l, c_l, m_new = cell(model.cells[l], cfg, inputs, h[l], c[l], memory, histories[l])
             if cfg.memory_flow == "zigzag":
                 memory = m_new
@@ -140,7 +140,7 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
             c[l] = c_l
             histories[l] = histories[l] + [c_l]
         h = new_h
-        top = h[-1] + h[-2] if skip(layers) else h[-1]
+        top = h[-1] + h[-2] if cfg.residual else h[-1]
         decoded = F.conv3d(top, model.decoder.weight, model.decoder.bias, stride=(window, 1, 1))
         predictions.append(decoded[:, :, 0])
     return unfold(torch.stack(predictions, dim=1), p)  # (T-1) x (B, C*p*p, H', W') -> (B, T-1, C, H, W)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import yaml
 
@@ -144,11 +146,15 @@ def test_precision_and_compile_options_and_configs_written_before_them():
     assert C.from_dict(yaml.safe_load(C.to_yaml(cfg))) == cfg
     with pytest.raises(ConfigError, match="train.precision must be one of 'fp32', 'bf16', got 'fp16'"):
         C.load(None, ["--train.precision=fp16"])
-    # A run folder's config.yaml from before these fields loads with their defaults and keeps its hash (this value
-    # was computed before they existed), so its folder is found again.
+    # A run folder's config.yaml from before these fields (and before fidelity 2's layer_norm_eps) loads with the
+    # values runs had then and keeps its hash (this value was computed before they existed), so its folder is found
+    # again; today's code hashes apart from it.
     old = C.to_dict(C.load())
-    del old["train"]["precision"], old["train"]["compile"]
-    assert C.from_dict(old) == C.load() and C.config_hash(C.from_dict(old)) == "e672104d"
+    del old["train"]["precision"], old["train"]["compile"], old["fidelity"], old["model"]["layer_norm_eps"]
+    before = C.from_dict(old)
+    assert (before.fidelity, before.model.layer_norm_eps, before.train.precision) == (1, 1e-5, "fp32")
+    assert before == dataclasses.replace(C.load(None, ["--model.layer_norm_eps=1e-5"]), fidelity=1)
+    assert C.config_hash(before) == "e672104d" != C.config_hash(C.load())
     # bf16 computes something else, compile computes the same thing another way.
     assert C.config_hash(C.load(None, ["--train.precision=bf16"])) != C.config_hash(C.load())
     assert C.config_hash(C.load(None, ["--train.compile=true"])) == C.config_hash(C.load())
@@ -166,3 +172,17 @@ def test_every_field_has_a_doc():
 def test_override_syntax_errors():
     with pytest.raises(ConfigError, match="expected --key=value"):
         C.load(None, ["model.residual=true"])
+
+
+def test_fidelity_is_the_codes_and_every_change_of_it_is_a_new_hash():
+    cfg = C.load()
+    assert cfg.fidelity == C.FIDELITY == 2 and cfg.model.layer_norm_eps == 1e-12
+    with pytest.raises(ConfigError, match="fidelity is set by the code"):
+        C.load(None, ["--fidelity=1"])
+    # Asking today's code for the old epsilon still trains today's windows, wiring and schedule: a new run, not the old.
+    old_eps = C.load(None, ["--model.layer_norm_eps=1e-5"])
+    assert C.config_hash(old_eps) != C.config_hash(dataclasses.replace(old_eps, fidelity=1))
+    with pytest.raises(ConfigError, match="model.layer_norm_eps must be positive"):
+        C.load(None, ["--model.layer_norm_eps=0"])
+    with pytest.raises(ConfigError, match=r"data.val_seed must differ from data.test_seed \(1\)"):
+        C.load(None, ["--data.val_seed=1"])

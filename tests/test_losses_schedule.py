@@ -27,13 +27,24 @@ def test_loss_shape_mismatch():
         prediction_loss(torch.zeros(2), torch.zeros(3), 0.5)
 
 
-def test_sampling_eta_at_given_steps():
+def _release_eta(iterations: int, start: float, rate: float, stop: int) -> list[float]:
+    """The release's loop, written out: eta starts at ``start`` and each iteration 1, 2, ... lowers it before use."""
+    eta, used = start, []
+    for iteration in range(1, iterations + 1):
+        eta = eta - rate if iteration < stop else 0.0
+        used.append(max(eta, 0.0))
+    return used
+
+
+def test_sampling_eta_follows_the_release_iteration_by_iteration():
     release = {"start": 1.0, "rate": 2e-5, "stop": 50000}
-    assert sampling_eta(0, **release) == 1.0
-    assert sampling_eta(10000, **release) == pytest.approx(0.8)
-    assert sampling_eta(49999, **release) == pytest.approx(1 - 2e-5 * 49999)
-    assert sampling_eta(50000, **release) == 0.0
+    assert sampling_eta(0, **release) == pytest.approx(1 - 2e-5, abs=1e-12)  # the release's iteration 1
+    assert sampling_eta(1, **release) == pytest.approx(1 - 4e-5, abs=1e-12)  # iteration 2
+    assert sampling_eta(49998, **release) == pytest.approx(2e-5, abs=1e-9)  # iteration 49,999: the last above 0
+    assert sampling_eta(49999, **release) == 0.0  # iteration 50,000
     assert sampling_eta(80000, **release) == 0.0
+    small = {"start": 1.0, "rate": 0.1, "stop": 7}
+    assert [sampling_eta(s, **small) for s in range(12)] == pytest.approx(_release_eta(12, **small), abs=1e-12)
     assert sampling_eta(600, start=0.5, rate=1e-3, stop=10**6) == 0.0  # clamped at zero before stop
 
 

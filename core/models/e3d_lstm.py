@@ -58,9 +58,14 @@ class CellConv(nn.Conv3d):
         return torch.cat([inner, last], dim=2)  # (B, O, window, H', W')
 
 
-def _layer_norm(channels: int, enabled: bool) -> nn.Module:
-    """The release's layer norm: statistics over every non-batch axis, gain and shift per channel (off: identity)."""
-    return nn.GroupNorm(1, channels, eps=1e-5) if enabled else nn.Identity()
+def _layer_norm(channels: int, cfg: ModelConfig) -> nn.Module:
+    """The release's layer norm: statistics over every non-batch axis, gain and shift per channel, variance epsilon
+    ``cfg.layer_norm_eps`` (the release hard-codes 1e-12); identity when ``cfg.layer_norm`` is off.
+
+    The epsilon matters in the release's memory setting: M stays at its zero start, so the memory branch normalises
+    the conv's bias alone, a pattern of tiny variance that 1e-12 scales to unit variance and 1e-5 flattens.
+    """
+    return nn.GroupNorm(1, channels, eps=cfg.layer_norm_eps) if cfg.layer_norm else nn.Identity()
 
 
 class E3DCell(nn.Module):
@@ -75,10 +80,10 @@ class E3DCell(nn.Module):
         self.conv_oc = CellConv(hidden, hidden, temporal, spatial)
         self.conv_om = CellConv(hidden, hidden, temporal, spatial)
         self.conv_out = nn.Conv3d(2 * hidden, hidden, kernel_size=1)
-        self.norm_x = _layer_norm(7 * hidden, cfg.layer_norm)
-        self.norm_h = _layer_norm(4 * hidden, cfg.layer_norm)
-        self.norm_m = _layer_norm(4 * hidden, cfg.layer_norm)
-        self.norm_c = _layer_norm(hidden, cfg.layer_norm)
+        self.norm_x = _layer_norm(7 * hidden, cfg)
+        self.norm_h = _layer_norm(4 * hidden, cfg)
+        self.norm_m = _layer_norm(4 * hidden, cfg)
+        self.norm_c = _layer_norm(hidden, cfg)
         self.recall_scale = 1.0 if cfg.recall == "released" else hidden**-0.5  # unused when recall is off
         self.paper_gate = cfg.output_gate == "paper"
         self.memory_flows = cfg.memory_flow == "zigzag"
@@ -146,8 +151,16 @@ class E3DLSTM(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def _takes_skip(self, position: int) -> bool:
-        """Residual wiring: layer ``position`` (the decoder is position L) also gets the output two layers below."""
-        return self.cfg.residual and position >= 2 and position % 2 == 0
+        """Residual wiring, the study's: the decoder (position L) always adds the top two layers' outputs,
+        H_{L-1} + H_{L-2}; a layer adds the output two below when its position is even, from 2 on.
+
+        The study wrote it for 4 layers: layer 2 gets H_1 + H_0 and the decoder H_3 + H_2. Even positions generalise
+        the layer skips (L = 6: layers 2 and 4 also get one) and leave the 4-layer case exactly as written; the
+        decoder's sum is unconditional in the study's code, so it holds at every depth (L = 3: H_2 + H_1).
+        """
+        if not self.cfg.residual or position < 2:
+            return False
+        return position == len(self.cells) or position % 2 == 0
 
     def forward(self, frames: Tensor, context_frames: int, true_mask: Tensor | None = None) -> Tensor:
         batch, length = frames.shape[:2]
