@@ -85,7 +85,7 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     """variance epsilon of those layer norms (the release's 1e-12; runs recorded before this key used 1e-5)"""
     residual: bool = False
-    """the study's residuals: layer 2 (and every even layer) adds H_{l-2} to its input; the decoder gets H_{L-1}+H_{L-2}"""
+    """the study's residuals: layer 2 (every even layer) adds H_{l-2} to its input; the decoder gets H_{L-1}+H_{L-2}"""
     memory_flow: Literal["released", "zigzag"] = "released"
     """released: the cell returns the incoming M (so M stays zero); zigzag: M' flows up the stack and on in time"""
     recall: Literal["released", "scaled", "off"] = "released"

@@ -2,8 +2,9 @@
 
 Training step ``s`` (counted from 0) is the release's iteration ``s + 1``, which lowers eta before it is used, so
 ``eta(s) = max(0, start - rate * (s + 1))`` while ``s + 1 < stop``, and 0 from iteration ``stop`` on (the release:
-start 1.0, rate 2e-5, stop 50k: eta is 1 - 2e-5 at the first step and 0 from iteration 50,000, step 49,999). At step ``s`` each sequence of the batch, at each predicted step past the context, independently
-receives the true next frame with probability ``eta(s)``. The draw is a pure function of ``(seed, step)``, so a
+start 1.0, rate 2e-5, stop 50k: eta is 1 - 2e-5 at the first step and 0 from iteration 50,000, step 49,999).
+At step ``s`` each sequence of the batch, at each predicted step past the context, independently receives the true
+next frame with probability ``eta(s)``. The draw is a pure function of ``(seed, step)``, so a
 resumed run draws exactly what an uninterrupted one would. At test time the model always feeds back its predictions.
 """
 

@@ -116,7 +116,7 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
     fed = [torch.zeros_like(x[:, 0]) for _ in range(window - 1)]
     predictions = []
 
-    # The study's residuals: layers 2, 4, ... add H_{l-2}; the decoder always adds H_{L-2} (written out, not the model's).
+    # The study's residuals, written out (not the model's rule): layers 2, 4, ... add H_{l-2}; the decoder H_{L-2}.
     layer_skips = set(range(2, layers, 2)) if cfg.residual else set()
 
     for t in range(length - 1):
