@@ -55,7 +55,9 @@ class DataConfig:
     num_digits: int = 2
     """Moving MNIST: digits per sequence"""
     val_size: int = 256
-    """validation sequences (Moving MNIST: generated from training digits; KTH: the first of the test windows)"""
+    """validation sequences (Moving MNIST: generated from training digits; KTH: windows of data.val_persons)"""
+    val_persons: tuple[int, ...] = (16,)
+    """KTH: training persons held out for validation; [] trains on 01-16 as released and validates on train windows"""
     test_size: int = 2000
     """test sequences (generated Moving MNIST; a file's own size when test_path is set, cut to this if smaller)"""
     val_seed: int = 2
@@ -270,7 +272,7 @@ def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
             raise fail(f"one of {', '.join(map(repr, args))}")
         return text
     if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
+        items = value.strip().removeprefix("[").removesuffix("]").split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise fail("a list")
         items = [item.strip() if isinstance(item, str) else item for item in items if item != ""]
@@ -460,6 +462,11 @@ def validate(cfg: Config) -> Config:
         (d.val_size >= 1 and d.test_size >= 1, "data.val_size", "and data.test_size must be positive"),
         (d.num_workers >= 0, "data.num_workers", "must be 0 or more"),
         (d.val_seed != d.test_seed, "data.val_seed", f"must differ from data.test_seed ({d.test_seed})"),
+        (
+            set(d.val_persons) < set(range(1, 17)),
+            "data.val_persons",
+            f"must name some of the training persons 1-16, not all of them; got {list(d.val_persons)}",
+        ),
         (d.dataset != "kth" or d.root is not None, "data.root", "must name the KTH frame folders when dataset is kth"),
         (len(m.hidden) >= 1 and min(m.hidden) >= 1, "model.hidden", "must list at least one positive size"),
         (not m.residual or len(m.hidden) >= 2, "model.residual", "needs at least 2 layers"),
@@ -530,10 +537,11 @@ def to_yaml(cfg: Config) -> str:
 # Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash.
 _UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
-BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32"}
+BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16]}
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
 read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
-(its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them."""
+(its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them. (Fidelity-1
+KTH runs validated on test windows, which no value of data.val_persons describes; their fidelity says so.)"""
 
 
 def config_hash(cfg: Config, length: int = 8) -> str:

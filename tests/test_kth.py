@@ -101,23 +101,76 @@ def test_split_boundaries(tmp_path: Path) -> None:
 def test_window_starts_non_overlapping_and_stride_3(tree: Path) -> None:
     assert DEFAULT_STRIDES["boxing"] is None and DEFAULT_STRIDES["jogging"] == 3
     train = index_kth(tree, "train", seq_len=4)
-    assert starts(train, "boxing", 1) == [1, 5]  # 10 frames: 1-4, 5-8; 9-12 does not fit
+    assert starts(train, "boxing", 1) == [3, 7]  # 10 frames: 7-10 ends on the last frame, then 3-6; 1-2 left out
     assert starts(train, "boxing", 2) == [1, 5]  # 8 frames exactly
     assert starts(train, "jogging", 1) == [1, 4, 7]  # every 3 frames: 7-10 is the last that fits
     assert len(train) == 7
     test = index_kth(tree, "test", seq_len=4)
     assert starts(test, "boxing", 17) == [1, 5, 9]
-    assert starts(test, "jogging", 17) == [1, 4]  # 9 frames: 7-10 does not fit
+    assert starts(test, "jogging", 17) == [3, 6]  # 9 frames: 6-9 ends on the last frame, then 3-6
     window = train[1]
-    assert window.frame_files == ("image_0005.png", "image_0006.png", "image_0007.png", "image_0008.png")
+    assert window.frame_files == ("image_0007.png", "image_0008.png", "image_0009.png", "image_0010.png")
     assert window.folder == tree / "boxing" / "person01_boxing_d1_uncomp"
     assert (window.person, window.action, window.scenario) == (1, "boxing", 1)
+
+
+def release_windows(root: Path, persons: range, seq_len: int) -> list[tuple[str, int]]:
+    """The release's walk, written out: every frame of every clip folder in one list, an index walking back from the
+    end, a window wherever the ``seq_len`` frames up to it are one folder's consecutive numbers; after a window the
+    index steps back by ``seq_len`` (boxing, handclapping, handwaving, walking) or 3 (jogging, running), else by 1.
+    Returns (folder name, first frame number) pairs, sorted."""
+    names, folders, actions = [], [], []
+    for action in ("boxing", "handclapping", "handwaving", "walking", "jogging", "running"):
+        for folder in sorted((root / action).glob("person*")) if (root / action).is_dir() else []:
+            if int(folder.name[6:8]) in persons:
+                for frame in sorted(folder.iterdir()):
+                    names.append(int(frame.name[6:10]))
+                    folders.append(folder.name)
+                    actions.append(action)
+    found, index = [], len(names) - 1
+    while index >= seq_len - 1:
+        first = index - seq_len + 1
+        if folders[index] == folders[first] and names[index] - names[first] == seq_len - 1:
+            found.append((folders[first], names[first]))
+            index -= seq_len - 1 if actions[index] not in ("jogging", "running") else 2
+        index -= 1
+    return sorted(found)
+
+
+@pytest.mark.parametrize("seq_len", [4, 7, 20])
+def test_windows_sit_where_the_release_puts_them(tmp_path: Path, seq_len: int) -> None:
+    """A tree with known frame numbers (gaps, clips shorter and longer than a window): the same windows, frame by
+    frame, as the release's walk back from each clip's last frame."""
+    root = tmp_path / "kth"
+    make_clip(root, "boxing", 3, range(1, 66), mode="L")  # 65 frames: at 20, windows 46-65, 26-45, 6-25
+    make_clip(root, "walking", 3, [*range(1, 30), *range(33, 51)], mode="L")  # a gap after frame 29
+    make_clip(root, "jogging", 4, range(5, 41), mode="L")  # numbering starts at 5
+    make_clip(root, "running", 4, range(1, 9), scenario=2, mode="L")  # shorter than most windows
+    make_clip(root, "handclapping", 18, range(1, 31), mode="L")  # a test person
+    windows = index_kth(root, "train", seq_len=seq_len)
+    assert sorted((w.folder.name, w.first_frame) for w in windows) == release_windows(root, range(1, 17), seq_len)
+    for window in windows:
+        numbers = [int(name[6:10]) for name in window.frame_files]
+        assert numbers == list(range(window.first_frame, window.first_frame + seq_len))
+    if seq_len == 20:
+        assert starts(windows, "boxing", 3) == [6, 26, 46]
+        assert starts(windows, "walking", 3) == [10]  # run 1-29 ends on 29; run 33-50 is too short
+        assert starts(windows, "jogging", 4) == [6, 9, 12, 15, 18, 21]  # every 3 back from 21-40
+        assert starts(windows, "running", 4) == []
+        assert starts(index_kth(root, "test", seq_len=20), "handclapping", 18) == [11]
+
+
+def test_persons_pick_part_of_a_split(tree: Path) -> None:
+    assert {w.person for w in index_kth(tree, "train", seq_len=4, persons=[2])} == {2}
+    assert len(KTHDataset(tree, "train", seq_len=4, persons=[1])) == 5
+    with pytest.raises(ValueError, match=r"persons \[17\] are not train persons"):
+        index_kth(tree, "train", seq_len=4, persons=[1, 17])
 
 
 def test_strides_override(tree: Path) -> None:
     train = index_kth(tree, "train", seq_len=4, strides={"boxing": 2, "jogging": None})
     assert starts(train, "boxing", 1) == [1, 3, 5, 7]
-    assert starts(train, "jogging", 1) == [1, 5]
+    assert starts(train, "jogging", 1) == [3, 7]
     with pytest.raises(ValueError, match="dancing"):
         index_kth(tree, "train", seq_len=4, strides={"dancing": 2})
     with pytest.raises(ValueError, match="positive"):
@@ -129,8 +182,8 @@ def test_gap_breaks_windows(tmp_path: Path) -> None:
     make_clip(root, "walking", 3, [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12])  # frame 6 missing
     make_clip(root, "running", 3, [*range(1, 7), *range(8, 15)])  # frame 7 missing
     windows = index_kth(root, "train", seq_len=4)
-    assert starts(windows, "walking", 3) == [1, 7]  # run 1-5 then run 7-12; 4-7 would span the gap
-    assert starts(windows, "running", 3) == [1, 8, 11]  # run 1-6 (only 1-4 fits) then run 8-14 every 3
+    assert starts(windows, "walking", 3) == [2, 9]  # run 1-5 ends on 5, run 7-12 on 12; 5-8 would span the gap
+    assert starts(windows, "running", 3) == [3, 8, 11]  # run 1-6: 3-6 only; run 8-14: 11-14 and 8-11
     for window in windows:
         numbers = [int(name[6:10]) for name in window.frame_files]
         assert numbers == list(range(window.first_frame, window.first_frame + 4))
@@ -297,7 +350,7 @@ def test_split_without_windows(tree: Path) -> None:
 
 @pytest.mark.parametrize("content", [b"not an image at all", "truncated"])
 def test_corrupt_image_named_at_load(tree: Path, content: bytes | str) -> None:
-    path = tree / "boxing" / "person01_boxing_d1_uncomp" / "image_0006.png"
+    path = tree / "boxing" / "person01_boxing_d1_uncomp" / "image_0008.png"  # in window 1 (frames 7-10), not 0 (3-6)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if content == "truncated" else content)
     dataset = KTHDataset(tree, "train", seq_len=4)  # indexing reads no pixels, so it still succeeds
@@ -314,3 +367,37 @@ def test_bad_arguments(tree: Path) -> None:
         index_kth(tree, "train", seq_len=0)
     with pytest.raises(ValueError, match="image_size"):
         KTHDataset(tree, "train", seq_len=4, image_size=0)
+
+
+def _kth_data(root: Path, *overrides: str):
+    from core.config import load
+    from core.data.sources import build_data
+
+    cfg = load(None, ["--data.dataset=kth", f"--data.root={root}", "--data.total_frames=4", "--data.context_frames=2",
+                      "--data.image_size=16", *overrides])  # fmt: skip
+    return build_data(cfg.data, batch_size=2, seed=0)
+
+
+def _persons(dataset) -> list[int]:
+    windows = dataset.dataset.windows if hasattr(dataset, "dataset") else dataset.windows
+    indices = dataset.indices if hasattr(dataset, "indices") else range(len(windows))
+    return sorted({windows[i].person for i in indices})
+
+
+def test_validation_is_held_out_training_persons_never_test_persons(tmp_path: Path) -> None:
+    root = tmp_path / "kth"
+    for person in (1, 2, 3, 17, 18):
+        make_clip(root, "boxing", person, range(1, 13), mode="L")  # 3 windows of 4 each
+        make_clip(root, "jogging", person, range(1, 9), mode="L")  # 2 windows of 4 (ends 8, 5)
+    data = _kth_data(root, "--data.val_persons=2,3")
+    assert _persons(data.train.dataset) == [1] and _persons(data.val) == [2, 3] and _persons(data.test) == [17, 18]
+    assert len(data.val) == 2 * 5
+    # Cut to val_size, the windows are spread over every person and action, not the first ones (all boxing).
+    cut = _kth_data(root, "--data.val_persons=2,3", "--data.val_size=4")
+    assert len(cut.val) == 4 and _persons(cut.val) == [2, 3]
+    assert {cut.val.dataset.windows[i].action for i in cut.val.indices} == {"boxing", "jogging"}
+    # No held-out person: the release's training set, validated on a sample of it.
+    release = _kth_data(root, "--data.val_persons=[]", "--data.val_size=3")
+    assert _persons(release.train.dataset) == [1, 2, 3] and set(_persons(release.val)) <= {1, 2, 3}
+    with pytest.raises(DataError, match=r"data.val_persons=\[16\]"):
+        _kth_data(root)  # the default holds out person 16, who is not in this tree

@@ -243,6 +243,80 @@ def test_layer_norm_off_has_no_norm_parameters():
     assert set(dict(on.named_parameters())) - set(dict(off.named_parameters())) == norm_names
 
 
+def test_layer_norm_of_the_zero_memory_branch_is_the_releases():
+    """Released memory flow: conv_m sees zeros, so its norm sees the bias alone. The release's layer norm (variance
+    epsilon 1e-12, over every non-batch axis) scales a bias spread by 1e-3 to unit variance; 1e-5 would flatten it."""
+    cell = make(tiny()).cells[0]
+    hidden = 4
+    with torch.no_grad():
+        cell.conv_m.bias.copy_(1e-3 * torch.randn(4 * hidden, generator=torch.Generator().manual_seed(3)))
+        zero_memory = torch.zeros(2, hidden, 2, 4, 4)  # (B, C_m, window, H', W')
+        out = cell.norm_m(cell.conv_m(zero_memory))
+    # By hand: every position holds the bias; statistics over (channels, window, H', W') of one sample.
+    x = cell.conv_m.bias.double().view(1, -1, 1, 1, 1).expand(2, -1, 2, 4, 4)
+    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
+    var = x.var(dim=(1, 2, 3, 4), unbiased=False, keepdim=True)
+    gain, shift = (p.double().view(1, -1, 1, 1, 1) for p in (cell.norm_m.weight, cell.norm_m.bias))
+    release = (x - mean) / torch.sqrt(var + 1e-12) * gain + shift
+    torch.testing.assert_close(out.double(), release, rtol=1e-4, atol=1e-4)
+    flattened = (x - mean) / torch.sqrt(var + 1e-5) * gain + shift
+    assert (release - flattened).abs().max() > 0.5  # what eps 1e-5 did to this branch
+
+
+def test_layer_norms_run_in_float32_under_bfloat16_autocast():
+    cell = make(tiny()).cells[0]
+    x = torch.randn(2, 7 * 4, 2, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv_out = cell.conv_x(torch.randn(2, 16, 2, 4, 4))
+        normed = cell.norm_x(conv_out)
+        direct = cell.norm_x(x)
+    assert conv_out.dtype == torch.bfloat16 and normed.dtype == torch.float32
+    torch.testing.assert_close(direct, cell.norm_x(x), rtol=0, atol=0)  # float32 input: the same as without autocast
+
+
+class _Probe(nn.Module):
+    """Stands in for a cell: records its input and returns the hidden state ``value`` everywhere."""
+
+    def __init__(self, value: float, seen: list) -> None:
+        super().__init__()
+        self.value, self.seen = value, seen
+
+    def forward(self, x, h, c, m, history):
+        self.seen.append(float(x.flatten()[0]))
+        return torch.full_like(h, self.value), c, m
+
+
+@pytest.mark.parametrize(
+    "layers, layer_inputs, decoder_input",
+    [
+        # Layer l outputs H_l = 10**l, so every sum names its terms: 11 is H_1 + H_0, 1100 is H_3 + H_2.
+        (2, {1: 1}, 11),  # decoder: H_1 + H_0
+        (3, {1: 1, 2: 11}, 110),  # layer 2: H_1 + H_0; decoder: H_2 + H_1 (always, as in the study's code)
+        (4, {1: 1, 2: 11, 3: 100}, 1100),  # the study's own 4-layer wiring
+        (5, {1: 1, 2: 11, 3: 100, 4: 1100}, 11000),
+        (6, {1: 1, 2: 11, 3: 100, 4: 1100, 5: 10000}, 110000),
+    ],
+)
+def test_residual_wiring_is_the_studys(layers, layer_inputs, decoder_input):
+    model = build_model(tiny(hidden=(4,) * layers, residual=True, recall="off"), 1, SIZE)
+    seen: list[list[float]] = [[] for _ in range(layers)]
+    model.cells = nn.ModuleList(_Probe(10.0**l, seen[l]) for l in range(layers))
+    decoded: list[float] = []
+    model.decoder.register_forward_pre_hook(lambda module, args: decoded.append(float(args[0].flatten()[0])))
+    with torch.no_grad():
+        model(frames(), CONTEXT)
+    for l, expected in layer_inputs.items():
+        assert seen[l] == [expected] * (LENGTH - 1), f"layer {l}"
+    assert decoded == [decoder_input] * (LENGTH - 1)
+    plain = build_model(tiny(hidden=(4,) * layers, recall="off"), 1, SIZE)
+    plain.cells = nn.ModuleList(_Probe(10.0**l, []) for l in range(layers))
+    plain_decoded: list[float] = []
+    plain.decoder.register_forward_pre_hook(lambda module, args: plain_decoded.append(float(args[0].flatten()[0])))
+    with torch.no_grad():
+        plain(frames(), CONTEXT)
+    assert plain_decoded == [10.0 ** (layers - 1)] * (LENGTH - 1)  # no residuals: the top layer alone
+
+
 @pytest.mark.parametrize("memory_flow", ["released", "zigzag"])
 def test_memory_reaching_each_cell(memory_flow):
     """Released: every cell's conv_m only ever sees zeros. Zigzag: after the very first cell, it sees M' values."""

@@ -5,7 +5,10 @@ Layout (one folder per recorded clip, frames numbered inside it)::
     <root>/<action>/person<NN>_<action>_d<K>_uncomp/image_<NNNN>.png|jpg
 
 Persons 01-16 form the train split and 17-25 the test split. A window is ``seq_len`` frames with consecutive frame
-numbers inside one folder; a gap in the numbering ends a run and no window crosses it. Each frame is read with PIL,
+numbers inside one folder; a gap in the numbering ends a run and no window crosses it. Windows sit where the release
+puts them: it walks back from each clip's last frame, so the last window ends on the last frame, and the others end
+``stride`` frames apart before it (``seq_len`` for boxing, handclapping, handwaving and walking; 3 for jogging and
+running). Frames before the first window that fits are left out. Each frame is read with PIL,
 reduced to its first channel, resized bilinearly to ``image_size`` x ``image_size`` and divided by 255.
 
 Indexing only lists folders and parses names; pixels are read per item in ``KTHDataset.__getitem__``, because the full
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -45,13 +48,13 @@ DEFAULT_STRIDES: Mapping[str, int | None] = MappingProxyType(
         "handclapping": None,
         "handwaving": None,
         "walking": None,
-        # Jogging and running clips are short (the person crosses the frame quickly), so windows start every 3 frames
+        # Jogging and running clips are short (the person crosses the frame quickly), so a window ends every 3 frames
         # to get enough training windows out of them, as in the PredRNN / E3D-LSTM KTH protocol.
         "jogging": 3,
         "running": 3,
     }
 )
-"""Frames between the starts of consecutive windows, per action; None = non-overlapping (stride ``seq_len``)."""
+"""Frames between the ends of consecutive windows, per action; None = non-overlapping (stride ``seq_len``)."""
 
 EXPECTED_LAYOUT = "<root>/<action>/person<NN>_<action>_d<K>_uncomp/image_<NNNN>.png|jpg"
 
@@ -195,26 +198,32 @@ def index_kth(
     split: Literal["train", "test"],
     seq_len: int = 30,
     strides: Mapping[str, int | None] | None = None,
+    persons: Collection[int] | None = None,
 ) -> list[KTHWindow]:
     """Return the windows of ``seq_len`` consecutive frames for one split, in folder order then time order.
 
-    Within each contiguous run of a folder, windows start at offsets 0, s, 2s, ... while they fit, with ``s`` the
-    action's stride (``DEFAULT_STRIDES`` updated by ``strides``). Raises DataError when the split has no window.
+    Within each contiguous run of a folder, windows end at the run's last frame and every ``s`` frames before it
+    while they fit, with ``s`` the action's stride (``DEFAULT_STRIDES`` updated by ``strides``): the release's
+    placement. ``persons`` keeps only those persons of the split (e.g. the training persons held out for validation).
+    Raises DataError when the split has no window.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
     stride_of = resolve_strides(strides, seq_len)
-    persons = TRAIN_PERSONS if split == "train" else TEST_PERSONS
+    split_persons = TRAIN_PERSONS if split == "train" else TEST_PERSONS
+    if persons is not None and not set(persons) <= set(split_persons):
+        raise ValueError(f"persons {sorted(set(persons) - set(split_persons))} are not {split} persons")
+    wanted = set(split_persons if persons is None else persons)
 
-    sequences = [seq for seq in scan_kth(root) if seq.person in persons]
+    sequences = [seq for seq in scan_kth(root) if seq.person in wanted]
     windows: list[KTHWindow] = []
     for seq in sequences:
         stride = stride_of[seq.action]
         for run_start, run_len in seq.runs():
-            for offset in range(0, run_len - seq_len + 1, stride):
-                first = run_start + offset
+            last_first = run_start + run_len - seq_len  # the window that ends on the run's last frame
+            for first in reversed(range(last_first, run_start - 1, -stride)):
                 windows.append(
                     KTHWindow(
                         folder=seq.folder,
@@ -229,7 +238,7 @@ def index_kth(
         longest = max((length for seq in sequences for _, length in seq.runs()), default=0)
         raise DataError(
             f"{root}: no {split} windows of seq_len={seq_len}: found {len(sequences)} clip folders of persons "
-            f"{persons.start:02d}-{persons.stop - 1:02d}, longest contiguous run {longest} frames"
+            f"{', '.join(f'{p:02d}' for p in sorted(wanted))}, longest contiguous run {longest} frames"
         )
     return windows
 
@@ -277,6 +286,7 @@ class KTHDataset(Dataset):
         seq_len: int = 30,
         image_size: int = 128,
         strides: Mapping[str, int | None] | None = None,
+        persons: Collection[int] | None = None,
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -284,7 +294,7 @@ class KTHDataset(Dataset):
         self.split = split
         self.seq_len = seq_len
         self.image_size = image_size
-        self.windows = index_kth(self.root, split, seq_len=seq_len, strides=strides)
+        self.windows = index_kth(self.root, split, seq_len=seq_len, strides=strides, persons=persons)
 
     def __len__(self) -> int:
         return len(self.windows)

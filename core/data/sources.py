@@ -3,8 +3,11 @@
 - Moving MNIST: an endless generated training stream (training digits), a generated validation set (training
   digits, ``val_seed``) and a test set, either generated from the test digits (``test_seed``; fixed across runs) or
   read from ``test_path`` (a release npz, or ``mnist_test_seq.npy``).
-- KTH: windows of the train persons drawn at random for training, the first ``val_size`` test windows for validation,
-  every test window for test.
+- KTH: windows of the training persons drawn at random for training, windows of the held-out training persons
+  ``val_persons`` for validation (never a test person: a search or a checkpoint choice never sees test data), every
+  test window for test. With ``val_persons`` empty the model trains on all of persons 01-16, as the release did, and
+  validates on a fixed sample of its own training windows. A set cut to ``val_size`` or ``test_size`` keeps windows
+  evenly spaced through it (every action and person), not the first ones (which would all be boxing).
 
 Training batch ``k`` is always a pure function of ``(seed, k)``, so a resumed run continues the same stream.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -90,15 +94,30 @@ def _checked_test_file(cfg: DataConfig) -> SequenceSet:
 
 
 def _kth(cfg: DataConfig, batch_size: int, seed: int) -> RunData:
-    from core.data.kth import KTHDataset
+    from core.data.kth import TRAIN_PERSONS, KTHDataset
 
     if cfg.channels != 1:
         raise DataError(f"data.channels must be 1 for KTH (the first channel is used), got {cfg.channels}")
-    train = KTHDataset(cfg.root, "train", seq_len=cfg.total_frames, image_size=cfg.image_size)
+    held_out = sorted(cfg.val_persons)
+    trained = [person for person in TRAIN_PERSONS if person not in held_out]
+    train = KTHDataset(cfg.root, "train", seq_len=cfg.total_frames, image_size=cfg.image_size, persons=trained)
+    if held_out:
+        try:
+            val = KTHDataset(cfg.root, "train", seq_len=cfg.total_frames, image_size=cfg.image_size, persons=held_out)
+        except DataError as err:
+            raise DataError(f"{err} (the validation persons, data.val_persons={held_out})") from err
+    else:
+        val = train
     test = KTHDataset(cfg.root, "test", seq_len=cfg.total_frames, image_size=cfg.image_size)
-    val = Subset(test, range(min(cfg.val_size, len(test))))
-    if len(test) > cfg.test_size:
-        test = Subset(test, range(cfg.test_size))
-    test_name = f"KTH test persons 17-25 under {cfg.root} ({len(test)} windows of {cfg.total_frames})"
+    test_name = f"KTH test persons 17-25 under {cfg.root} ({min(len(test), cfg.test_size)} windows of {cfg.total_frames})"
     stream = RandomBatchStream(train, batch_size, seed)
-    return RunData(stream, val, test, cfg.context_frames, test_name, cfg.num_workers)
+    return RunData(
+        stream, _spread(val, cfg.val_size), _spread(test, cfg.test_size), cfg.context_frames, test_name, cfg.num_workers
+    )
+
+
+def _spread(dataset: Dataset, size: int) -> Dataset:
+    """``dataset`` cut to ``size`` items evenly spaced through it (the whole of it when it is not larger)."""
+    if len(dataset) <= size:
+        return dataset
+    return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())

@@ -58,14 +58,26 @@ class CellConv(nn.Conv3d):
         return torch.cat([inner, last], dim=2)  # (B, O, window, H', W')
 
 
-def _layer_norm(channels: int, cfg: ModelConfig) -> nn.Module:
+class LayerNorm(nn.GroupNorm):
     """The release's layer norm: statistics over every non-batch axis, gain and shift per channel, variance epsilon
-    ``cfg.layer_norm_eps`` (the release hard-codes 1e-12); identity when ``cfg.layer_norm`` is off.
+    ``eps`` (the release hard-codes 1e-12). Always computed in float32, autocast or not: under bfloat16 a variance
+    next to 1e-12 would not survive, and the release's zero-memory branch is exactly that case (below).
 
     The epsilon matters in the release's memory setting: M stays at its zero start, so the memory branch normalises
     the conv's bias alone, a pattern of tiny variance that 1e-12 scales to unit variance and 1e-5 flattens.
     """
-    return nn.GroupNorm(1, channels, eps=cfg.layer_norm_eps) if cfg.layer_norm else nn.Identity()
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__(1, channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x.float(), 1, self.weight, self.bias, self.eps)  # (B, C, ...) -> same, float32
+
+
+def _layer_norm(channels: int, cfg: ModelConfig) -> nn.Module:
+    """:class:`LayerNorm` with the config's epsilon, or the identity when ``cfg.layer_norm`` is off."""
+    return LayerNorm(channels, cfg.layer_norm_eps) if cfg.layer_norm else nn.Identity()
 
 
 class E3DCell(nn.Module):
