@@ -25,6 +25,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from core.config import Config, config_hash, from_dict, to_dict
+from core.config import FIDELITY, Config, config_hash, from_dict, to_dict
 from core.data.formats import read_sequences
 from core.data.loaders import SequenceDataset
 from core.data.sources import build_data
@@ -152,6 +153,18 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     return state
 
 
+FIDELITY_CHANGES = (
+    "layer-norm epsilon 1e-12, KTH windows ending on each clip's last frame and validated on held-out persons, "
+    "the study's residual wiring at odd depth, the release's sampling schedule, a training stream apart from the "
+    "fixed sets' seeds"
+)
+
+
+def checkpoint_fidelity(state: dict) -> int:
+    """The fidelity of the code that trained a checkpoint: its config's, 1 for a checkpoint from before the field."""
+    return int(state["config"].get("fidelity", 1))
+
+
 def checkpoint_in(run_dir: Path) -> Path:
     """A run folder's best checkpoint, else its last."""
     for name in ("best.pt", "last.pt"):
@@ -258,6 +271,10 @@ def train(
 ) -> TrainResult:
     """Train (or resume, or skip if already finished) the run that ``cfg`` describes, then test it."""
     torch.set_flush_denormal(True)  # the release's unscaled recall makes subnormal floats, which crawl on CPUs
+    if cfg.fidelity != FIDELITY:
+        raise ValueError(
+            f"this config was recorded by fidelity-{cfg.fidelity} code; this code trains fidelity {FIDELITY}"
+        )
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     _check_same_run(run_dir, cfg)
     finished = _finished_result(run_dir)
@@ -270,7 +287,7 @@ def train(
     model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
 
-    start, best_val_mse = 0, math.inf
+    start, best_val_mse, initialised = 0, math.inf, None
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
         state = load_checkpoint(last, device)
@@ -280,12 +297,24 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
     elif cfg.train.init_from:
-        load_weights(model, load_checkpoint(cfg.train.init_from, device))
-
+        source = load_checkpoint(cfg.train.init_from, device)
+        load_weights(model, source)
+        initialised = {
+            "checkpoint": source["path"],
+            "step": int(source["step"]),
+            "fidelity": checkpoint_fidelity(source),
+        }
+        if initialised["fidelity"] < FIDELITY:
+            warnings.warn(
+                f"{source['path']}: trained by fidelity-{initialised['fidelity']} code, before the release fixes "
+                f"(fidelity {FIDELITY}: {FIDELITY_CHANGES}); finetuning from its weights as they are",
+                stacklevel=2,
+            )
     with Tracker(run_dir, cfg, mode=cfg.tracking.wandb, resume=start > 0) as tracker:
         if start > 0:
             tracker.truncate_after(start)
-        tracker.summary("running", test_set=data.test_name, **_execution(cfg, device))
+        started_from = {"init_from": initialised} if initialised else {}
+        tracker.summary("running", test_set=data.test_name, **_execution(cfg, device), **started_from)
         runner = compiled(model, cfg.train.compile)
         status, step, best_val_mse = _loop(
             cfg, model, runner, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress
@@ -442,6 +471,12 @@ def evaluate_checkpoint(
     torch.set_flush_denormal(True)
     state = load_checkpoint(source, "cpu")
     cfg = from_dict(state["config"], state["path"])
+    if cfg.fidelity < FIDELITY and cfg.model.residual and len(cfg.model.hidden) % 2:
+        raise CheckpointError(
+            f"{state['path']}: a {len(cfg.model.hidden)}-layer residual model trained by fidelity-{cfg.fidelity} code, "
+            "whose decoder skipped the residual at odd depth; this code wires it as the study did, so the weights "
+            "would compute something else"
+        )
     device = pick_device(device)
     precision = precision or cfg.train.precision
     check_precision(precision, device)

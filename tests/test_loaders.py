@@ -80,3 +80,15 @@ def test_random_batch_stream_is_seeded_and_resumable():
     resumed = _take(stream_loader(RandomBatchStream(dataset, 4, seed=5, start_batch=2)), 2)
     assert torch.equal(resumed[0], batches[2]) and torch.equal(resumed[1], batches[3])
     assert len({int(v * 255) for b in batches for v in b[:, 0].flatten()}) > 4  # draws spread over the dataset
+
+
+def test_no_training_batch_repeats_a_fixed_sets_sequences(digits):
+    """numpy pads seeds with zeros (SeedSequence([2, 0]) is SeedSequence(2)), so an untagged batch 0 of training seed
+    2 would be the validation set's first sequences (val_seed 2, the same digits), and batch 0 of seed 1 would move
+    exactly like the test set (test_seed 1)."""
+    spec = MovingMNISTSpec(seq_len=6, canvas=32)
+    for seed in range(4):
+        fixed = to_unit_float(moving_mnist_set(digits, 3, seed, spec, context_frames=3).frames)  # (3, T, 1, H, W)
+        for index in range(3):
+            batch = MovingMNISTStream(digits, batch_size=3, seed=seed, spec=spec).batch(index)
+            assert not torch.equal(batch, fixed), (seed, index)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import core.trainer as trainer_module
-from core.config import load
+from core.config import from_dict, load
 from core.models import build_model
-from core.trainer import CheckpointError, load_checkpoint, train
+from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
 
 
 def tiny(tmp_path, mnist_npz, *overrides):
@@ -103,6 +103,30 @@ def test_finetune_from_a_run_and_shape_mismatch(tmp_path, mnist_npz):
     assert tuned.status == "finished"
     with pytest.raises(CheckpointError, match=r"does not fit this model \(.*shape mismatch"):
         train(tiny(tmp_path, mnist_npz, f"--train.init_from={base.run_dir}", "--model.hidden=8,8"), progress=False)
+
+
+def _as_fidelity_1(checkpoint, out):
+    """Rewrite a checkpoint as the code before fidelity 2 wrote it: no fidelity and no layer_norm_eps in its config."""
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["fidelity"], state["config"]["model"]["layer_norm_eps"]
+    torch.save(state, out)
+    return out
+
+
+def test_checkpoints_from_before_fidelity_2_say_so(tmp_path, mnist_npz):
+    base = train(tiny(tmp_path, mnist_npz), progress=False)
+    old = _as_fidelity_1(base.run_dir / "checkpoints" / "last.pt", tmp_path / "old.pt")
+    with pytest.warns(UserWarning, match=r"old\.pt: trained by fidelity-1 code, before the release fixes"):
+        tuned = train(tiny(tmp_path, mnist_npz, f"--train.init_from={old}", "--train.steps=2"), progress=False)
+    summary = json.loads((tuned.run_dir / "summary.json").read_text())
+    assert summary["init_from"] == {"checkpoint": str(old), "step": 6, "fidelity": 1}
+    # Evaluated, an old checkpoint runs with the epsilon it was trained with (1e-5), not today's default.
+    assert from_dict(load_checkpoint(old)["config"]).model.layer_norm_eps == 1e-5
+    odd = train(tiny(tmp_path, mnist_npz, "--model.hidden=4,4,4", "--model.residual=true", "--train.steps=2"),
+                progress=False)  # fmt: skip
+    old_odd = _as_fidelity_1(odd.run_dir / "checkpoints" / "last.pt", tmp_path / "old_odd.pt")
+    with pytest.raises(CheckpointError, match=r"old_odd\.pt: a 3-layer residual model trained by fidelity-1 code"):
+        evaluate_checkpoint(old_odd, device="cpu")
 
 
 def test_a_different_config_in_the_same_folder_is_refused(tmp_path, mnist_npz):

@@ -72,7 +72,8 @@ class LayerNorm(nn.GroupNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return F.group_norm(x.float(), 1, self.weight, self.bias, self.eps)  # (B, C, ...) -> same, float32
+            x = x.to(self.weight.dtype)  # bfloat16 under autocast -> the weights' float32 (float64 stays float64)
+            return F.group_norm(x, 1, self.weight, self.bias, self.eps)  # (B, C, ...) -> same
 
 
 def _layer_norm(channels: int, cfg: ModelConfig) -> nn.Module:
