@@ -172,8 +172,8 @@ def test_trains_on_a_kth_tree(tmp_path):
     cfg = load(None, [
         "--data.dataset=kth", f"--data.root={root}", "--data.image_size=32", "--data.total_frames=6",
         "--data.context_frames=3", "--data.val_size=2", "--data.val_persons=2", "--model.hidden=4,4",
-        "--model.filter_size=3", "--model.patch_size=8", "--train.batch_size=2", "--train.steps=2", "--train.eval_every=2",
-        "--tracking.wandb=disabled", f"--train.runs_dir={tmp_path / 'runs'}",
+        "--model.filter_size=3", "--model.patch_size=8", "--train.batch_size=2", "--train.steps=2",
+        "--train.eval_every=2", "--tracking.wandb=disabled", f"--train.runs_dir={tmp_path / 'runs'}",
     ])  # fmt: skip
     result = train(cfg, progress=False)
     assert (
