@@ -23,8 +23,10 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
   ``core.tracking.read_frames``, and its animation), None when the run wrote none; ``url``: the W&B run's page when the
   record came from W&B (:mod:`analysis.wandb_source`), else None;
 - ``config_path`` and ``command``: the run's resolved config and the command that trains that config again
-  (``python launch.py train <run_dir>/config.yaml``). The record's test numbers come from the final weights of that
-  training; ``python launch.py eval <run_dir>`` would re-score the *best* checkpoint instead, so it is not given.
+  (``python launch.py train <run_dir>/config.yaml``); ``config``: that config as ``{dotted key: value}`` over the keys
+  that can be axes (:func:`core.axes.axis_values`), from which :mod:`analysis.rows` finds the axes a set of runs
+  varies. The record's test numbers come from the final weights of that training; ``python launch.py eval
+  <run_dir>`` would re-score the *best* checkpoint instead, so it is not given.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.axes import RECORDED, axis_values, recorded_axes
 from core.tracking import read_run
 
 METRICS = ("mse", "mae", "psnr", "ssim")
@@ -45,8 +48,8 @@ METRICS = ("mse", "mae", "psnr", "ssim")
 BASELINES = ("copy_last_frame", "blank")
 """The trivial predictions the trainer scores beside every model, on the same test set."""
 
-AXES = ("dataset", "conv", "residual", "memory_flow", "recall", "output_gate", "l1_weight", "init", "seed")
-"""The ablation axes of a run, as ``core.tracking.axes`` writes them into summary.json."""
+AXES = tuple(axis.name for axis in RECORDED)
+"""The axes every run records (:data:`core.axes.RECORDED`), as ``core.tracking.axes`` writes them into summary.json."""
 
 RECORD_FILES = ("summary.json", "config.yaml")
 """A folder holding either is a run folder (a run killed before its summary still shows up, as ``no summary``)."""
@@ -59,7 +62,7 @@ COLUMNS = (
     + tuple(f"{name}_by_frame" for name in METRICS)
     + ("loss_history", "val_history", "best_val_mse", "step", "run_time_s")
     + tuple(f"{baseline}_{name}" for baseline in BASELINES for name in METRICS)
-    + ("baseline_curves", "started", "updated", "frames_file", "frames_gif", "url", "config_path", "command")
+    + ("baseline_curves", "started", "updated", "frames_file", "frames_gif", "url", "config_path", "command", "config")
 )
 
 _SKIP_DIRS = ("wandb", "checkpoints", "frames", "eval")  # inside a run folder, never run folders themselves
@@ -139,6 +142,7 @@ def record_row(
         return row
     config = config or {}
     row.update(_axes_from_config(config))
+    row["config"] = axis_values(config) if config else None
     if summary is None:
         row["status"] = "no summary"
         row["status_reason"] = "summary.json is missing: the run stopped before its first record"
@@ -186,21 +190,7 @@ def _history(rows: list[dict], key: str) -> list[tuple[int, float]]:
 
 def _axes_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The axes from the resolved config (what summary.json's ``axes`` holds), for a run without a summary."""
-    if not config:
-        return {}
-    section = lambda name: config.get(name) or {}  # noqa: E731
-    return {
-        "variant": config.get("variant"),
-        "dataset": section("data").get("dataset"),
-        "conv": section("model").get("conv"),
-        "residual": section("model").get("residual"),
-        "memory_flow": section("model").get("memory_flow"),
-        "recall": section("model").get("recall"),
-        "output_gate": section("model").get("output_gate"),
-        "l1_weight": section("loss").get("l1_weight"),
-        "init": "finetuned" if section("train").get("init_from") else "scratch",
-        "seed": section("train").get("seed"),
-    }
+    return recorded_axes(config) if config else {}
 
 
 def _run_time(rows: list[dict], summary: Mapping[str, Any] | None) -> float:

@@ -16,36 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.tables import (
-    DATASET_LABELS,
-    LOWER_IS_BETTER,
-    METRIC_LABELS,
-    RELEASE_AXES,
-    ROW_AXES,
-    TABLE_METRICS,
-    md_row,
-    variant_name,
-)
-
-AXIS_LABELS = {
-    "conv": "convolution",
-    "residual": "residual connections",
-    "memory_flow": "memory flow",
-    "recall": "recall",
-    "output_gate": "output gate",
-    "l1_weight": "l1 weight",
-    "init": "initialisation",
-}
+from analysis.rows import row_axes, run_name, with_axes
+from analysis.tables import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABLE_METRICS, md_row
+from core.axes import Axis, canonical, shown
 
 EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "pairs", "better")
 
 POINT_COLUMNS = ("dataset", "l1_weight", "status", "best_val_mse", "step", "mse", "ssim", "psnr", "run_dir", "name")
 
 
-def varying_axes(runs: pd.DataFrame) -> list[str]:
-    """The row axes that take more than one value among the finished runs, in :data:`ROW_AXES` order."""
-    finished = runs[runs["status"] == "finished"]
-    return [axis for axis in ROW_AXES if finished[axis].dropna().map(_key).nunique() > 1]
+def varying_axes(runs: pd.DataFrame, axes: tuple[Axis, ...] | None = None) -> list[Axis]:
+    """The row axes (:func:`analysis.rows.row_axes`) that take more than one value among the finished runs."""
+    axes = row_axes(runs) if axes is None else axes
+    finished = with_axes(runs[runs["status"] == "finished"], axes)
+    return [each for each in axes if finished[each.name].dropna().map(repr).nunique() > 1]
 
 
 def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
@@ -55,21 +39,25 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
     worsens it, None without pairs. Axes with a single value among the finished runs have no rows.
     """
     records: list[dict[str, Any]] = []
-    finished = runs[runs["status"] == "finished"]
+    axes = row_axes(runs)
+    names = [each.name for each in axes]
+    finished = with_axes(runs[runs["status"] == "finished"], axes)
     for dataset, on_dataset in finished.groupby("dataset", sort=True):
-        cells = on_dataset.assign(**{axis: on_dataset[axis].map(_key) for axis in ROW_AXES})
-        cells = cells.groupby(list(ROW_AXES), dropna=False)[list(metrics)].mean().reset_index()
-        for axis in varying_axes(on_dataset):
-            values = sorted(cells[axis].dropna().unique(), key=_order)
-            reference = _key(RELEASE_AXES[axis]) if _key(RELEASE_AXES[axis]) in values else values[0]
-            others = [a for a in ROW_AXES if a != axis]
-            base = cells[cells[axis] == reference].set_index(others)
-            for value in values:
+        # Unhashable and missing values become their repr, so every axis can be a groupby key.
+        cells = on_dataset.assign(**{name: on_dataset[name].map(repr) for name in names})
+        cells = cells.groupby(names, dropna=False)[list(metrics)].mean().reset_index()
+        for each in varying_axes(on_dataset, axes):
+            values = {repr(v): v for v in on_dataset[each.name].dropna()}
+            ordered = sorted(values, key=lambda text: _order(values[text]))
+            release = repr(canonical(each.release))
+            reference = release if release in values else ordered[0]
+            others = [name for name in names if name != each.name]
+            base = cells[cells[each.name] == reference].set_index(others)
+            for value in ordered:
                 if value == reference:
                     continue
-                value, reference = _native(value), _native(reference)
-                change = f"{AXIS_LABELS.get(axis, axis)}: {_shown(reference)} → {_shown(value)}"
-                changed = cells[cells[axis] == value].set_index(others)
+                change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
+                changed = cells[cells[each.name] == value].set_index(others)
                 paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
                 for metric in metrics:
                     diffs = (paired[metric] - paired[f"{metric}_reference"]).dropna().to_numpy(dtype=float)
@@ -77,9 +65,9 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
                     records.append(
                         {
                             "dataset": dataset,
-                            "axis": axis,
-                            "value": value,
-                            "reference": reference,
+                            "axis": each.name,
+                            "value": values[value],
+                            "reference": values[reference],
                             "change": change,
                             "metric": metric,
                             "effect": effect,
@@ -137,6 +125,7 @@ def weight_points(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run as a point of the metric-versus-l1-weight plot (columns :data:`POINT_COLUMNS`), finished or not:
     ``best_val_mse`` is what a search ranks by (a pruned trial has it, but no test scores); sorted by weight."""
     have = runs[runs["l1_weight"].notna()]
+    axes = row_axes(runs)
     points = pd.DataFrame(
         {
             "dataset": have["dataset"],
@@ -148,7 +137,7 @@ def weight_points(runs: pd.DataFrame) -> pd.DataFrame:
             "ssim": have["ssim"],
             "psnr": have["psnr"],
             "run_dir": have["run_dir"],
-            "name": [variant_name(dict(run[list(ROW_AXES)])) for _, run in have.iterrows()],
+            "name": [run_name(run, axes) for _, run in with_axes(have, axes).iterrows()],
         },
         columns=list(POINT_COLUMNS),
     )
@@ -161,26 +150,5 @@ def best_weight(points: pd.DataFrame) -> pd.Series | None:
     return None if ranked.empty else ranked.loc[ranked["best_val_mse"].idxmin()]
 
 
-def _key(value: Any) -> Any:
-    """Axis values as hashable, comparable keys: weights rounded so 0.1 + 0.2 and 0.3 are one value."""
-    if isinstance(value, float | np.floating) and not isinstance(value, bool):
-        return round(float(value), 9)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def _native(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _order(value: Any) -> tuple:
     return (0, float(value), "") if isinstance(value, int | float) else (1, 0.0, str(value))
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)

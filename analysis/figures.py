@@ -28,15 +28,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.effects import best_weight, weight_points  # noqa: E402
-from analysis.tables import (  # noqa: E402
-    BASELINE_LABELS,
-    METRIC_LABELS,
-    ROW_AXES,
-    is_present,
-    row_key,
-    row_order,
-    variant_name,
-)
+from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # noqa: E402
+from analysis.tables import BASELINE_LABELS, METRIC_LABELS, is_present  # noqa: E402
+from core.axes import Axis  # noqa: E402
 from core.io import DataError, atomic_write  # noqa: E402
 from core.tracking import read_frames  # noqa: E402
 
@@ -67,9 +61,9 @@ def _metadata(fmt: str) -> dict[str, str | None]:
     return {"CreationDate": None} if fmt == "pdf" else {}
 
 
-def run_label(run: pd.Series, with_seed: bool) -> str:
-    """A run's legend label: its variant name, the seed when several runs share it, and its status unless finished."""
-    label = variant_name(dict(run[list(ROW_AXES)])) if _has_axes(run) else str(run["run_name"])
+def run_label(run: pd.Series, with_seed: bool, axes: tuple[Axis, ...]) -> str:
+    """A run's legend label: its row's name, the seed when several runs share it, and its status unless finished."""
+    label = run_name(run, axes)
     if with_seed and is_present(run["seed"]):
         label += f" (seed {int(run['seed'])})"
     if run["status"] != "finished":
@@ -81,7 +75,8 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
     """Training loss over steps (log scale, EMA-smoothed over the raw values drawn faintly) and validation MSE, one
     line per run; runs that did not finish are dashed and labelled with their status."""
     figure, (loss_axis, val_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
-    with_seed = _several_seeds(runs)
+    axes = row_axes(runs)
+    with_seed = _several_seeds(runs, axes)
     for index, (_, run) in enumerate(_ordered(runs).iterrows()):
         color = f"C{index % 10}"
         style = "-" if run["status"] == "finished" else "--"
@@ -89,7 +84,7 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
         if history:
             steps, losses = np.array(history, dtype=float).T
             loss_axis.plot(steps, losses, color=color, alpha=0.2, linewidth=0.8)
-            loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, label=run_label(run, with_seed))
+            loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, label=run_label(run, with_seed, axes))
         validation = _listed(run["val_history"])
         if validation:
             steps, values = np.array(validation, dtype=float).T
@@ -108,10 +103,11 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
 def per_frame_figure(runs: pd.DataFrame) -> Figure:
     """Test MSE and SSIM per predicted frame: one line per variant (mean over its finished seeds, shaded ± std when
     there are several). Variants without a finished run are listed in the title instead of drawn."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, panels = plt.subplots(1, 2, figsize=(12, 4.5))
+    axes = row_axes(runs)
     finished = runs[(runs["status"] == "finished") & runs["mse_by_frame"].notna()]
-    for metric, axis in zip(("mse", "ssim"), axes, strict=True):
-        for index, (name, group) in enumerate(by_variant(finished)):
+    for metric, axis in zip(("mse", "ssim"), panels, strict=True):
+        for index, (name, group) in enumerate(by_variant(finished, axes)):
             curves = np.array([c for c in group[f"{metric}_by_frame"] if c is not None], dtype=float)
             if curves.size == 0:
                 continue
@@ -124,10 +120,10 @@ def per_frame_figure(runs: pd.DataFrame) -> Figure:
         _baseline_curves(axis, finished, metric)
         axis.set(xlabel="predicted frame", ylabel=METRIC_LABELS[metric], title=f"Test {METRIC_LABELS[metric]} by frame")
         axis.xaxis.get_major_locator().set_params(integer=True)
-    missing = sorted({run_label(run, False) for _, run in runs[runs["status"] != "finished"].iterrows()})
+    missing = sorted({run_label(run, False, axes) for _, run in runs[runs["status"] != "finished"].iterrows()})
     if missing:
         figure.suptitle("not finished, not drawn: " + "; ".join(missing), fontsize=8, color="firebrick")
-    _legend(figure, *axes)
+    _legend(figure, *panels)
     return figure
 
 
@@ -139,7 +135,8 @@ def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCE
     truths differ (they were not scored on the same sequences).
     """
     chosen: list[tuple[str, dict[str, np.ndarray], str]] = []
-    for name, group in by_variant(runs[(runs["status"] == "finished") & runs["frames_file"].notna()]):
+    drawn = runs[(runs["status"] == "finished") & runs["frames_file"].notna()]
+    for name, group in by_variant(drawn, row_axes(runs)):
         run = group.iloc[0]
         chosen.append((name, read_frames(run["frames_file"]), run["frames_file"]))
     if not chosen:
@@ -283,23 +280,21 @@ def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values("run_dir")
 
 
-def by_variant(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Runs grouped by variant (their axes), in the study table's row order (the release's E3D-LSTM first, then by
-    how many axes differ from it); runs without axes each under their folder name, last."""
+def by_variant(runs: pd.DataFrame, axes: tuple[Axis, ...] | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Runs grouped by row (their values of ``axes``, by default :func:`analysis.rows.row_axes` of ``runs``), in the
+    study table's row order (the release's E3D-LSTM first, then by how many axes differ from it); runs without axes
+    each under their folder name, last."""
+    axes = row_axes(runs) if axes is None else axes
     groups: dict[str, list[int]] = {}
     order: dict[str, tuple] = {}
     for index, run in runs.iterrows():
-        key = row_key(run)
-        name = variant_name(dict(zip(ROW_AXES, key, strict=True))) if key[0] != "run" else run["run_name"]
+        key = row_key(run, axes)
+        name = row_name(key, axes) if key[0] != "run" else run["run_name"]
         groups.setdefault(name, []).append(index)
-        order[name] = row_order(key)
+        order[name] = row_order(key, axes)
     return [(name, runs.loc[groups[name]].sort_values("run_dir")) for name in sorted(groups, key=order.__getitem__)]
 
 
-def _several_seeds(runs: pd.DataFrame) -> bool:
-    names = [variant_name(dict(run[list(ROW_AXES)])) for _, run in runs.iterrows() if _has_axes(run)]
-    return len(names) != len(set(names))
-
-
-def _has_axes(run: pd.Series) -> bool:
-    return all(is_present(run[axis]) for axis in ROW_AXES)
+def _several_seeds(runs: pd.DataFrame, axes: tuple[Axis, ...]) -> bool:
+    keys = [key for _, run in runs.iterrows() if (key := row_key(run, axes))[0] != "run"]
+    return len(keys) != len(set(keys))

@@ -19,7 +19,8 @@ import pandas as pd
 from analysis.effects import effects_tables
 from analysis.figures import by_variant
 from analysis.report import Section
-from analysis.tables import DATASET_LABELS, ROW_AXES, is_present, variant_name
+from analysis.rows import row_axes, row_key, run_name
+from analysis.tables import DATASET_LABELS, is_present
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
 STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary"}
@@ -131,6 +132,7 @@ def _effects_html(effects: pd.DataFrame) -> str:
 def _runs_table(runs: pd.DataFrame, link: Callable[[pd.Series], str | None]) -> str:
     head = ["Run", "Variant", "Seed", "Status", "Steps", "Time", "Best val MSE", "Test MSE", "Test SSIM", "Command"]
     lines = ['<table class="runs"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"]
+    axes = row_axes(runs)
     for _, run in runs.sort_values("run_dir").iterrows():
         target = link(run)
         name = _e(run["run_name"])
@@ -138,7 +140,7 @@ def _runs_table(runs: pd.DataFrame, link: Callable[[pd.Series], str | None]) -> 
         status = _e(str(run["status"]))
         if is_present(run["status_reason"]):
             status += f'<br><span class="source">{_e(str(run["status_reason"])[:300])}</span>'
-        variant = variant_name(dict(run[list(ROW_AXES)])) if all(is_present(run[a]) for a in ROW_AXES) else "?"
+        variant = run_name(run, axes) if row_key(run, axes)[0] != "run" else "?"
         css = ' class="stopped"' if run["status"] in STOPPED else ""
         command = f"<code>{_e(run['command'])}</code>" if is_present(run["command"]) else ""
         cells = [
@@ -162,7 +164,7 @@ def _gifs(runs: pd.DataFrame) -> list[tuple[str, Path]]:
     """Each variant's first finished run with a test animation, in table order: (caption, path)."""
     finished = runs[(runs["status"] == "finished") & runs["frames_gif"].notna()]
     shown = []
-    for name, group in by_variant(finished):
+    for name, group in by_variant(finished, row_axes(runs)):
         paths = [Path(path) for path in group["frames_gif"] if Path(path).is_file()]
         if paths:
             shown.append((name, paths[0]))

@@ -25,8 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
-from analysis.collect import collect
+from analysis.collect import AXES, collect
 from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
+from analysis.rows import row_axes, with_axes
 from analysis.tables import DATASET_LABELS, StudyTable, study_table
 from core.io import DataError, atomic_write
 from core.tracking import log_summary_run
@@ -39,10 +40,10 @@ FIGURES = {  # stem: (title, drawer)
 }
 
 RUNS_CSV_COLUMNS = (
-    "run_name", "status", "status_reason", "dataset", "conv", "residual", "memory_flow", "recall", "output_gate",
-    "l1_weight", "init", "seed", "step", "run_time_s", "best_val_mse", "mse", "mae", "ssim", "psnr", "test_set",
-    "ssim_convention", "run_dir", "url", "command",
+    "run_name", "status", "status_reason", *AXES, "step", "run_time_s", "best_val_mse", "mse", "mae", "ssim", "psnr",
+    "test_set", "ssim_convention", "run_dir", "url", "command",
 )  # fmt: skip
+"""runs.csv's columns; the axes a section varies beyond the recorded ones follow the recorded axes."""
 
 
 @dataclass
@@ -152,7 +153,9 @@ def _write_section(title: str, runs: pd.DataFrame, folder: Path, published: bool
         section.points = weight_points(runs)
         _write_text(folder / "l1_weight.csv", section.points.to_csv(index=False))
         section.written.append(folder / "l1_weight.csv")
-    _write_text(folder / "runs.csv", runs[list(RUNS_CSV_COLUMNS)].to_csv(index=False))
+    extra = [each for each in row_axes(runs) if each.name not in AXES]
+    columns = [*RUNS_CSV_COLUMNS[:3], *AXES, *(each.name for each in extra), *RUNS_CSV_COLUMNS[3 + len(AXES) :]]
+    _write_text(folder / "runs.csv", with_axes(runs, tuple(extra))[columns].to_csv(index=False))
     section.written.append(folder / "runs.csv")
 
     # Figures per dataset when a section holds several (their frames and test sets differ); runs without a dataset

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import BASELINES
+from analysis.rows import row_axes, row_key, row_name, row_order, with_axes
+from core.axes import Axis
 
 TABLE_METRICS = ("mse", "mae", "ssim", "psnr")
 """The study's columns, in its order."""
@@ -41,22 +43,6 @@ SSIM_CONVENTIONS = {
     "ours": "scikit-image SSIM with data_range=1 on [0,1] frames",
     "release": "scikit-image SSIM with data_range=2, as the release and OpenSTL computed it (higher than ours)",
 }
-RELEASE_L1_WEIGHT = 2 / 3
-"""The release's loss mix; a variant with this l1 weight is named without a loss suffix."""
-
-# The axes that make a table row (dataset goes to the columns, seed is averaged over), with the release's values:
-# a row's name mentions only the axes that differ from these.
-ROW_AXES = ("conv", "residual", "memory_flow", "recall", "output_gate", "l1_weight", "init")
-RELEASE_AXES = {
-    "conv": "3d",
-    "residual": False,
-    "memory_flow": "released",
-    "recall": "released",
-    "output_gate": "released",
-    "l1_weight": RELEASE_L1_WEIGHT,
-    "init": "scratch",
-}
-
 NOT_RUN = "–"  # a variant with no run on a dataset
 PUBLISHED_SSIM_MARK = "†"  # a published SSIM under the release convention, in a table that is not
 
@@ -268,34 +254,6 @@ CSV_COLUMNS = ("row", "kind", "dataset", "metric", "mean", "std", "n", "text", "
 # Names
 
 
-def variant_name(axes: Mapping[str, Any]) -> str:
-    """A readable name from a run's axis values, naming only what differs from the release's E3D-LSTM.
-
-    ``{"conv": "3d"}`` -> "E3D-LSTM"; ``{"conv": "2d"}`` -> "E2D-LSTM"; residuals, finetuned, l1 weight 1 ->
-    "E3D-LSTM + residuals, l1 only, finetuned"; l1 weight 0.25 -> "E3D-LSTM, l1+l2 (w=0.25)".
-    """
-    name = "E2D-LSTM" if axes.get("conv") == "2d" else "E3D-LSTM"
-    if axes.get("residual"):
-        name += " + residuals"
-    details = []
-    if axes.get("memory_flow", "released") != "released":
-        details.append(f"{axes['memory_flow']} memory flow")
-    recall = axes.get("recall", "released")
-    if recall == "off":
-        details.append("no recall")
-    elif recall != "released":
-        details.append(f"{recall} recall")
-    if axes.get("output_gate", "released") != "released":
-        details.append(f"{axes['output_gate']} output gate")
-    weight = axes.get("l1_weight")
-    if weight is not None and not math.isclose(float(weight), RELEASE_L1_WEIGHT, abs_tol=1e-9):
-        weight = float(weight)
-        details.append("l1 only" if weight == 1 else "l2 only" if weight == 0 else f"l1+l2 (w={weight:.2g})")
-    if axes.get("init") == "finetuned":
-        details.append("finetuned")
-    return ", ".join([name, *details])
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Building
 
@@ -396,41 +354,36 @@ def _dataset_order(datasets: Iterable[Any]) -> tuple[str, ...]:
     return tuple(sorted(present, key=lambda d: (known.index(d) if d in known else len(known), str(d))))
 
 
-def row_key(run: pd.Series) -> tuple:
-    values = tuple(run.get(axis) for axis in ROW_AXES)
-    if not all(is_present(v) for v in values):
-        return ("run", run["run_dir"])  # axes unknown (an unreadable record): a row of its own
-    return tuple(round(float(v), 9) if axis == "l1_weight" else v for axis, v in zip(ROW_AXES, values, strict=True))
-
-
 def _build(
     runs: pd.DataFrame, metrics: tuple[str, ...], with_baselines: bool, with_published: bool, title: str
 ) -> StudyTable:
+    axes = row_axes(runs)
+    runs = with_axes(runs, axes)
     datasets = _dataset_order(runs["dataset"])
     if not datasets:
         datasets = ("unknown",)
     finished = runs[_finished(runs)]
     test_sets = {d: _single(runs.loc[runs["dataset"] == d, "test_set"]) for d in datasets}
     conventions = {d: _single(finished.loc[finished["dataset"] == d, "ssim_convention"]) for d in datasets}
-    _check_duplicate_seeds(runs)
+    _check_duplicate_seeds(runs, axes)
 
     raw_rows: list[tuple[str, str, dict, Any]] = []  # (name, kind, {(dataset, metric): Cell without bold}, axes|source)
     keyed: dict[tuple, list[int]] = {}
     for index, run in runs.iterrows():
-        keyed.setdefault(row_key(run), []).append(index)
-    for key, index in sorted(keyed.items(), key=lambda item: row_order(item[0])):
+        keyed.setdefault(row_key(run, axes), []).append(index)
+    for key, index in sorted(keyed.items(), key=lambda item: row_order(item[0], axes)):
         group = runs.loc[index]
         if key[0] == "run":
-            axes: dict[str, Any] = {}
+            values: dict[str, Any] = {}
             name = f"{group['run_name'].iloc[0]} (unreadable record)"
         else:
-            axes = dict(zip(ROW_AXES, key, strict=True))
-            name = variant_name(axes)
+            values = dict(zip((a.name for a in axes), key, strict=True))
+            name = row_name(key, axes)
         cells = {}
         for dataset in datasets:
             on_dataset = group if key[0] == "run" else group[group["dataset"] == dataset]
             cells.update(_variant_cells(on_dataset, dataset, metrics))
-        raw_rows.append((name, "variant", cells, axes))
+        raw_rows.append((name, "variant", cells, values))
 
     if with_baselines:
         for baseline in BASELINES:
@@ -470,33 +423,22 @@ def _single(values: pd.Series) -> str | None:
     return present[0] if len(present) == 1 else None if not present else " / ".join(map(str, present))
 
 
-def row_order(key: tuple) -> tuple:
-    """The release's E3D-LSTM first, then by how many axes differ from it, then by name."""
-    if key[0] == "run":
-        return (len(ROW_AXES) + 1, str(key))
-    axes = dict(zip(ROW_AXES, key, strict=True))
-    changed = sum(
-        not math.isclose(float(axes[a]), RELEASE_AXES[a]) if a == "l1_weight" else axes[a] != RELEASE_AXES[a]
-        for a in ROW_AXES
-    )
-    return (changed, variant_name(axes))
-
-
-def _check_duplicate_seeds(runs: pd.DataFrame) -> None:
+def _check_duplicate_seeds(runs: pd.DataFrame, axes: tuple[Axis, ...]) -> None:
     counts: dict[tuple, list[str]] = {}
     for _, run in runs.iterrows():
-        key = row_key(run)
+        key = row_key(run, axes)
         if key[0] != "run":
             counts.setdefault((key, run["dataset"], run["seed"]), []).append(run["run_dir"])
     clashes = {key: dirs for key, dirs in counts.items() if len(dirs) > 1}
     if clashes:
         lines = [
-            f"  {variant_name(dict(zip(ROW_AXES, key, strict=True)))} on {dataset}, seed {seed}: {', '.join(dirs)}"
+            f"  {row_name(key, axes)} on {dataset}, seed {seed}: {', '.join(dirs)}"
             for (key, dataset, seed), dirs in clashes.items()
         ]
         raise IncomparableRunsError(
-            "several runs share their axes and seed, so a cell would average runs that differ in something outside "
-            "the axes (a profile, steps, learning rate...) as if they were seeds:\n"
+            "several runs share their axes and seed (every config key that varies among these runs is an axis, so "
+            "these trained the same config: the same run twice, e.g. in two sweeps), and a cell would average them "
+            "as if they were seeds:\n"
             + "\n".join(lines)
             + "\nreport each sweep folder as a section of its own (`launch.py report runs/demo runs/search`)"
         )

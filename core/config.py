@@ -98,9 +98,13 @@ class ModelConfig:
     """added to the memory's forget gate pre-activation"""
 
 
+RELEASE_L1_WEIGHT = 2 / 3
+"""The release's loss ``sum(e^2)/2 + sum|e|`` as our ``w * mean|e| + (1 - w) * mean(e^2)`` (see core/losses.py)."""
+
+
 @dataclass(frozen=True)
 class LossConfig:
-    l1_weight: float = 2 / 3
+    l1_weight: float = RELEASE_L1_WEIGHT
     """loss = w * mean|e| + (1 - w) * mean(e^2); 0 is l2 only, 1 is l1 only, 2/3 the release's mix"""
 
 

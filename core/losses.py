@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-RELEASE_L1_WEIGHT = 2 / 3
+from core.config import RELEASE_L1_WEIGHT
+
+__all__ = ["RELEASE_L1_WEIGHT", "prediction_loss"]
 
 
 def prediction_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float) -> dict[str, torch.Tensor]:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from core.axes import recorded_axes
 from core.config import Config, config_hash, to_dict, to_yaml
 from core.io import DataError, atomic_write
 
@@ -84,19 +85,9 @@ _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGN
 
 
 def axes(cfg: Config) -> dict[str, Any]:
-    """The ablation axes and identifiers of a run, flat: W&B groups by them, tables read them from summary.json."""
-    return {
-        "variant": cfg.variant,
-        "dataset": cfg.data.dataset,
-        "conv": cfg.model.conv,
-        "residual": cfg.model.residual,
-        "memory_flow": cfg.model.memory_flow,
-        "recall": cfg.model.recall,
-        "output_gate": cfg.model.output_gate,
-        "l1_weight": cfg.loss.l1_weight,
-        "init": "finetuned" if cfg.train.init_from else "scratch",
-        "seed": cfg.train.seed,
-    }
+    """The ablation axes and identifiers of a run, flat (:data:`core.axes.RECORDED`): W&B groups by them, tables
+    read them from summary.json."""
+    return recorded_axes(to_dict(cfg))
 
 
 def wandb_run_id(run_name: str, cfg: Config) -> str:

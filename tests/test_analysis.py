@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from analysis.collect import COLUMNS, collect, find_run_dirs
-from analysis.tables import IncomparableRunsError, study_table, variant_name
+from analysis.tables import IncomparableRunsError, study_table
+from core.axes import variant_name
 from core.config import load
 from core.tracking import Tracker
 
@@ -315,9 +316,18 @@ def test_mixing_ssim_conventions_raises(tmp_path):
     assert sorted(t.ssim_conventions["moving_mnist"] for t in tables) == ["ours", "release"]
 
 
-def test_runs_with_the_same_axes_and_seed_are_not_averaged(tmp_path):
-    record_run(tmp_path / "demo", "a", ("--train.steps=10",))
-    record_run(tmp_path / "paper", "a", ("--train.steps=20",))
+def test_runs_that_differ_outside_the_study_axes_are_rows_of_their_own(tmp_path):
+    """Any config key is an axis: two profiles' runs are two rows, never averaged as if they were seeds."""
+    record_run(tmp_path / "demo", "a", ("--train.steps=10",), {"mse": 60.0, "mae": 1.0, "psnr": 1.0, "ssim": 0.5})
+    record_run(tmp_path / "paper", "a", ("--train.steps=20",), {"mse": 40.0, "mae": 1.0, "psnr": 1.0, "ssim": 0.5})
+    table = study_table(collect(tmp_path), baselines=False)
+    assert [row.name for row in table.rows] == ["E3D-LSTM, steps=10", "E3D-LSTM, steps=20"]
+    assert table.cell("E3D-LSTM, steps=20", "moving_mnist", "mse").mean == 40.0
+
+
+def test_the_same_run_twice_is_not_averaged(tmp_path):
+    record_run(tmp_path / "demo", "a")
+    record_run(tmp_path / "search", "a")
     with pytest.raises(IncomparableRunsError, match="share their axes and seed"):
         study_table(collect(tmp_path))
 

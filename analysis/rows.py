@@ -1,0 +1,73 @@
+"""What makes a table row: the axes a set of runs varies, each run's values of them, and the rows' names and order.
+
+Every study axis (:data:`core.axes.STUDY_AXES`) is a row axis; so is any other config key whose value differs among
+the runs shown together (a sweep over ``train.lr`` gets rows "E3D-LSTM, lr=0.001" and "E3D-LSTM, lr=0.002"). Keys
+that only say where or how a run executed are never axes (:data:`core.axes.NOT_AXES`), and neither are the
+identifiers: datasets are columns and seeds are averaged over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from core.axes import IDENTITY, STUDY_AXES, Axis, axis, canonical, variant_name
+
+_FIXED_KEYS = {a.key for a in (*STUDY_AXES, *IDENTITY)}
+
+
+def row_axes(runs: pd.DataFrame) -> tuple[Axis, ...]:
+    """The study's axes, then every other config key whose value differs among ``runs`` (by key)."""
+    configs = [c for c in runs["config"] if isinstance(c, dict)] if "config" in runs else []
+    keys = sorted({key for c in configs for key in c} - _FIXED_KEYS)
+    varying = [key for key in keys if len({repr(c.get(key)) for c in configs}) > 1]
+    return (*STUDY_AXES, *(axis(key) for key in varying))
+
+
+def value(run: pd.Series, each: Axis) -> Any:
+    """A run's value of an axis, canonical: a study axis from its column, any other from its ``config``."""
+    if each in STUDY_AXES:
+        return _canonical_or_none(run.get(each.name))
+    config = run.get("config")
+    return config.get(each.key) if isinstance(config, dict) else None
+
+
+def with_axes(runs: pd.DataFrame, axes: tuple[Axis, ...]) -> pd.DataFrame:
+    """``runs`` with a column of canonical values per axis (for grouping by them)."""
+    return runs.assign(**{each.name: [value(run, each) for _, run in runs.iterrows()] for each in axes})
+
+
+def row_key(run: pd.Series, axes: tuple[Axis, ...]) -> tuple:
+    """A run's row: its axis values, or ``("run", run_dir)`` when they are unknown (an unreadable record)."""
+    values = tuple(value(run, each) for each in axes)
+    if not all(_present(v) for v in values[: len(STUDY_AXES)]):
+        return ("run", run["run_dir"])
+    return values
+
+
+def row_name(key: tuple, axes: tuple[Axis, ...]) -> str:
+    return variant_name(dict(zip((a.name for a in axes), key, strict=True)), axes)
+
+
+def row_order(key: tuple, axes: tuple[Axis, ...]) -> tuple:
+    """The release's E3D-LSTM first, then by how many axes differ from it, then by name."""
+    if key[0] == "run":
+        return (len(axes) + 1, str(key))
+    changed = sum(not each.is_release(value) for each, value in zip(axes, key, strict=True))
+    return (changed, row_name(key, axes))
+
+
+def run_name(run: pd.Series, axes: tuple[Axis, ...]) -> str:
+    """A run's row name, or its folder's name when its axes are unknown."""
+    key = row_key(run, axes)
+    return str(run["run_name"]) if key[0] == "run" else row_name(key, axes)
+
+
+def _canonical_or_none(value: Any) -> Any:
+    return canonical(value) if _present(value) else None
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

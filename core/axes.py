@@ -1,0 +1,210 @@
+"""The axes: the one table of what an ablation varies, read by every layer; nothing else spells an axis.
+
+An :class:`Axis` is a config key with what each layer needs to show it: the name it has in run records, W&B's config
+and the analysis frames (``conv``), a label for tables, legends and effects ("convolution"), the release's value (a
+row names only the axes off it), how a row names another value ("residuals", "l1 only"), and whether it changes
+weight shapes (cells that differ in such an axis cannot finetune from one another).
+
+- :data:`STUDY_AXES` are the study's axes and the release-vs-paper switches: every run records them (summary.json's
+  ``axes``, W&B's top-level config keys), every table has a row axis for each.
+- :data:`IDENTITY` (dataset, seed) identify a run without making a row: datasets are columns, seeds are averaged.
+- Any other config key is an axis too (:func:`axis`): its name is the key's last part (``train.lr`` -> ``lr``), its
+  release value the config's default, and a row names it ``lr=0.002``. A report makes it a row axis when it varies
+  among the runs it shows.
+
+This module is plain Python (no torch, no W&B), so the analysis side reads it without the model's dependencies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from core.config import BEFORE_FIELD, RELEASE_L1_WEIGHT, Config, to_dict, valid_keys
+
+
+def canonical(value: Any) -> Any:
+    """An axis value as a hashable, comparable key: floats rounded to 9 decimals (so 0.1 + 0.2 and 0.3 are one
+    value), lists as tuples, numpy scalars as Python's."""
+    if hasattr(value, "item") and not isinstance(value, list | tuple | dict):  # numpy scalars
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, list | tuple):
+        return tuple(canonical(v) for v in value)
+    return value
+
+
+def shown(value: Any) -> str:
+    """A value as a table or legend shows it: on/off, 0.002, 32,32."""
+    value = canonical(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(shown(v) for v in value)
+    return str(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    name: str
+    """the column in run records and analysis frames, and W&B's top-level config key ("conv")"""
+    key: str
+    """the dotted config key it reads ("model.conv")"""
+    label: str
+    """for tables, legends and effects ("convolution")"""
+    release: Any
+    """the release's value: a row's name mentions only the axes off it"""
+    shapes: bool = False
+    """changes weight shapes: cells that differ in it cannot finetune from one another"""
+    phrase: Callable[[Any], str] | None = None
+    """how a row names a value off the release's; default ``name=value``"""
+    read: Callable[[Any], Any] = _identity
+    """the axis value from the config value (``init`` reads ``train.init_from`` as scratch or finetuned)"""
+
+    def of(self, config: Mapping[str, Any] | None) -> Any:
+        """This axis's value in a resolved config given as nested dicts (``to_dict``, config.yaml); None if absent."""
+        node: Any = config
+        for part in self.key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None if self.read is _identity else self.read(None)
+            node = node[part]
+        return self.read(node)
+
+    def is_release(self, value: Any) -> bool:
+        return canonical(value) == canonical(self.release)
+
+    def describe(self, value: Any) -> str:
+        """How a row names ``value``: ``residuals``, ``l1 only``, ``lr=0.002``."""
+        return self.phrase(value) if self.phrase is not None else f"{self.name}={shown(value)}"
+
+
+def _weight(value: Any) -> str:
+    weight = float(value)
+    return "l1 only" if weight == 1 else "l2 only" if weight == 0 else f"l1+l2 (w={weight:.2g})"
+
+
+STUDY_AXES: tuple[Axis, ...] = (
+    Axis("conv", "model.conv", "convolution", "3d", shapes=True, phrase=lambda v: f"{v} convolution"),
+    Axis("residual", "model.residual", "residual connections", False, phrase=lambda v: "residuals" if v else "plain"),
+    Axis("memory_flow", "model.memory_flow", "memory flow", "released", phrase=lambda v: f"{v} memory flow"),
+    Axis("recall", "model.recall", "recall", "released", phrase=lambda v: "no recall" if v == "off" else f"{v} recall"),
+    Axis("output_gate", "model.output_gate", "output gate", "released", phrase=lambda v: f"{v} output gate"),
+    Axis("l1_weight", "loss.l1_weight", "l1 weight", RELEASE_L1_WEIGHT, phrase=_weight),
+    Axis(
+        "init",
+        "train.init_from",
+        "initialisation",
+        "scratch",
+        phrase=str,
+        read=lambda init_from: "finetuned" if init_from else "scratch",
+    ),  # fmt: skip
+)
+"""The study's axes and the release-vs-paper switches, in the order a row's name and a table's rows use."""
+
+IDENTITY: tuple[Axis, ...] = (
+    Axis("dataset", "data.dataset", "dataset", "moving_mnist"),
+    Axis("seed", "train.seed", "seed", 0),
+)
+"""What identifies a run without making a table row: datasets are columns, seeds are averaged over."""
+
+RECORDED: tuple[Axis, ...] = (IDENTITY[0], *STUDY_AXES, IDENTITY[1])
+"""What every run records as its axes (summary.json, W&B's config), in this order."""
+
+NOT_AXES = ("variant", "train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers",
+            "data.data_dir", "tracking.")  # fmt: skip
+"""Keys (or key prefixes) that say where or how a run is recorded or executed, not what it computes: never axes."""
+
+SHAPE_KEYS = frozenset({"model.name", "model.hidden", "model.conv", "model.filter_size", "model.window",
+                        "model.patch_size", "model.layer_norm", "data.channels"})  # fmt: skip
+"""Config keys whose value changes the model's weight shapes."""
+
+_RESERVED = frozenset({"step", "status", "name", "variant", "mse", "mae", "ssim", "psnr", "test_set", "command"})
+
+
+def axis(key: str) -> Axis:
+    """The axis of a dotted config key (or of an axis name from the table): the table's entry, else one derived."""
+    for known in RECORDED:
+        if key in (known.name, known.key):
+            return known
+    return _derived(key)
+
+
+@functools.cache
+def _derived(key: str) -> Axis:
+    if key not in valid_keys():
+        raise KeyError(f"{key!r} is not a config key")
+    last = key.rsplit(".", 1)[-1]
+    taken = {a.name for a in RECORDED} | _RESERVED
+    name = last if last not in taken else key.replace(".", "_")
+    default = Axis(name, key, name, None).of(to_dict(Config()))
+    return Axis(name, key, last.replace("_", " "), default, shapes=key in SHAPE_KEYS)
+
+
+def is_axis_key(key: str) -> bool:
+    """Whether a dotted config key can be an axis (it changes what a run computes)."""
+    return not any(key == skip or (skip.endswith(".") and key.startswith(skip)) for skip in NOT_AXES)
+
+
+def axis_values(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A resolved config (nested dicts, as config.yaml holds it) as ``{dotted key: canonical value}`` for every key
+    that can be an axis; a key the record predates reads as the value runs had before it (``BEFORE_FIELD``)."""
+    values: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for name, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{name}.")
+            elif is_axis_key(f"{prefix}{name}"):
+                values[f"{prefix}{name}"] = canonical(value)
+
+    walk(config or {}, "")
+    for key, before in BEFORE_FIELD.items():
+        values.setdefault(key, canonical(before))
+    for key, default in _defaults().items():  # a field added later without a BEFORE_FIELD entry: its default
+        values.setdefault(key, default)
+    return values
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return {key: canonical(axis(key).release) for key in valid_keys() if is_axis_key(key)}
+
+
+def recorded_axes(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every run's recorded axes and its variant, from its resolved config as nested dicts."""
+    config = config or {}
+    return {"variant": config.get("variant"), **{a.name: a.of(config) for a in RECORDED}}
+
+
+def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES) -> str:
+    """A readable name from a row's axis values, naming only what differs from the release's E3D-LSTM.
+
+    ``{"conv": "3d"}`` -> "E3D-LSTM"; ``{"conv": "2d"}`` -> "E2D-LSTM"; residuals, finetuned, l1 weight 1 ->
+    "E3D-LSTM + residuals, l1 only, finetuned"; with ``train.lr`` an axis: "E3D-LSTM, lr=0.002".
+    """
+    name = "E2D-LSTM" if values.get("conv") == "2d" else "E3D-LSTM"
+    if values.get("residual"):
+        name += " + residuals"
+    details = []
+    for each in axes:
+        value = values.get(each.name)
+        if each.name in ("conv", "residual") or not _present(value) or each.is_release(value):
+            continue
+        details.append(each.describe(value))
+    return ", ".join([name, *details])
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
