@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -45,7 +46,9 @@ from typing import Any
 
 import yaml
 
-from core.config import ALIASES, Config, ConfigError, valid_keys
+from core.config import ALIASES, Config, ConfigError, config_hash, valid_keys
+from core.io import atomic_write
+from core.tracking import SWEEP_CELLS
 
 # W&B's sweep schema rejects any other top-level key, so ours ride as constant parameters or command-line flags.
 TOP_LEVEL_KEYS = (
@@ -67,6 +70,7 @@ EARLY_TERMINATE_FIELDS = ("type", "min_iter", "max_iter", "eta")
 MEDIAN_STARTUP_TRIALS = 2  # the median pruner waits for this many finished trials before pruning any
 
 # Ledger defaults: a worker's heartbeat every 10 s; a cell silent for 30 s is declared dead and re-enqueued.
+CELL_THREADS = 1  # torch threads a cell computes with unless its config says: the same result whatever the workers
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 MAX_RETRY = 3  # a cell that kills its worker this many times is left failed rather than retried forever
@@ -105,7 +109,7 @@ class Cell:
     """One cell (of a grid or ablation, or a search's trial): its parameters, a stable id, a readable name, and where
     its run lives."""
 
-    id: str  # short hash of the cell's sorted parameter dict: the same cell has the same id on every load
+    id: str  # the hash of the cell's resolved config: the same config has the same id in every sweep, on every load
     name: str  # from its axis values, e.g. conv=3d-residual=true-l1_weight=0.5-seed=0 (a trial: trial=3-l1_weight=...)
     params: dict[str, Any]  # every parameter of the cell, constants included, as written in the file
     axes: dict[str, Any]  # the ones that vary across the grid
@@ -361,11 +365,6 @@ def expand_ablation(parameters: tuple[Parameter, ...]) -> list[dict[str, Any]]:
     return [base, *({**base, p.name: value} for p in axes for value in p.values[1:])]
 
 
-def cell_id(params: dict[str, Any]) -> str:
-    """A short stable hash of a cell's sorted parameter dict."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
 def _text(value: Any) -> str:
     """A parameter value as the command line and names write it (true, 0.5, 64,64, none)."""
     if isinstance(value, bool):
@@ -432,16 +431,24 @@ def _load_params(params: dict[str, Any], where: str) -> Config:
 
 
 def _make_cell(sweep: Sweep, params: dict[str, Any], axes: dict[str, Any], where: str, prefix: str = "") -> Cell:
-    """A cell of ``params`` (its config loaded, so a bad value fails here), named from ``axes`` after ``prefix``."""
+    """A cell of ``params`` (its config loaded, so a bad value fails here), named from ``axes`` after ``prefix``.
+
+    Its identity is its resolved config: the id is the config's hash and ends the run folder's name, so a cell whose
+    files (variant, base, profile) changed is a new cell in a new folder, and the old run stays on disk as stale. It
+    computes with ``train.threads`` = 1 unless its config sets it, so its result is the same whatever the workers."""
     cfg = _load_params(params, where)
+    pinned = () if cfg.train.threads is not None else (f"--train.threads={CELL_THREADS}",)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cfg.train.threads or CELL_THREADS))
     # A search's sampled floats are named to 4 significant digits (the config keeps them whole).
     shown = {k: float(f"{v:.4g}") if prefix and isinstance(v, float) else v for k, v in axes.items()}
     name = prefix + cell_name(shown, cfg.train.seed)
     tags = ",".join(f"{key}={_text(value)}" for key, value in zip(_short_names(list(axes)).values(), shown.values(),
                                                                   strict=True))  # fmt: skip
-    overrides = (*_overrides(params), f"--tracking.group={sweep.name}", *([f"--tracking.tags={tags}"] * bool(tags)))
-    run_dir = str(Path(cfg.train.runs_dir) / sweep.name / name)
-    return Cell(cell_id(params), name, params, axes, run_dir, overrides)
+    overrides = (*_overrides(params), *pinned, f"--tracking.group={sweep.name}",
+                 *([f"--tracking.tags={tags}"] * bool(tags)))  # fmt: skip
+    identity = config_hash(cfg)
+    run_dir = str(Path(cfg.train.runs_dir) / sweep.name / f"{name}-{identity}")
+    return Cell(identity, name, params, axes, run_dir, overrides)
 
 
 def _with_cells(sweep: Sweep, combos: list[dict[str, Any]]) -> Sweep:
@@ -456,7 +463,7 @@ def _with_cells(sweep: Sweep, combos: list[dict[str, Any]]) -> Sweep:
         raise SweepError(f"{sweep.path}: every cell must share train.runs_dir (the sweep's ledger lives there)")
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids) or len({c.name for c in cells}) != len(cells):
-        raise SweepError(f"{sweep.path}: two cells have the same parameters or name")
+        raise SweepError(f"{sweep.path}: two cells have the same name or resolve to the same config")
     return dataclasses.replace(sweep, cells=tuple(cells), folder=folders.pop())
 
 
@@ -605,6 +612,11 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
             study.enqueue_trial(
                 _fixed_params(cell), user_attrs={"cell_id": cell.id, "cell_name": cell.name}, skip_if_exists=True
             )
+        if sweep.method in CELL_METHODS:  # what a report reads to tell current cells from stale ones
+            listing = {"sweep": sweep.path, "cells": [{"id": c.id, "name": c.name, "run_dir": c.run_dir}
+                                                      for c in sweep.cells]}  # fmt: skip
+            with atomic_write(Path(sweep.folder) / SWEEP_CELLS, "w") as handle:
+                json.dump(listing, handle, indent=1)
 
 
 def _sampler(sweep: Sweep, worker: int):
@@ -684,6 +696,7 @@ def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
     def on_eval(step: int, scores) -> bool:
         return report is not None and bool(report(step, float(getattr(scores, score))))
 
+    _reuse_finished_run(cell, f"val/{score}", report)
     result = train(cell_config(cell), run_dir=cell.run_dir, on_eval=on_eval, progress=False)
     if result.status != "finished":
         summary = Path(result.run_dir) / "summary.json"
@@ -697,6 +710,33 @@ def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
     if value is None:
         raise CellFailed("failed", f"the run's summary has no {metric}")
     return float(value)
+
+
+def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> None:
+    """Copy a finished run of the same resolved config (the same id) from another sweep's folder into the cell's, so
+    the trainer finds it finished instead of training it again, and replay its validations to ``report`` (a search's
+    pruner learns from them as from a run it watched). W&B's files stay behind: that run is the other sweep's."""
+    run_dir = Path(cell.run_dir)
+    if run_dir.exists():
+        return
+    for other in sorted(run_dir.parent.parent.glob(f"*/*-{cell.id}")):
+        summary = other / "summary.json"
+        record = json.loads(summary.read_text()) if other != run_dir and summary.is_file() else {}
+        if record.get("status") != "finished" or record.get("config_hash") != cell.id:
+            continue
+        copying = run_dir.with_name(f".{run_dir.name}.copying")
+        shutil.rmtree(copying, ignore_errors=True)
+        shutil.copytree(other, copying, ignore=shutil.ignore_patterns("wandb"))
+        with atomic_write(copying / "summary.json", "w") as handle:
+            json.dump({**record, "reused_from": str(other)}, handle, indent=2)
+        os.replace(copying, run_dir)  # whole or not at all
+        print(f"{cell.name}: the same config finished in {other}; reusing it", flush=True)
+        if report is not None:
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                if isinstance(row.get(reported), int | float):
+                    report(int(row["step"]), float(row[reported]))
+        return
 
 
 class _Heartbeat:

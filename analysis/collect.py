@@ -5,7 +5,8 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 
 - identity: ``run_dir``, ``run_name`` (the folder's name), ``variant``, ``config_hash``;
 - ``status``: summary.json's (finished, failed, diverged, killed, pruned, running), ``no summary`` for a folder whose
-  summary.json is missing, ``unreadable`` for a record that cannot be parsed; ``status_reason``: the recorded reason
+  summary.json is missing, ``unreadable`` for a record that cannot be parsed, ``stale`` for a sweep's run that is no
+  longer one of its cells; ``status_reason``: the recorded reason
   or error, if any;
 - the axes (:data:`AXES`): ``dataset``, ``conv``, ``residual``, ``memory_flow``, ``recall``, ``output_gate``,
   ``l1_weight``, ``init`` (scratch or finetuned), ``seed``;
@@ -32,6 +33,7 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +42,8 @@ from typing import Any
 import pandas as pd
 
 from core.axes import RECORDED, axis_values, recorded_axes
-from core.tracking import read_run
+from core.io import DataError
+from core.tracking import SWEEP_CELLS, read_run
 
 METRICS = ("mse", "mae", "psnr", "ssim")
 """Final test metrics, as the trainer stores them under ``test/<name>`` (per frame: ``test/<name>_by_frame``)."""
@@ -91,9 +94,30 @@ def find_run_dirs(root: str | Path) -> list[Path]:
 
 
 def collect(root: str | Path) -> pd.DataFrame:
-    """One row per run folder under ``root`` (columns: :data:`COLUMNS`), sorted by ``run_dir``."""
+    """One row per run folder under ``root`` (columns: :data:`COLUMNS`), sorted by ``run_dir``.
+
+    In a sweep's folder, a run whose config is no longer one of the sweep's cells (its variant, base or profile file
+    changed since) is ``stale``: it stays in the record but a report never shows it as a current cell."""
     rows = [run_row(path) for path in find_run_dirs(root)]
+    _mark_stale(rows, Path(root) / SWEEP_CELLS)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _mark_stale(rows: list[dict[str, Any]], listing: Path) -> None:
+    if not listing.is_file():
+        return
+    try:
+        cells = json.loads(listing.read_text())
+        current = {cell["id"] for cell in cells["cells"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{listing}: not a readable list of the sweep's cells ({error})") from error
+    for row in rows:
+        if row["config_hash"] is not None and row["config_hash"] not in current:
+            row["status_reason"] = (
+                f"stale ({row['status']}): its config (hash {row['config_hash']}) is no longer a cell of "
+                f"{cells.get('sweep', 'the sweep')}, whose files changed since it ran"
+            )
+            row["status"] = "stale"
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from analysis.rows import row_axes, row_key, run_name
 from analysis.tables import DATASET_LABELS, is_present
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
-STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary"}
+STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary", "stale"}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
@@ -105,7 +105,7 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
             parts.append(_figure(section.figures[name], title))
         else:
             parts.append(f'<p class="problem">{_e(title)}: not drawn ({_e(section.figure_problems[name])})</p>')
-    gifs = _gifs(runs)
+    gifs = _gifs(runs[runs["status"] != "stale"])
     if gifs:
         parts.append("<h3>Predicted test sequences</h3>")
         parts.append('<p>Each animation: ground truth on the left, prediction on the right, one test sequence a row; '

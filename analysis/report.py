@@ -140,8 +140,11 @@ def _write_tables(tables: list[StudyTable], folder: Path) -> list[Path]:
     return written
 
 
-def _write_section(title: str, runs: pd.DataFrame, folder: Path, published: bool) -> Section:
-    section = Section(title, runs, folder)
+def _write_section(title: str, everything: pd.DataFrame, folder: Path, published: bool) -> Section:
+    """Tables, effects and figures of the section's current runs; runs.csv and the page's run list hold stale runs
+    too (a sweep's runs whose config is no longer one of its cells), marked so."""
+    section = Section(title, everything, folder)
+    runs = everything[everything["status"] != "stale"]
     section.tables = study_table(runs, published=published, split_by_test_set=True)
     section.written += _write_tables(section.tables, folder)
     section.effects = axis_effects(runs)
@@ -155,7 +158,7 @@ def _write_section(title: str, runs: pd.DataFrame, folder: Path, published: bool
         section.written.append(folder / "l1_weight.csv")
     extra = [each for each in row_axes(runs) if each.name not in AXES]
     columns = [*RUNS_CSV_COLUMNS[:3], *AXES, *(each.name for each in extra), *RUNS_CSV_COLUMNS[3 + len(AXES) :]]
-    _write_text(folder / "runs.csv", with_axes(runs, tuple(extra))[columns].to_csv(index=False))
+    _write_text(folder / "runs.csv", with_axes(everything, tuple(extra))[columns].to_csv(index=False))
     section.written.append(folder / "runs.csv")
 
     # Figures per dataset when a section holds several (their frames and test sets differ); runs without a dataset

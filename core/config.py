@@ -144,6 +144,8 @@ class TrainConfig:
     """bf16: forward, loss and evaluation under bfloat16 autocast (weights and metrics stay float32)"""
     compile: bool = False
     """run the model through torch.compile (minutes to compile on a CPU; same checkpoints)"""
+    threads: int | None = None
+    """torch threads to compute with (results differ slightly between counts); none: torch's, 1 in a sweep's cells"""
     runs_dir: str = "runs"
     """where run folders are made"""
     run_name: str | None = None
@@ -491,6 +493,7 @@ def validate(cfg: Config) -> Config:
             "and train.eval_batch_size must be positive",
         ),
         (t.lr > 0, "train.lr", "must be positive"),
+        (t.threads is None or t.threads >= 1, "train.threads", "must be at least 1 (or none)"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1", "and train.beta2 must lie in [0, 1)"),
         (0 <= t.sampling_start <= 1, "train.sampling_start", "must lie in [0, 1]"),
         (t.sampling_rate >= 0 and t.sampling_stop >= 0, "train.sampling_rate", "and train.sampling_stop must be >= 0"),
@@ -541,7 +544,8 @@ def to_yaml(cfg: Config) -> str:
 # Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash.
 _UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
-BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16]}
+BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
+                "train.threads": None}  # fmt: skip
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
 read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
 (its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them. (Fidelity-1

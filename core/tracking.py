@@ -63,6 +63,9 @@ EXIT_CODES = {"finished": 0, "pruned": 0, "diverged": 1, "failed": 1, "killed": 
 SUMMARY_KEYS = ("status", "variant", "config_hash", "axes", "metrics", "started", "updated", "resumes", "wandb")
 """summary.json's own keys; extra fields given to :meth:`Tracker.summary` may not reuse them."""
 
+SWEEP_CELLS = "cells.json"
+"""In a sweep's folder: its current cells (id = config hash, name, run folder) as its file read at its last run."""
+
 FINISH_TIMEOUT_S = 10.0
 """How long :meth:`Tracker.finish` waits for W&B's transaction log to receive its exit record."""
 

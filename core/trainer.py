@@ -282,6 +282,8 @@ def train(
         return finished
     device = pick_device(cfg.train.device)
     check_precision(cfg.train.precision, device)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
     model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
@@ -328,12 +330,12 @@ def train(
     return result
 
 
-def _execution(cfg: Config, device: torch.device) -> dict[str, str | bool]:
-    """How the run executes, for its summary: device (and the GPU's name), precision, compile."""
-    where = {"device": str(device)}
+def _execution(cfg: Config, device: torch.device) -> dict[str, str | bool | int]:
+    """How the run executes, for its summary: device (and the GPU's name), threads, precision, compile."""
+    where: dict[str, str | bool | int] = {"device": str(device)}
     if device.type == "cuda":
         where["gpu"] = torch.cuda.get_device_name(device)
-    return {**where, "precision": cfg.train.precision, "compile": cfg.train.compile}
+    return {**where, "threads": torch.get_num_threads(), "precision": cfg.train.precision, "compile": cfg.train.compile}
 
 
 def _finished_result(run_dir: Path) -> TrainResult | None:

@@ -29,7 +29,7 @@ from ablations.sweep import (
     train_cell,
     work,
 )
-from core.config import ALIASES
+from core.config import ALIASES, config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = str(ROOT / "ablations/moving_mnist/e3d_baseline.yaml")
@@ -95,9 +95,10 @@ def test_demo_grid_expands_to_eight_named_cells_with_stable_ids():
     names = [c.name for c in sweep.cells]
     assert names[:2] == ["conv=3d-residual=false-l1_weight=0.0-seed=0", "conv=3d-residual=false-l1_weight=0.5-seed=0"]
     assert names[-1] == "conv=2d-residual=true-l1_weight=0.5-seed=0"
-    assert all(Path(c.run_dir) == Path("runs/demo") / c.name for c in sweep.cells)
+    assert all(Path(c.run_dir) == Path("runs/demo") / f"{c.name}-{c.id}" for c in sweep.cells)
     cell = sweep.cells[-1]
     cfg = cell_config(cell)
+    assert cell.id == config_hash(cfg) and cfg.train.threads == 1  # its identity is what it trains
     assert (cfg.model.conv, cfg.model.residual, cfg.loss.l1_weight, cfg.train.seed) == ("2d", True, 0.5, 0)
     assert cfg.model.hidden == (32, 32)  # the demo profile applied
     assert cfg.tracking.group == "demo"
@@ -244,7 +245,7 @@ def test_tpe_finds_the_optimum_from_the_release_value_and_prunes_bad_trials(tmp_
     first = summary.cells[0]
     assert first.cell.name == "trial=0-l1_weight=0.6667-seed=0"
     assert first.cell.params["loss.l1_weight"] == pytest.approx(2 / 3) and first.status == "done"
-    assert Path(first.cell.run_dir) == tmp_path / "runs/grid/trial=0-l1_weight=0.6667-seed=0"
+    assert Path(first.cell.run_dir) == tmp_path / f"runs/grid/trial=0-l1_weight=0.6667-seed=0-{first.cell.id}"
     assert "--loss.l1_weight=0.6666666666666666" in first.cell.overrides  # the config gets the value whole
     best = summary.best
     # Measured: TPE's best is 0.30001 in 10 trials; random sampling's best, same seed and budget, 0.42.
@@ -421,9 +422,9 @@ def test_train_cell_trains_the_cell_in_its_sweep_folder(tmp_path):
     sweep = load_sweep(path)
     cell = sweep.cells[-1]
     value = train_cell(cell, "test/mse")
-    summary = json.loads((tmp_path / "runs/grid" / cell.name / "summary.json").read_text())
+    summary = json.loads((Path(cell.run_dir) / "summary.json").read_text())
     assert summary["status"] == "finished" and value == pytest.approx(summary["metrics"]["test/mse"])
-    saved = yaml.safe_load((tmp_path / "runs/grid" / cell.name / "config.yaml").read_text())
+    saved = yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text())
     assert saved["model"]["conv"] == "2d" and saved["model"]["residual"] is True and saved["loss"]["l1_weight"] == 0.5
     assert saved["tracking"]["group"] == "grid"
 
@@ -445,6 +446,67 @@ def test_train_cell_reports_each_evaluation_and_stops_when_told(tmp_path):
     assert (Path(cell.run_dir) / "checkpoints/last.pt").is_file()  # a pruned run keeps its last checkpoint
 
 
+def _tiny_grid(tmp_path: Path, name: str = "grid", **changes) -> Path:
+    """The tiny variant over residual off/on at l1 weight 0.5: two real cells that train in about a second each."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    variant = tmp_path / "tiny.yaml" if (tmp_path / "tiny.yaml").is_file() else write_tiny_variant(tmp_path)
+    tiny = {"name": name, "variant": {"value": str(variant)}, "profile": None, "loss.l1_weight": {"value": 0.5},
+            "model.conv": {"value": "3d"}, "train.runs_dir": {"value": str(tmp_path / "runs")}}  # fmt: skip
+    return write_sweep(tmp_path / name, **{**tiny, **changes})
+
+
+def test_a_cell_is_its_resolved_config_and_an_edited_file_leaves_the_old_runs_stale(tmp_path):
+    from analysis.collect import collect
+    from analysis.report import write_report
+
+    sweep = load_sweep(_tiny_grid(tmp_path))
+    run_sweep(sweep, workers=1, **FAST)
+    old = {c.name: c for c in sweep.cells}
+    variant = tmp_path / "tiny.yaml"
+    edited = yaml.safe_load(variant.read_text())
+    edited["train"]["steps"] = 3  # the base file changes what every cell trains
+    variant.write_text(yaml.safe_dump(edited))
+    again = load_sweep(_tiny_grid(tmp_path))
+    assert [c.name for c in again.cells] == list(old) and not {c.id for c in again.cells} & {c.id for c in old.values()}
+    summary = run_sweep(again, workers=1, **FAST)
+    assert summary.done == 2 and all(Path(c.run_dir).is_dir() for c in [*again.cells, *old.values()])
+    runs = collect(tmp_path / "runs/grid")
+    status = dict(zip(runs["config_hash"], runs["status"], strict=True))
+    assert {status[c.id] for c in old.values()} == {"stale"} and {status[c.id] for c in again.cells} == {"finished"}
+    assert all("no longer a cell of" in reason for reason in runs.loc[runs["status"] == "stale", "status_reason"])
+    report = write_report([tmp_path / "runs/grid"], out_dir=tmp_path / "report")
+    table = report.sections[0].tables[0]
+    assert {row.name for row in table.rows if row.kind == "variant"} == {
+        "E3D-LSTM, l1+l2 (w=0.5)",
+        "E3D-LSTM + residuals, l1+l2 (w=0.5)",
+    }
+    assert all(cell.text != "stale" for row in table.rows for cell in row.cells.values())
+    assert (tmp_path / "report/runs.csv").read_text().count(",stale,") == 2  # listed, marked, never tabulated
+
+
+def test_a_cells_result_does_not_depend_on_the_worker_count(tmp_path):
+    one = run_sweep(load_sweep(_tiny_grid(tmp_path / "a")), workers=1, **FAST)
+    two = run_sweep(load_sweep(_tiny_grid(tmp_path / "b")), workers=2, **FAST)
+    assert [c.value for c in one.cells] == [c.value for c in two.cells]  # equal, not close
+    for first, second in zip(one.cells, two.cells, strict=True):
+        a = json.loads((Path(first.cell.run_dir) / "summary.json").read_text())
+        b = json.loads((Path(second.cell.run_dir) / "summary.json").read_text())
+        assert a["metrics"] == b["metrics"] and a["threads"] == b["threads"] == 1
+
+
+def test_a_cell_reuses_a_finished_run_of_the_same_config_from_another_sweep(tmp_path):
+    grid = load_sweep(_tiny_grid(tmp_path, "grid"))
+    run_sweep(grid, workers=1, **FAST)
+    other = load_sweep(_tiny_grid(tmp_path, "other", **{"model.residual": {"values": [False]}}))
+    assert other.cells[0].id == grid.cells[0].id  # the same resolved config, so the same cell
+    reports = []
+    value = train_cell(other.cells[0], "val/mse", lambda step, value: reports.append((step, value)) or False)
+    summary = json.loads((Path(other.cells[0].run_dir) / "summary.json").read_text())
+    assert summary["reused_from"] == grid.cells[0].run_dir and value == summary["best_val_mse"]
+    assert reports == [(2, value)]  # its validation replayed for a search's pruner
+    assert not (Path(other.cells[0].run_dir) / "wandb").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Stages
 
@@ -464,8 +526,11 @@ def test_stage_two_finetunes_from_the_best_checkpoint_of_a_stage_one_cell(tmp_pa
     first, stage2 = load_sweep(one).cells[0], load_sweep(two)
     assert first.name == "residual=false-seed=0" and [c.name for c in stage2.cells] == ["residual=true-seed=0"]
     cell = stage2.cells[0]
-    best = tmp_path / "runs/one/residual=false-seed=0/checkpoints/best.pt"
-    assert cell_config(cell).train.init_from == str(best) and Path(cell.run_dir) == tmp_path / "runs/two" / cell.name
+    best = Path(first.run_dir) / "checkpoints/best.pt"
+    assert (
+        cell_config(cell).train.init_from == str(best)
+        and Path(cell.run_dir) == tmp_path / "runs/two" / f"{cell.name}-{cell.id}"
+    )
     with pytest.raises(SweepError) as error:  # stage 1 has not run: refused before anything starts
         run_sweep(stage2, objective=sweep_fakes.count_calls, **FAST)
     message = str(error.value)
