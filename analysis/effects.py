@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.labels import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABLE_METRICS
 from analysis.rows import row_axes, run_name, with_axes
-from analysis.tables import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABLE_METRICS, md_row
+from analysis.tables import md_row
 from core.axes import Axis, canonical, shown
 
 EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "pairs", "better")

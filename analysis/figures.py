@@ -28,8 +28,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.effects import best_weight, weight_points  # noqa: E402
+from analysis.labels import BASELINE_LABELS, METRIC_LABELS  # noqa: E402
 from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # noqa: E402
-from analysis.tables import BASELINE_LABELS, METRIC_LABELS, is_present  # noqa: E402
+from analysis.tables import is_present  # noqa: E402
 from core.axes import Axis  # noqa: E402
 from core.io import DataError, atomic_write  # noqa: E402
 from core.tracking import read_frames  # noqa: E402

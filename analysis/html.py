@@ -18,9 +18,10 @@ import pandas as pd
 
 from analysis.effects import effects_tables
 from analysis.figures import by_variant
-from analysis.report import Section
+from analysis.labels import DATASET_LABELS
 from analysis.rows import row_axes, row_key, run_name
-from analysis.tables import DATASET_LABELS, is_present
+from analysis.sections import Section
+from analysis.tables import is_present
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
 STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary", "stale"}

@@ -19,16 +19,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import figures
 from analysis.collect import AXES, collect
-from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
+from analysis.effects import axis_effects, effects_markdown, weight_points
+from analysis.html import render_page
+from analysis.labels import DATASET_LABELS
 from analysis.rows import row_axes, with_axes
-from analysis.tables import DATASET_LABELS, StudyTable, study_table
+from analysis.sections import Section
+from analysis.tables import StudyTable, study_table
 from core.io import DataError, atomic_write
 from core.tracking import log_summary_run
 
@@ -44,32 +47,6 @@ RUNS_CSV_COLUMNS = (
     "test_set", "ssim_convention", "run_dir", "url", "command",
 )  # fmt: skip
 """runs.csv's columns; the axes a section varies beyond the recorded ones follow the recorded axes."""
-
-
-@dataclass
-class Section:
-    """One folder of runs (or one W&B group) and everything written from it."""
-
-    title: str
-    runs: pd.DataFrame
-    folder: Path
-    tables: list[StudyTable] = field(default_factory=list)
-    effects: pd.DataFrame | None = None
-    points: pd.DataFrame | None = None  # metric-versus-l1-weight, when the weight varies
-    figure_titles: dict[str, str] = field(default_factory=dict)  # figure name (stem[-dataset]) -> title, in order
-    figures: dict[str, Path] = field(default_factory=dict)  # figure name -> PNG
-    figure_problems: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
-    written: list[Path] = field(default_factory=list)
-    wandb_log: Path | None = None  # the W&B report run's transaction log, when logged
-
-    @property
-    def bests(self) -> dict[str, pd.Series]:
-        """Per dataset, the run with the lowest best validation MSE among the l1-weight points (when the weight
-        varies)."""
-        if self.points is None:
-            return {}
-        found = {dataset: best_weight(points) for dataset, points in self.points.groupby("dataset", sort=True)}
-        return {dataset: best for dataset, best in found.items() if best is not None}
 
 
 @dataclass
@@ -119,8 +96,6 @@ def write_report(
     for title, runs, _ in sources:
         folder = out_dir if len(sources) == 1 else out_dir / _slug(title, used)
         sections.append(_write_section(title, runs, folder, published))
-    from analysis.html import render_page  # here: analysis.html imports this module's Section
-
     if wandb:
         for section in sections:
             section.wandb_log = _log_to_wandb(section, wandb, project)
