@@ -109,6 +109,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from analysis.effects import verdicts
     from analysis.report import write_report
 
     if args.source == "wandb":
@@ -127,6 +128,9 @@ def _report(args: argparse.Namespace) -> None:
                               project=args.wandb_project)  # fmt: skip
     print(report.main_table())
     for section in report.sections:
+        if section.effects is not None and not section.effects.empty:
+            print(f"{section.title}: axis effects on MSE")
+            print("".join(f"  {line}\n" for line in verdicts(section.effects)), end="")
         for dataset, best in section.bests.items():
             on = f" on {dataset}" if len(section.bests) > 1 else ""
             print(f"{section.title}: best l1 weight{on} {best['l1_weight']:.4g} (best val MSE "

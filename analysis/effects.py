@@ -1,10 +1,13 @@
 """What each axis does: marginal effects over the grid, and the search's metric-versus-l1-weight points.
 
-The marginal effect of setting an axis to ``value`` instead of its ``reference`` is the mean, over every combination of
-the other axes where both were run, of ``metric(value) - metric(reference)`` (each cell first averaged over its
-finished seeds): a paired difference, so an unbalanced grid compares like with like. Its spread is the sample standard
-deviation (ddof=1) of those paired differences, and ``pairs`` says how many there were. The reference is the release's
-value of the axis when it was run (3d, no residuals, ...), else the smallest value.
+The marginal effect of setting an axis to ``value`` instead of its ``reference`` is the mean of
+``metric(value) - metric(reference)`` over every pair of finished runs that share the other axes and the seed (a
+seed fixes the initial weights and the data stream, so each pair differs in the axis alone): a paired difference, so
+an unbalanced grid compares like with like. ``pairs`` says how many pairs there were, ``std`` is their sample standard
+deviation (ddof=1), and ``low``/``high`` the 95% t interval of the mean (:mod:`analysis.stats`), which carries the
+seed noise and the spread over the other axes' cells. ``verdict`` says it in a word: ``better`` or ``worse`` when the
+interval excludes zero, ``noise`` when it does not, ``one pair`` when there is no interval. The reference is the
+release's value of the axis when it was run (3d, no residuals, ...), else the smallest value.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import pandas as pd
 
 from analysis.labels import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABLE_METRICS
 from analysis.rows import row_axes, run_name, with_axes
+from analysis.stats import excludes_zero, mean_interval
 from analysis.tables import md_row
 from core.axes import Axis, canonical, shown
 
-EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "pairs", "better")
+EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "low", "high", "pairs",
+                  "better", "verdict")  # fmt: skip
 
 POINT_COLUMNS = ("dataset", "l1_weight", "status", "best_val_mse", "step", "mse", "ssim", "psnr", "run_dir", "name")
 
@@ -44,25 +49,26 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
     names = [each.name for each in axes]
     finished = with_axes(runs[runs["status"] == "finished"], axes)
     for dataset, on_dataset in finished.groupby("dataset", sort=True):
-        # Unhashable and missing values become their repr, so every axis can be a groupby key.
-        cells = on_dataset.assign(**{name: on_dataset[name].map(repr) for name in names})
-        cells = cells.groupby(names, dropna=False)[list(metrics)].mean().reset_index()
+        # Unhashable and missing values become their repr, so every axis can be a groupby key; one value per
+        # (axes, seed): the same run recorded twice is not two pairs.
+        runs_by = on_dataset.assign(**{name: on_dataset[name].map(repr) for name in names}, seed=on_dataset["seed"])
+        cells = runs_by.groupby([*names, "seed"], dropna=False)[list(metrics)].mean().reset_index()
         for each in varying_axes(on_dataset, axes):
             values = {repr(v): v for v in on_dataset[each.name].dropna()}
             ordered = sorted(values, key=lambda text: _order(values[text]))
             release = repr(canonical(each.release))
             reference = release if release in values else ordered[0]
-            others = [name for name in names if name != each.name]
-            base = cells[cells[each.name] == reference].set_index(others)
+            keys = [name for name in names if name != each.name] + ["seed"]
+            base = cells[cells[each.name] == reference].set_index(keys)
             for value in ordered:
                 if value == reference:
                     continue
                 change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
-                changed = cells[cells[each.name] == value].set_index(others)
+                changed = cells[cells[each.name] == value].set_index(keys)
                 paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
                 for metric in metrics:
                     diffs = (paired[metric] - paired[f"{metric}_reference"]).dropna().to_numpy(dtype=float)
-                    effect = float(diffs.mean()) if len(diffs) else math.nan
+                    effect, low, high = mean_interval(diffs)
                     records.append(
                         {
                             "dataset": dataset,
@@ -73,16 +79,29 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
                             "metric": metric,
                             "effect": effect,
                             "std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan,
+                            "low": low,
+                            "high": high,
                             "pairs": len(diffs),
                             "better": None if not len(diffs) else bool((effect < 0) == LOWER_IS_BETTER[metric]),
+                            "verdict": _verdict(effect, low, high, metric),
                         }
                     )
     return pd.DataFrame(records, columns=list(EFFECT_COLUMNS))
 
 
+def _verdict(effect: float, low: float, high: float, metric: str) -> str:
+    if not math.isfinite(effect):
+        return "no pairs"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "one pair"
+    if not excludes_zero(low, high):
+        return "noise"
+    return "better" if (effect < 0) == LOWER_IS_BETTER[metric] else "worse"
+
+
 def effects_tables(effects: pd.DataFrame) -> list[tuple[str, list[str], list[list[str]]]]:
     """The effects as text tables, one per dataset: ``(caption, header, rows)``; a row per axis change, a column per
-    metric (``Δ ± std``), then the number of pairs."""
+    metric (``Δ [95% interval]``), then the number of pairs."""
     tables = []
     for dataset, on_dataset in effects.groupby("dataset", sort=True):
         metrics = list(dict.fromkeys(on_dataset["metric"]))
@@ -91,35 +110,61 @@ def effects_tables(effects: pd.DataFrame) -> list[tuple[str, list[str], list[lis
         rows = []
         for change, group in on_dataset.groupby("change", sort=False):  # strings: False and 0.0 would be one key
             by_metric = group.set_index("metric")
-            texts = [effect_text(by_metric.loc[m, "effect"], by_metric.loc[m, "std"], m) for m in metrics]
+            texts = [effect_text(by_metric.loc[m, "effect"], by_metric.loc[m, "low"], by_metric.loc[m, "high"], m)
+                     for m in metrics]  # fmt: skip
             rows.append([change, *texts, str(int(group["pairs"].max()))])
         tables.append((f"Axis effects on {DATASET_LABELS.get(dataset, dataset)}. {EFFECTS_NOTE}", header, rows))
     return tables
 
 
 def effects_markdown(effects: pd.DataFrame) -> str:
-    """:func:`effects_tables` as Markdown tables, each under its caption."""
+    """:func:`effects_tables` as Markdown tables, each under its caption, then :func:`verdicts` as a list."""
     blocks = []
     for caption, header, rows in effects_tables(effects):
         lines = [f"**{caption}**", "", md_row(header), md_row(["---"] + ["--:"] * (len(header) - 1))]
         blocks.append("\n".join(lines + [md_row(row) for row in rows]) + "\n")
-    return "\n".join(blocks)
+    return "\n".join(blocks) + "\n" + "".join(f"- {line}\n" for line in verdicts(effects))
 
 
 EFFECTS_NOTE = (
-    "Mean paired difference (changed minus reference) over the combinations of the other axes where both were run, "
-    "each cell averaged over its finished seeds first; ± the sample standard deviation of the differences (ddof=1, two "
-    "or more pairs)."
+    "Mean paired difference (changed minus reference) over the pairs of finished runs that share the other axes and "
+    "the seed; in brackets its 95% confidence interval (Student t over the pairs), which holds the seed noise. An "
+    "interval that contains 0 is an effect not distinguishable from seed noise; one pair has no interval."
 )
 
 
-def effect_text(effect: float, std: float, metric: str) -> str:
-    """``+1.23 ± 0.45`` at the metric's decimals; ``–`` without pairs."""
+def effect_text(effect: float, low: float, high: float, metric: str) -> str:
+    """``+1.23 [-0.45, +2.91]`` at the metric's decimals; the mean alone for one pair; ``–`` without pairs."""
     if not math.isfinite(effect):
         return "–"
     decimals = 3 if metric == "ssim" else 2
     text = f"{effect:+.{decimals}f}"
-    return text if not math.isfinite(std) else f"{text} ± {std:.{decimals}f}"
+    return text if not math.isfinite(low) else f"{text} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
+
+
+def verdicts(effects: pd.DataFrame, metric: str = "mse") -> list[str]:
+    """One sentence per axis change on ``metric`` (per dataset when there are several), saying whether the effect
+    exceeds seed noise at this budget."""
+    chosen = effects[effects["metric"] == metric]
+    several = chosen["dataset"].nunique() > 1
+    lines = []
+    for _, row in chosen.iterrows():
+        on = f" on {DATASET_LABELS.get(row['dataset'], row['dataset'])}" if several else ""
+        label, size = METRIC_LABELS[metric], abs(row["effect"])
+        decimals = 3 if metric == "ssim" else 2
+        interval = f"95% CI {row['low']:+.{decimals}f} to {row['high']:+.{decimals}f}, {row['pairs']} pairs"
+        what = {
+            "better": f"{'lowers' if LOWER_IS_BETTER[metric] else 'raises'} {label} by {size:.{decimals}f} "
+            f"({interval}): beyond seed noise",
+            "worse": f"{'raises' if LOWER_IS_BETTER[metric] else 'lowers'} {label} by {size:.{decimals}f} "
+            f"({interval}): beyond seed noise, for the worse",
+            "noise": f"changes {label} by {row['effect']:+.{decimals}f} ({interval}): not distinguishable from seed "
+            "noise at this budget",
+            "one pair": f"changes {label} by {row['effect']:+.{decimals}f} on one pair: no interval (run more seeds)",
+            "no pairs": "was never run both ways on the same other axes and seed",
+        }[row["verdict"]]
+        lines.append(f"{row['change']}{on}: {what}.")
+    return lines
 
 
 def weight_points(runs: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.effects import effects_tables
+from analysis.effects import effects_tables, verdicts
 from analysis.figures import by_variant
 from analysis.labels import DATASET_LABELS
 from analysis.rows import row_axes, row_key, run_name
@@ -101,6 +101,8 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
     if section.effects is not None and not section.effects.empty:
         parts.append("<h3>Axis effects</h3>")
         parts.append(_effects_html(section.effects))
+        parts.append('<ul class="verdicts">' + "".join(f"<li>{_e(line)}</li>" for line in verdicts(section.effects))
+                     + "</ul>")  # fmt: skip
     for name, title in section.figure_titles.items():
         if name in section.figures:
             parts.append(_figure(section.figures[name], title))

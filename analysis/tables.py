@@ -40,6 +40,7 @@ from analysis.labels import (
     TABLE_METRICS,
 )
 from analysis.rows import row_axes, row_key, row_name, row_order, with_axes
+from analysis.stats import excludes_zero, gap_interval
 from core.axes import Axis
 
 NOT_RUN = "–"  # a variant with no run on a dataset
@@ -453,7 +454,8 @@ def _decimals(metric: str, values: list[float]) -> int:
 def _formatted(
     raw_rows: list[tuple[str, str, dict, Any]], datasets: tuple[str, ...], metrics: tuple[str, ...]
 ) -> list[Row]:
-    """Fill in the number texts (decimals per column) and bold the best mean per column among our rows."""
+    """Fill in the number texts (decimals per column) and bold the best mean per column among our rows, when it is
+    better than the next beyond seed noise (:func:`_beyond_noise`)."""
     texts: dict[tuple[int, tuple[str, str]], Cell] = {}
     for dataset in datasets:
         for metric in metrics:
@@ -462,14 +464,11 @@ def _formatted(
             numbers = [(i, c) for i, c in cells if c.n > 0]  # ours (variants and baselines) with a value
             decimals = _decimals(metric, [c.mean for _, c in cells if math.isfinite(c.mean)])
             shown = {i: _mean_std_text(c, decimals, raw_rows[i][1] == "baseline") for i, c in numbers}
-            best = None
-            if numbers:
-                pick = min if LOWER_IS_BETTER[metric] else max
-                best_index, _ = pick(numbers, key=lambda item: item[1].mean)
-                best = f"{raw_rows[best_index][2][column].mean:.{decimals}f}"
+            ranked = sorted(numbers, key=lambda item: item[1].mean, reverse=not LOWER_IS_BETTER[metric])
+            exact = {i for i, _ in numbers if raw_rows[i][1] == "baseline"}  # no seed noise on a fixed test set
+            best = ranked[0][0] if len(ranked) > 1 and _beyond_noise(ranked[0], ranked[1], exact) else None
             for i, cell in numbers:
-                bold = f"{cell.mean:.{decimals}f}" == best
-                texts[(i, column)] = Cell(shown[i], cell.mean, cell.std, cell.n, cell.run_dirs, bold, cell.status)
+                texts[(i, column)] = Cell(shown[i], cell.mean, cell.std, cell.n, cell.run_dirs, i == best, cell.status)
             for i, cell in cells:
                 if raw_rows[i][1] == "published":  # the printed number at the column's decimals, then its mark
                     texts[(i, column)] = Cell(f"{cell.mean:.{decimals}f}{cell.text}", cell.mean, status=cell.status)
@@ -481,6 +480,14 @@ def _formatted(
         else:
             rows.append(Row(name, kind, filled, axes=extra))  # type: ignore[arg-type]
     return rows
+
+
+def _beyond_noise(first: tuple[int, Cell], second: tuple[int, Cell], exact: set[int]) -> bool:
+    """Whether the best cell of a column is better than the runner-up beyond seed noise: Welch's 95% interval of the
+    gap excludes zero. A row with one finished seed has no measured noise, so it never decides."""
+    (i, a), (j, b) = first, second
+    _, low, high = gap_interval(a.mean, 0.0 if i in exact else a.std, a.n, b.mean, 0.0 if j in exact else b.std, b.n)
+    return excludes_zero(low, high)
 
 
 def _mean_std_text(cell: Cell, decimals: int, baseline: bool = False) -> str:
@@ -511,7 +518,8 @@ def _caption(
     parts.append(
         "Cells: mean ± sample standard deviation (ddof=1) over seeds, the mean alone for one seed; Seeds: finished "
         "runs (of all runs, with what became of the others). Bold: the best mean per column among our rows, baselines "
-        "included (lowest MSE/MAE, highest SSIM/PSNR)."
+        "included (lowest MSE/MAE, highest SSIM/PSNR), only where it beats the next row beyond seed noise (Welch's "
+        "95% interval of the gap excludes zero; a row with one seed has no measured noise and is never bold)."
     )
     if any(row.kind == "baseline" for row in rows):
         parts.append("Copy last frame and blank frame: trivial predictions scored on the same test set.")
