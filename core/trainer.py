@@ -43,8 +43,9 @@ from core.io import atomic_write
 from core.losses import prediction_loss
 from core.metrics import BASELINES, METRICS, MetricAccumulator, Scores, baseline_predictions
 from core.models import build_model
+from core.pictures import save_frames
 from core.schedule import sampling_eta, true_frame_mask
-from core.tracking import Tracker, save_frames
+from core.tracking import Tracker
 
 CHECKPOINT_FORMAT = 1
 EvalCallback = Callable[[int, Scores], bool]

@@ -22,8 +22,10 @@ from analysis.report import write_report
 from analysis.tables import study_table
 from core.config import load
 from core.io import DataError
-from core.tracking import Tracker, read_frames, read_offline_run, read_offline_table
+from core.records import read_frames
+from core.tracking import Tracker, read_offline_run
 from core.trainer import train
+from core.wandb_log import read_offline_table
 
 
 def tiny(mnist: Path, runs_dir: Path, *overrides: str):

@@ -15,22 +15,10 @@ from PIL import Image
 
 from core.config import Config, from_dict, to_dict
 from core.io import DataError
-from core.tracking import (
-    BACKGROUND,
-    CONTEXT_GAP,
-    FRAME_GAP,
-    SEQUENCE_GAP,
-    Tracker,
-    axes,
-    frame_grid,
-    frame_video,
-    read_log_records,
-    read_metrics,
-    read_offline_run,
-    read_offline_table,
-    read_run,
-    wandb_run_id,
-)
+from core.pictures import BACKGROUND, CONTEXT_GAP, FRAME_GAP, SEQUENCE_GAP, frame_grid, frame_video
+from core.records import read_metrics, read_run
+from core.tracking import Tracker, axes, read_offline_run, wandb_run_id
+from core.wandb_log import read_log_records, read_offline_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,108 @@
+"""The run record: what a run folder holds, and its readers. Needs neither torch nor W&B.
+
+:class:`core.tracking.Tracker` writes each run's record in its run folder:
+
+- ``config.yaml``: the resolved config (``core.config.to_yaml``), written atomically.
+- ``metrics.jsonl``: one JSON object per :meth:`core.tracking.Tracker.log` call, ``{"step": ..., "time": ...,
+  **metrics}``, appended and flushed line by line, so a crash loses at most the line being written
+  (:func:`read_metrics` skips a cut-off last line). ``time`` is seconds of run time: since the start, continuing from
+  the last kept row after a resume. Non-finite floats are written as ``NaN`` / ``Infinity``, which Python's json reads
+  back.
+- ``summary.json``: status, variant, config hash, axis values, final metrics, times, where W&B wrote, and any extra
+  fields the trainer gives; rewritten atomically at each change.
+- ``frames/<tag>_step<step>.png``, ``.gif`` and ``.npz``: a picture grid, an animation and the raw uint8 frames of
+  predictions (:meth:`core.tracking.Tracker.log_frames`; :func:`read_frames`).
+
+:func:`read_run` reads the first three back as plain data, :func:`read_metrics` one metrics.jsonl, :func:`read_frames`
+one frames ``.npz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from core.io import DataError
+
+STATUSES = ("running", "finished", "failed", "diverged", "killed", "pruned")
+"""A run's status in summary.json. ``running`` with a stale ``updated`` time means the process died without a word."""
+
+SUMMARY_KEYS = ("status", "variant", "config_hash", "axes", "metrics", "started", "updated", "resumes", "wandb")
+"""summary.json's own keys; extra fields given to :meth:`core.tracking.Tracker.summary` may not reuse them."""
+
+SWEEP_CELLS = "cells.json"
+"""In a sweep's folder: its current cells (id = config hash, name, run folder) as its file read at its last run."""
+
+
+def read_frames(path: str | Path) -> dict[str, np.ndarray]:
+    """The uint8 ``(N, T, C, H, W)`` arrays of a frames ``.npz`` written by :meth:`core.tracking.Tracker.log_frames`
+    (``target``, ``pred``, and ``context`` when it was given); never unpickles. A malformed file is a DataError naming
+    it."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a frames file ({error})") from None
+    for name in ("target", "pred"):
+        if name not in arrays:
+            raise DataError(f"{path}: no {name!r} array (has {sorted(arrays)})")
+    for name, array in arrays.items():
+        if array.dtype != np.uint8 or array.ndim != 5:
+            raise DataError(f"{path}: {name!r} must be uint8 (N, T, C, H, W), got {array.dtype} {array.shape}")
+    return arrays
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a missing file has none. A last line cut off by a crash is skipped; a bad line
+    elsewhere is a DataError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    rows = []
+    # The last piece is "" when the file ends with a newline; otherwise it is a line whose writer died mid-write.
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+    if lines[-1].strip():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(lines[-1]))
+    return rows
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """A run record as plain data: ``{"dir", "config" (the YAML as a dict), "metrics" (rows), "summary"}``.
+
+    A missing config.yaml or summary.json gives None (the run died before writing it), metrics.jsonl an empty list.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+    return {
+        "dir": str(run_dir),
+        "config": config,
+        "metrics": read_metrics(run_dir / "metrics.jsonl"),
+        "summary": _read_json(run_dir / "summary.json"),
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
