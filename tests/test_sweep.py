@@ -12,7 +12,9 @@ import pytest
 import sweep_fakes
 import yaml
 
+import ablations.ledger as ledger_module
 import ablations.sweep as sweep_module
+import ablations.sweep_file as sweep_file_module
 import launch
 from ablations.sweep import (
     OWN_PARAMETERS,
@@ -187,9 +189,9 @@ def test_a_search_is_validated_up_front(tmp_path):
     assert (sweep.run_cap, sweep.seed, sweep.planned) == (6, 0, 6)
     assert sweep.first == {"loss.l1_weight": pytest.approx(2 / 3)}  # the release's value, tried first
     assert sweep.pruner == {"type": "median", "n_startup_trials": 2}
-    assert type(sweep_module._sampler(sweep, worker=0)).__name__ == "TPESampler"
+    assert type(ledger_module._sampler(sweep, worker=0)).__name__ == "TPESampler"
     random = load_sweep(write_search(tmp_path, method="random"))
-    assert type(sweep_module._sampler(random, worker=0)).__name__ == "RandomSampler"
+    assert type(ledger_module._sampler(random, worker=0)).__name__ == "RandomSampler"
     assert not (tmp_path / "runs").exists()
 
 
@@ -223,8 +225,8 @@ def test_hyperband_comes_from_early_terminate_in_training_steps(tmp_path):
     sweep = load_sweep(write_search(tmp_path, early_terminate={"type": "hyperband", "min_iter": 2}))
     # W&B counts iterations in evaluations: 2 evaluations of 10 steps; the whole run (50 steps) is the most.
     assert sweep.pruner == {"type": "hyperband", "min_resource": 20, "max_resource": 50, "reduction_factor": 3}
-    assert type(sweep_module._pruner(sweep)).__name__ == "HyperbandPruner"  # optuna is imported only in ablations/
-    assert type(sweep_module._pruner(load_sweep(write_search(tmp_path)))).__name__ == "MedianPruner"
+    assert type(ledger_module._pruner(sweep)).__name__ == "HyperbandPruner"  # optuna is imported only in ablations/
+    assert type(ledger_module._pruner(load_sweep(write_search(tmp_path)))).__name__ == "MedianPruner"
     capped = write_search(tmp_path, early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 4, "eta": 2})
     assert load_sweep(capped).pruner == {"type": "hyperband", "min_resource": 10, "max_resource": 40,
                                          "reduction_factor": 2}  # fmt: skip
@@ -539,7 +541,7 @@ def test_stage_two_finetunes_from_the_best_checkpoint_of_a_stage_one_cell(tmp_pa
 
     train_cell(first, "val/mse")
     assert best.is_file()
-    sweep_module._check_stage1_finished(stage2)  # now stage 2 may run
+    sweep_file_module._check_stage1_finished(stage2)  # now stage 2 may run
     train_cell(cell, "val/mse")
     saved = yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text())
     assert saved["train"]["init_from"] == str(best) and saved["model"]["residual"] is True

@@ -18,7 +18,7 @@ import pytest
 import sweep_fakes
 from test_sweep import FAST, call_counts, write_search, write_sweep
 
-import ablations.sweep as sweep_module
+import ablations.ledger as ledger_module
 from ablations.sweep import Ledger, load_sweep, run_sweep
 
 
@@ -92,10 +92,10 @@ def test_the_ledger_lock_excludes_other_sessions(postgres_url):
     events = []
 
     def contender() -> None:
-        with sweep_module._exclusive(ledger):
+        with ledger_module._exclusive(ledger):
             events.append("contender in")
 
-    with sweep_module._exclusive(ledger):
+    with ledger_module._exclusive(ledger):
         thread = threading.Thread(target=contender)
         thread.start()
         time.sleep(0.5)
@@ -103,5 +103,5 @@ def test_the_ledger_lock_excludes_other_sessions(postgres_url):
     thread.join(timeout=10)
     assert events == ["holder out", "contender in"]
     other = Ledger(postgres_url, "another study", **FAST)  # a lock per study: others are not held up
-    with sweep_module._exclusive(ledger), sweep_module._exclusive(other):
+    with ledger_module._exclusive(ledger), ledger_module._exclusive(other):
         pass

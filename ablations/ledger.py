@@ -1,0 +1,388 @@
+"""The ledger: an Optuna study that records which cell runs where and how it ended.
+
+The study lives in ``<runs_dir>/<sweep name>/study.db`` by default, any RDB URL with ``--storage``. The parent creates
+it once and enqueues every grid cell once (:func:`prepare`); workers then claim WAITING trials one at a time, so no cell
+runs twice (Optuna's own GridSampler runs cells twice under concurrent workers) and a grid samples nothing. A heartbeat
+marks each running cell; a cell whose worker died goes stale after the grace period, is failed and re-enqueued by
+``RetryHeartbeatStaleTrialCallback``, and runs again, resuming from its run folder's checkpoint.
+
+A search (``bayes``, ``random``) asks the study for new trials (TPE or random sampling) until ``run_cap`` trials exist,
+each trial a cell with its own run folder; the pruner (median, or hyperband from ``early_terminate``) may stop it.
+:func:`summarize` reads each cell's state back.
+
+Optuna is imported lazily, here and in ``ablations/runner.py`` through :func:`_optuna` (``core/`` knows nothing of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablations.sweep_file import CELL_METHODS, SEARCH_METHODS, Cell, Sweep, SweepError, _text, search_cell
+from core.io import atomic_write
+from core.records import SWEEP_CELLS
+
+# Ledger defaults: a worker's heartbeat every 10 s; a cell silent for 30 s is declared dead and re-enqueued.
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 30
+MAX_RETRY = 3  # a cell that kills its worker this many times is left failed rather than retried forever
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The ledger
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where the study lives and how dead workers are noticed (short heartbeats in tests)."""
+
+    url: str
+    study_name: str
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S
+    grace_period: int = GRACE_PERIOD_S
+    max_retry: int = MAX_RETRY
+    poll_s: float = 1.0  # how often an idle worker looks for re-enqueued cells while others still run
+
+
+def default_storage(sweep: Sweep) -> str:
+    return f"sqlite:///{(Path(sweep.folder) / 'study.db').resolve()}"
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial INFO lines would drown our progress lines
+    return optuna
+
+
+def _storage(ledger: Ledger):
+    optuna = _optuna()
+    # SQLite: wait for the file lock rather than fail when several workers write at once.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if ledger.url.startswith("sqlite") else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            ledger.url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=ledger.heartbeat_interval,
+            grace_period=ledger.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=ledger.max_retry),
+        )
+
+
+def prepare(sweep: Sweep, ledger: Ledger) -> None:
+    """Create the study (once, here, before any worker: concurrent first creation races) and enqueue each cell once.
+
+    Enqueueing skips a cell that already has a trial in any state, so re-running the sweep adds nothing for finished,
+    failed or waiting cells, and only new cells of an edited file."""
+    optuna = _optuna()
+    Path(sweep.folder).mkdir(parents=True, exist_ok=True)
+    if ledger.url.startswith("sqlite:///"):
+        Path(ledger.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # Under the lock too: a second `launch.py sweep` on the same SQLite ledger must not create or enqueue at once.
+    with _exclusive(ledger):
+        study = optuna.create_study(
+            study_name=ledger.study_name, storage=_storage(ledger), direction=sweep.goal, load_if_exists=True
+        )
+        if sweep.first and not study.get_trials(deepcopy=False):
+            study.enqueue_trial({name: _choice(value) for name, value in sweep.first.items()})
+        for cell in sweep.cells:
+            study.enqueue_trial(
+                _fixed_params(cell), user_attrs={"cell_id": cell.id, "cell_name": cell.name}, skip_if_exists=True
+            )
+        if sweep.method in CELL_METHODS:  # what a report reads to tell current cells from stale ones
+            listing = {"sweep": sweep.path, "cells": [{"id": c.id, "name": c.name, "run_dir": c.run_dir}
+                                                      for c in sweep.cells]}  # fmt: skip
+            with atomic_write(Path(sweep.folder) / SWEEP_CELLS, "w") as handle:
+                json.dump(listing, handle, indent=1)
+
+
+def _sampler(sweep: Sweep, worker: int):
+    """TPE (bayes) or random sampling, seeded; worker k samples with seed + k, so workers do not repeat each other.
+
+    TPE samples at random for its first max(2, min(10, run_cap // 4)) trials (Optuna's default of 10 would leave a
+    small search entirely random); constant_liar keeps concurrent workers from proposing the same point."""
+    optuna = _optuna()
+    seed = sweep.seed + worker
+    if sweep.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(2, min(10, (sweep.run_cap or 0) // 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+def _pruner(sweep: Sweep):
+    optuna = _optuna()
+    spec = dict(sweep.pruner)
+    kind = spec.pop("type", "median")
+    return optuna.pruners.HyperbandPruner(**spec) if kind == "hyperband" else optuna.pruners.MedianPruner(**spec)
+
+
+def _choice(value: Any) -> Any:
+    """A value as Optuna holds it: lists (hidden sizes) as their text, since categorical choices must be scalars."""
+    return _text(value) if isinstance(value, list | tuple | dict) else value
+
+
+def _suggest(trial, sweep: Sweep) -> dict[str, Any]:
+    """The trial's value of each searched parameter (``values`` axes are categorical)."""
+    values = {}
+    for p in sweep.parameters:
+        if p.kind == "value":
+            continue
+        if p.distribution in (None, "categorical"):
+            choices = [_choice(v) for v in p.values]
+            values[p.name] = p.values[choices.index(trial.suggest_categorical(p.name, choices))]
+        elif p.distribution == "int_uniform":
+            values[p.name] = trial.suggest_int(p.name, p.low, p.high)
+        else:
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.distribution == "log_uniform_values")
+    return values
+
+
+def _fixed_params(cell: Cell) -> dict[str, Any]:
+    # Optuna compares enqueued params by value; the id covers them all, and keeps lists and None out of its checks.
+    return {"cell_id": cell.id}
+
+
+@contextlib.contextmanager
+def _exclusive(ledger: Ledger) -> Iterator[None]:
+    """One process at a time creates and fills the ledger, fails stale cells and claims one, or adds a search's trial.
+
+    Optuna's check-and-set of a trial's state reads, then writes; on PostgreSQL the read locks the row (SELECT ... FOR
+    UPDATE), but SQLite has no row locks and pysqlite opens the transaction only at the write, so two workers can both
+    see a cell WAITING and both claim it (measured: a cell ran twice in a 4-cell sweep with 2 workers), or both fail
+    a stale cell and re-enqueue it twice. And on any database a search's count-then-ask (is there a slot left under
+    run_cap?) is two statements. SQLite: a file lock beside the database (SQLite is one machine's anyway). PostgreSQL:
+    a session advisory lock keyed by the study's name, which every machine sharing the ledger sees. Both are released
+    when their holder's process dies."""
+    if ledger.url.startswith("sqlite:///"):
+        with open(ledger.url.removeprefix("sqlite:///") + ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process is killed
+            yield
+    elif ledger.url.startswith(("postgresql", "postgres")):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(ledger.study_name.encode()).digest()[:8], "big", signed=True)
+        with _lock_engine(ledger.url).connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    else:
+        yield
+
+
+@functools.cache
+def _lock_engine(url: str):
+    """One connection pool per database for the advisory locks (their sessions must outlive a single statement)."""
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+
+
+def _claim(storage, study_id: int, cells: dict[str, Cell]) -> tuple[int, int, Cell] | None:
+    """Atomically move one waiting trial of this grid to RUNNING; None when there is none left."""
+    optuna = _optuna()
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        cell = cells.get(trial.user_attrs.get("cell_id"))
+        if cell is None:
+            continue  # a cell of an earlier version of the file
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        # Beat before claiming: a worker killed right after its claim still leaves a heartbeat that goes stale.
+        storage.record_heartbeat(trial_id)
+        try:
+            if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+                return trial_id, trial.number, cell
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker claimed and finished it meanwhile
+    return None
+
+
+def _slot(trial) -> int:
+    """The trial's place in a search's run_cap: its own number, or the number of the trial a retry replaces."""
+    return int(trial.user_attrs.get("slot", trial.number))
+
+
+def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int, Cell, Any] | None:
+    """A search's next trial, RUNNING: a waiting one (the first trial, a retry) or, while fewer than run_cap trials
+    exist (retries share their original's slot), a new one the sampler fills; None when the cap is reached."""
+    optuna = _optuna()
+    state = optuna.trial.TrialState
+    while True:
+        # ask() pops a waiting trial first (the first trial, a retry: their slots are counted already), else creates
+        # one. The caller holds the ledger's lock (_exclusive), so this count-then-ask is atomic: run_cap holds.
+        waiting = storage.get_all_trials(study_id, deepcopy=False, states=(state.WAITING,))
+        used = {_slot(t) for t in storage.get_all_trials(study_id, deepcopy=False)}
+        if not waiting and len(used) >= (sweep.run_cap or 0):
+            return None
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)
+        slot = _slot(trial)
+        trial.set_user_attr("slot", slot)
+        try:
+            values = _suggest(trial, sweep)
+            cell = search_cell(sweep, slot, values)
+        except (SweepError, ValueError) as exc:  # a combination the config rejects: recorded, the search goes on
+            storage.set_trial_user_attr(trial._trial_id, "status", "failed")
+            storage.set_trial_user_attr(trial._trial_id, "reason", str(exc))
+            study.tell(trial, state=state.FAIL)
+            print(f"trial {trial.number} failed before it ran: {exc}", flush=True)
+            continue
+        for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values)):
+            trial.set_user_attr(key, value)
+        return trial._trial_id, trial.number, cell, trial
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat every interval from a thread while the cell runs."""
+
+    def __init__(self, storage, trial_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
+
+    def _beat(self, storage, trial_id: int, interval: float) -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:  # a busy database must not silence the cell for good: try again next beat
+                print(f"heartbeat of trial {trial_id} failed ({type(exc).__name__}: {exc}); retrying", flush=True)
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _requeue(study, storage, trial_id: int, reason: str) -> None:
+    optuna = _optuna()
+    frozen = storage.get_trial(trial_id)
+    storage.set_trial_user_attr(trial_id, "status", reason)
+    storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,  # a search trial's sampled values: its retry runs the same cell
+            distributions=frozen.distributions,
+            system_attrs={"fixed_params": frozen.system_attrs.get("fixed_params", {})},
+            user_attrs={k: v for k, v in frozen.user_attrs.items() if k in ("cell_id", "cell_name", "slot", "values")},
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running and summarising
+
+
+@dataclass
+class CellStatus:
+    cell: Cell
+    status: str  # done | failed | diverged | pruned | running | waiting | interrupted
+    value: float | None = None
+    reason: str = ""
+    trials: int = 0  # trials this cell has had (more than one after a retry)
+
+
+@dataclass
+class Summary:
+    sweep: Sweep
+    cells: list[CellStatus]
+
+    def count(self, *statuses: str) -> int:
+        return sum(c.status in statuses for c in self.cells)
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed", "diverged")
+
+    @property
+    def pruned(self) -> int:
+        return self.count("pruned")
+
+    @property
+    def left(self) -> int:
+        """Cells (a search: trials up to run_cap) not yet done, failed or pruned: waiting, running or not started."""
+        return max(len(self.cells), self.sweep.planned) - self.done - self.failed - self.pruned
+
+    @property
+    def best(self) -> CellStatus | None:
+        finished = [c for c in self.cells if c.status == "done" and c.value is not None]
+        sign = 1 if self.sweep.goal == "minimize" else -1
+        return min(finished, key=lambda c: sign * c.value) if finished else None
+
+
+def summarize(sweep: Sweep, ledger: Ledger) -> Summary:
+    """Each cell's state from the ledger: its latest trial decides (a retry comes after the trial it replaces).
+
+    A search's cells are its trials in slot order, once they have values (a waiting first trial has none yet)."""
+    optuna = _optuna()
+    study = optuna.load_study(study_name=ledger.study_name, storage=_storage(ledger))
+    search = sweep.method in SEARCH_METHODS
+    by_cell: dict[Any, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        by_cell.setdefault(_slot(trial) if search else trial.user_attrs.get("cell_id"), []).append(trial)
+    names = {optuna.trial.TrialState.COMPLETE: "done", optuna.trial.TrialState.RUNNING: "running",
+             optuna.trial.TrialState.WAITING: "waiting", optuna.trial.TrialState.PRUNED: "pruned"}  # fmt: skip
+    if search:
+        pairs = []
+        for slot, trials in sorted(by_cell.items()):
+            latest = max(trials, key=lambda t: t.number)
+            if latest.state != optuna.trial.TrialState.WAITING or "values" in latest.user_attrs:
+                # A trial that failed before it ran (its sampled values rejected) is shown by its slot alone.
+                pairs.append((search_cell(sweep, slot, latest.user_attrs.get("values", {})), trials))
+    else:
+        pairs = [(cell, by_cell.get(cell.id, [])) for cell in sweep.cells]
+    statuses = []
+    for cell, trials in pairs:
+        if not trials:
+            statuses.append(CellStatus(cell, "waiting"))
+            continue
+        latest = max(trials, key=lambda t: t.number)
+        status = names.get(latest.state) or latest.user_attrs.get("status", "failed")
+        reason = latest.user_attrs.get("reason", "")
+        if latest.state == optuna.trial.TrialState.FAIL and "status" not in latest.user_attrs:
+            reason = f"its worker died {len(trials)} times (heartbeat stopped); retries used up"
+        value = latest.value if status == "done" else None  # a pruned trial's value is only its last report
+        statuses.append(CellStatus(cell, status, value, reason, len(trials)))
+    return Summary(sweep, statuses)
+
+
+def format_summary(summary: Summary) -> str:
+    """The end-of-sweep table: every cell, its status and metric, then the counts and the best cell."""
+    sweep = summary.sweep
+    width = max([len("cell"), *(len(c.cell.name) for c in summary.cells)])
+    lines = [f"{'cell':<{width}}  {'status':<11}{sweep.metric:>12}  tries  reason"]
+    for c in summary.cells:
+        value = f"{c.value:.6g}" if c.value is not None else "-"
+        lines.append(f"{c.cell.name:<{width}}  {c.status:<11}{value:>12}  {c.trials:>5}  {c.reason}".rstrip())
+    lines.append(f"{sweep.name}: {_counts(summary)}")
+    best = summary.best
+    if best is not None:
+        lines.append(f"best ({sweep.goal} {sweep.metric}): {best.cell.name} {best.value:.6g}  {best.cell.run_dir}")
+    return "\n".join(lines)
+
+
+def _counts(summary: Summary) -> str:
+    search = summary.sweep.method in SEARCH_METHODS
+    pruned = f"{summary.pruned} pruned, " if search else ""
+    total = f"{summary.sweep.planned} trials" if search else f"{len(summary.cells)} cells"
+    return f"{summary.done} done, {pruned}{summary.failed} failed, {summary.left} left of {total}"

@@ -1,0 +1,281 @@
+"""Running a sweep: local worker processes claim cells from the ledger, train each, and record how it ended.
+
+:func:`run_sweep` prepares the ledger and starts the workers; each :func:`work` claims a cell (a search: a trial) and
+runs the objective on it, :func:`train_cell` for real cells: it trains the cell's run (``core.trainer.train``), whose
+record is the run folder, and returns the metric. ``train_cell`` reports every evaluation, so a search's pruner may
+stop the cell. A finished line per cell says where the sweep stands.
+
+torch is imported only inside :func:`train_cell` (through the trainer): a spawned worker sets OMP_NUM_THREADS first.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from ablations.ledger import (
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    MAX_RETRY,
+    Ledger,
+    Summary,
+    _claim,
+    _claim_trial,
+    _exclusive,
+    _Heartbeat,
+    _optuna,
+    _pruner,
+    _requeue,
+    _sampler,
+    _storage,
+    default_storage,
+    prepare,
+    summarize,
+)
+from ablations.sweep_file import SEARCH_METHODS, Cell, Sweep, SweepError, _check_stage1_finished, cell_config
+from core.io import atomic_write
+
+
+class CellFailed(Exception):
+    """Raised by an objective when its cell did not produce the metric; recorded with ``status`` and ``reason``."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status, self.reason = status, reason
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Workers
+
+Report = Callable[[int, float], bool]
+"""``report(step, value)``: an intermediate value of the metric at a training step; returns True when the cell should
+stop (a search's pruner says so; a grid's never does). The objective then raises ``CellFailed("pruned", ...)``."""
+Objective = Callable[[Cell, str, Report], float]
+"""Train (or fake) one cell, reporting at every evaluation, and return ``metric``'s value; raise :class:`CellFailed`
+when there is none."""
+
+
+def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
+    """The real objective: train the cell's run (resuming or skipping as the trainer does) and read its metric.
+
+    At every evaluation it reports the validation value of the metric's kind (``val/mse`` and ``test/mse`` report
+    the validation MSE, ``test/ssim`` the validation SSIM); a True answer stops the run as ``pruned``."""
+    from core.trainer import train
+
+    score = "mse" if metric == "val/mse" else metric.removeprefix("test/")
+
+    def on_eval(step: int, scores) -> bool:
+        return report is not None and bool(report(step, float(getattr(scores, score))))
+
+    _reuse_finished_run(cell, f"val/{score}", report)
+    result = train(cell_config(cell), run_dir=cell.run_dir, on_eval=on_eval, progress=False)
+    if result.status != "finished":
+        summary = Path(result.run_dir) / "summary.json"
+        record = json.loads(summary.read_text()) if summary.is_file() else {}
+        raise CellFailed(result.status, str(record.get("reason") or f"run {result.status} at step {result.step}"))
+    if metric == "val/mse":
+        if result.best_val_mse is None:
+            raise CellFailed("failed", "the run finished without a validation")
+        return float(result.best_val_mse)
+    value = (result.test or {}).get(metric)
+    if value is None:
+        raise CellFailed("failed", f"the run's summary has no {metric}")
+    return float(value)
+
+
+def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> None:
+    """Copy a finished run of the same resolved config (the same id) from another sweep's folder into the cell's, so
+    the trainer finds it finished instead of training it again, and replay its validations to ``report`` (a search's
+    pruner learns from them as from a run it watched). W&B's files stay behind: that run is the other sweep's."""
+    run_dir = Path(cell.run_dir)
+    if run_dir.exists():
+        return
+    for other in sorted(run_dir.parent.parent.glob(f"*/*-{cell.id}")):
+        summary = other / "summary.json"
+        record = json.loads(summary.read_text()) if other != run_dir and summary.is_file() else {}
+        if record.get("status") != "finished" or record.get("config_hash") != cell.id:
+            continue
+        copying = run_dir.with_name(f".{run_dir.name}.copying")
+        shutil.rmtree(copying, ignore_errors=True)
+        shutil.copytree(other, copying, ignore=shutil.ignore_patterns("wandb"))
+        with atomic_write(copying / "summary.json", "w") as handle:
+            json.dump({**record, "reused_from": str(other)}, handle, indent=2)
+        os.replace(copying, run_dir)  # whole or not at all
+        print(f"{cell.name}: the same config finished in {other}; reusing it", flush=True)
+        if report is not None:
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                if isinstance(row.get(reported), int | float):
+                    report(int(row["step"]), float(row[reported]))
+        return
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def work(
+    sweep: Sweep, ledger: Ledger, objective: Objective = train_cell, worker: int = 0, threads: int | None = None
+) -> int:
+    """One worker: claim waiting cells (a search: waiting trials, else new ones up to run_cap) until none is waiting
+    or running; returns how many cells it ran.
+
+    While other cells still run it keeps polling, failing stale ones (whose retry comes back as WAITING), so a cell
+    whose worker died is run again in the same sweep once its grace period has passed. ``threads`` caps torch's
+    threads in this process (unless OMP_NUM_THREADS is set already)."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as interrupted, resumable
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:
+        # Before torch is imported, so its thread pool is born this size. Measured on 2 cores: 2 workers with
+        # torch's default 2 threads each trained 16x slower than one (spinning OpenMP threads fight for the cores).
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+    optuna = _optuna()
+    storage = _storage(ledger)
+    search = sweep.method in SEARCH_METHODS
+    # Samplers and pruners live in the process, not in the database: every worker builds its own.
+    sampler, pruner = (_sampler(sweep, worker), _pruner(sweep)) if search else (None, optuna.pruners.NopPruner())
+    study = optuna.load_study(study_name=ledger.study_name, storage=storage, sampler=sampler, pruner=pruner)
+    study_id = storage.get_study_id_from_name(ledger.study_name)
+    cells = {cell.id: cell for cell in sweep.cells}
+    ran = 0
+    while True:
+        with _exclusive(ledger), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # ask() warns that heartbeats are meant for optimize(); this loop is our optimize(), beating as it does.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            optuna.storages.fail_stale_trials(study)
+            claimed = _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
+        if claimed is None:
+            running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if not any(search or t.user_attrs.get("cell_id") in cells for t in running):
+                return ran
+            time.sleep(ledger.poll_s)
+            continue
+        trial_id, number, cell = claimed[:3]
+        trial = claimed[3] if search else None
+        try:
+            _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker, trial)
+        except KeyboardInterrupt:
+            print(f"worker {worker}: interrupted; {cell.name} goes back to the queue", flush=True)
+            return ran
+        ran += 1
+
+
+def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker, trial=None) -> None:
+    """Run one claimed cell and record its outcome. ``trial`` (a search's) reports to the pruner; a grid's reports
+    are only recorded."""
+    optuna = _optuna()
+    state = optuna.trial.TrialState
+    start = time.perf_counter()
+    value, status, reason = None, "finished", ""
+    reported: list[int] = []
+
+    def report(step: int, value: float) -> bool:
+        reported.append(step)
+        if trial is None:
+            storage.set_trial_intermediate_value(trial_id, step, float(value))
+            return False
+        trial.report(float(value), step)
+        return trial.should_prune()
+
+    with _Heartbeat(storage, trial_id, ledger.heartbeat_interval):
+        try:
+            value = float(objective(cell, sweep.metric, report))
+        except CellFailed as exc:
+            status, reason = exc.status, exc.reason
+            if status == "pruned" and reported:
+                reason = f"pruned at step {reported[-1]}"
+                storage.set_trial_user_attr(trial_id, "step", reported[-1])
+        except KeyboardInterrupt:
+            # Interrupted, not broken: hand the cell back so the next run of the sweep picks it up at once. A second
+            # signal (Ctrl-C and the parent's SIGTERM both arrive) must not cut the hand-back short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _requeue(study, storage, trial_id, "interrupted")
+            raise
+        except Exception as exc:  # a broken cell is recorded and the sweep goes on
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+    try:
+        storage.set_trial_user_attr(trial_id, "status", status)
+        if reason:
+            storage.set_trial_user_attr(trial_id, "reason", reason)
+        if status == "finished":
+            study.tell(number, value)
+        else:
+            study.tell(number, state=state.PRUNED if status == "pruned" else state.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        print(f"worker {worker}: {cell.name} was finished or declared dead by another process while it ran "
+              "(a late heartbeat)", flush=True)  # fmt: skip
+        return
+    seconds = time.perf_counter() - start
+    outcome = f"{sweep.metric} {value:.6g}" if status == "finished" else f"{status}: {reason}"
+    print(f"{_progress(summarize(sweep, ledger))} {cell.name}: {outcome} ({seconds:.0f} s, worker {worker})",
+          flush=True)  # fmt: skip
+
+
+def _progress(summary: Summary) -> str:
+    """The live line's head: ``[3/8 done, 2 running, 0 failed, 3 left; best so far <cell> <value>]``."""
+    best = summary.best
+    best_text = f"; best so far {best.cell.name} {best.value:.6g}" if best is not None else ""
+    pruned = f"{summary.pruned} pruned, " if summary.sweep.method in SEARCH_METHODS else ""
+    return (f"[{summary.done}/{summary.sweep.planned} done, {summary.count('running')} running, {pruned}"
+            f"{summary.failed} failed, {summary.left} left{best_text}]")  # fmt: skip
+
+
+def run_sweep(
+    sweep: Sweep,
+    workers: int = 1,
+    storage: str | None = None,
+    objective: Objective = train_cell,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+    max_retry: int = MAX_RETRY,
+    poll_s: float = 1.0,
+) -> Summary:
+    """Run (or resume) a sweep with ``workers`` local processes over its ledger; returns the ledger's summary.
+
+    ``objective`` must be importable by name (workers are spawned processes); tests pass a cheap fake."""
+    if workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {workers}")
+    _check_stage1_finished(sweep)
+    ledger = Ledger(storage or default_storage(sweep), sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
+    prepare(sweep, ledger)
+    before = summarize(sweep, ledger)
+    what = f"a {sweep.method} search of {sweep.planned} trials" if sweep.method in SEARCH_METHODS else (
+        f"{len(sweep.cells)} cells")  # fmt: skip
+    print(f"{sweep.name}: {what}, {before.done} done, {before.failed} failed, {before.pruned} pruned, "
+          f"{before.left} to run; {workers} worker{'s' * (workers > 1)}; ledger {ledger.url}", flush=True)  # fmt: skip
+    if before.left == 0:
+        return before  # every cell is done or failed: nothing to start workers for
+    # spawn, not fork: a forked child would inherit the parent's open database connections and torch's threads.
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use, shared out
+    processes = [context.Process(target=work, args=(sweep, ledger, objective, index, threads),
+                                 name=f"sweep-worker-{index}") for index in range(workers)]  # fmt: skip
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the workers too, a SIGTERM to this process does not: pass it on, so none claims another cell.
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+        raise
+    for process in processes:
+        if process.exitcode != 0:
+            print(f"{process.name} exited with code {process.exitcode}; its cell is retried after the grace "
+                  f"period ({grace_period} s) when the sweep runs again", flush=True)  # fmt: skip
+    return summarize(sweep, ledger)

@@ -1,0 +1,523 @@
+"""The sweep file: a YAML file in W&B's sweep schema, checked and expanded into cells.
+
+The file is W&B's (``method``, ``metric``, ``parameters``, ``program``, ``command``, ...), so ``wandb sweep`` accepts
+it too. Parameter names are the config's dotted keys (``model.conv``, ``loss.l1_weight``, ``train.seed``) or the
+release's flag names, plus ours: ``variant`` (the variant file, required), ``profile``, and a stage-2 sweep's
+``stage1`` (a grid or ablation file) and ``init_from_cell`` (the cell of it whose best checkpoint this sweep's cells
+finetune from).
+
+``method: grid`` expands into the cartesian product of the ``values`` axes; ``method: ablation`` (ours) into the base
+cell, then each axis changed alone. ``method: bayes`` and ``random`` search instead: their cells are trials the ledger
+samples one at a time (:func:`search_cell`), up to ``run_cap``. A cell is its resolved config: its id is the config's
+hash and ends its run folder's name.
+
+Nothing here imports Optuna or torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.config import ALIASES, Config, ConfigError, config_hash, valid_keys
+
+# W&B's sweep schema rejects any other top-level key, so ours ride as constant parameters or command-line flags.
+TOP_LEVEL_KEYS = (
+    "apiVersion", "kind", "controller", "description", "program", "job", "image_uri", "entity", "project", "method",
+    "command", "name", "run_cap", "metric", "metrics", "scheduler", "early_terminate", "parameters",
+)  # fmt: skip
+METHODS = ("grid", "random", "bayes", "ablation")
+CELL_METHODS = ("grid", "ablation")  # a fixed list of cells, enqueued up front
+SEARCH_METHODS = ("bayes", "random")  # trials sampled one at a time, up to run_cap
+GOALS = ("minimize", "maximize")
+DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical")
+# Ours, not config keys: which variant file, under which profile; a stage-2 sweep's stage-1 file and the stage-1 cell
+# whose best checkpoint its cells finetune from (train.init_from, resolved by the local runner only).
+OWN_PARAMETERS = ("variant", "profile", "stage1", "init_from_cell")
+PARAMETER_FIELDS = ("value", "values", "distribution", "min", "max", "probabilities")
+DEFAULT_METRIC = "val/mse"
+# W&B's hyperband fields; s and strict have no Optuna counterpart (its HyperbandPruner derives its brackets itself).
+EARLY_TERMINATE_FIELDS = ("type", "min_iter", "max_iter", "eta")
+MEDIAN_STARTUP_TRIALS = 2  # the median pruner waits for this many finished trials before pruning any
+CELL_THREADS = 1  # torch threads a cell computes with unless its config says: the same result whatever the workers
+
+
+class SweepError(ValueError):
+    """A bad sweep file or ledger: the message names the file and the key."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The sweep file
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One entry of ``parameters``: a constant (``value``), an axis (``values``) or a ``distribution``."""
+
+    name: str
+    kind: str  # value | values | distribution
+    values: tuple = ()  # the constant as a 1-tuple, or the axis's values, or a categorical distribution's
+    distribution: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell (of a grid or ablation, or a search's trial): its parameters, a stable id, a readable name, and where
+    its run lives."""
+
+    id: str  # the hash of the cell's resolved config: the same config has the same id in every sweep, on every load
+    name: str  # from its axis values, e.g. conv=3d-residual=true-l1_weight=0.5-seed=0 (a trial: trial=3-l1_weight=...)
+    params: dict[str, Any]  # every parameter of the cell, constants included, as written in the file
+    axes: dict[str, Any]  # the ones that vary across the grid
+    run_dir: str
+    overrides: tuple[str, ...]  # ``--key=value`` for load_variant, group and tags included
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: str
+    name: str
+    method: str
+    metric: str
+    goal: str
+    parameters: tuple[Parameter, ...]
+    folder: str  # <runs_dir>/<name>: the cells' run folders and the default ledger
+    cells: tuple[Cell, ...] = ()  # grid or ablation cells in a stable order (empty for a search)
+    raw: dict = field(default_factory=dict, compare=False)  # the file as read, for W&B's side of things
+    # A search's settings (bayes, random):
+    run_cap: int | None = None  # trials in all, counted across restarts
+    seed: int = 0  # the sampler's seed: the sweep's train.seed (worker k of N samples with seed + k)
+    pruner: dict = field(default_factory=dict)  # {"type": "median"|"hyperband", ...Optuna's arguments}
+    first: dict = field(default_factory=dict)  # searched keys whose resolved config value is in range: trial 0
+
+    @property
+    def planned(self) -> int:
+        """Cells or trials the sweep runs in all."""
+        return (self.run_cap or 0) if self.method in SEARCH_METHODS else len(self.cells)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file; every grid cell's config is loaded once, so a bad value fails here."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise SweepError(f"{where}: no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{where}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: a sweep file must be a mapping, got {type(raw).__name__}")
+    unknown = [key for key in raw if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise SweepError(
+            f"{where}: unknown top-level key {unknown[0]!r} (W&B's sweep schema allows only "
+            f"{', '.join(TOP_LEVEL_KEYS)}); put our own settings in parameters as constants ({{value: ...}})"
+        )
+    method = raw.get("method")
+    if method not in METHODS:
+        raise SweepError(f"{where}: method must be one of {', '.join(METHODS)}, got {method!r}")
+    name = str(raw.get("name") or path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SweepError(f"{where}: name {name!r} must be letters, digits, '_', '.' or '-' (it names a folder)")
+    metric, goal = _metric(raw.get("metric"), where)
+    if "run_cap" in raw and not (isinstance(raw["run_cap"], int) and raw["run_cap"] >= 1):
+        raise SweepError(f"{where}: run_cap must be a positive integer, got {raw['run_cap']!r}")
+    for key in ("command", "early_terminate"):
+        expected = list if key == "command" else dict
+        if key in raw and not isinstance(raw[key], expected):
+            raise SweepError(f"{where}: {key} must be a {'list' if expected is list else 'mapping'}")
+    parameters = _parameters(raw.get("parameters"), where, method)
+    sweep = Sweep(where, name, method, metric, goal, parameters, folder="", raw=raw)
+    if method in CELL_METHODS:
+        if "early_terminate" in raw:
+            raise SweepError(f"{where}: early_terminate is for bayes and random searches; a {method} runs every cell")
+        return _with_cells(sweep, expand_grid(parameters) if method == "grid" else expand_ablation(parameters))
+    return _search_settings(sweep)
+
+
+def metric_names() -> tuple[str, ...]:
+    """The metrics a finished run reports: its best validation MSE and its test scores."""
+    from core.metrics import METRICS  # imports torch: not at module level, so workers with a fake objective start fast
+
+    return ("val/mse", *(f"test/{name}" for name in METRICS))
+
+
+def _metric(raw: Any, where: str) -> tuple[str, str]:
+    if raw is None:
+        return DEFAULT_METRIC, "minimize"
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: metric must be a mapping {{name, goal}}, got {raw!r}")
+    extra = [key for key in raw if key not in ("name", "goal", "target")]
+    if extra:
+        raise SweepError(f"{where}: metric: unknown key {extra[0]!r} (allowed: name, goal, target)")
+    name, goal = raw.get("name", DEFAULT_METRIC), raw.get("goal", "minimize")
+    if name not in metric_names():
+        raise SweepError(f"{where}: metric.name must be one of {', '.join(metric_names())}, got {name!r}")
+    if goal not in GOALS:
+        raise SweepError(f"{where}: metric.goal must be minimize or maximize, got {goal!r}")
+    return name, goal
+
+
+def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise SweepError(f"{where}: parameters must be a non-empty mapping of parameter name to its spec")
+    known = [*OWN_PARAMETERS, *valid_keys(), *ALIASES]
+    parameters = []
+    for name, spec in raw.items():
+        key = f"{where}: parameters.{name}"
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SweepError(
+                f"{key}: unknown parameter {name!r}{hint}; valid: {', '.join([*OWN_PARAMETERS, *valid_keys()])}, "
+                "or the release's flag names"
+            )
+        if not isinstance(spec, dict):
+            raise SweepError(f"{key}: must be a mapping: {{value: X}}, {{values: [...]}} or {{distribution: ...}}")
+        extra = [field_ for field_ in spec if field_ not in PARAMETER_FIELDS]
+        if extra:
+            raise SweepError(f"{key}: unknown field {extra[0]!r} (allowed: {', '.join(PARAMETER_FIELDS)})")
+        parameters.append(_parameter(name, spec, key, method))
+    seen: dict[str, str] = {}
+    for name in raw:
+        dotted = ALIASES.get(name, name)
+        if dotted in seen:
+            raise SweepError(f"{where}: parameters {seen[dotted]!r} and {name!r} both set {dotted}")
+        seen[dotted] = name
+    if "variant" not in raw:
+        raise SweepError(f"{where}: parameters.variant is required (e.g. variant: {{value: ablations/.../x.yaml}})")
+    for own in OWN_PARAMETERS:
+        spec = next((p for p in parameters if p.name == own), None)
+        if spec is not None and (spec.kind == "distribution" or not all(isinstance(v, str) for v in spec.values)):
+            raise SweepError(f"{where}: parameters.{own} must be a file, profile or cell name as value or values")
+    _check_stage(parameters, where)
+    return tuple(parameters)
+
+
+def _check_stage(parameters: list[Parameter], where: str) -> None:
+    """``stage1: {value: FILE}`` and ``init_from_cell: {value: NAME}`` (or values) go together, name cells of that
+    grid or ablation, and replace ``train.init_from``."""
+    named = {ALIASES.get(p.name, p.name): p for p in parameters}
+    if ("stage1" in named) != ("init_from_cell" in named):
+        raise SweepError(
+            f"{where}: parameters.stage1 and parameters.init_from_cell go together (a stage-1 sweep file and the "
+            "name of its cell whose best checkpoint this sweep's cells finetune from)"
+        )
+    if "stage1" not in named:
+        return
+    if named["stage1"].kind != "value":
+        raise SweepError(f"{where}: parameters.stage1 must be a constant {{value: sweeps/FILE.yaml}}")
+    if "train.init_from" in named:
+        raise SweepError(
+            f"{where}: parameters.init_from_cell and {named['train.init_from'].name} both set train.init_from"
+        )
+    stage1 = named["stage1"].values[0]
+    try:
+        cells = _stage1_cells(stage1)
+    except SweepError as exc:
+        raise SweepError(f"{where}: parameters.stage1: {exc}") from exc
+    for name in named["init_from_cell"].values:
+        if name not in cells:
+            raise SweepError(f"{where}: parameters.init_from_cell: {stage1} has no cell {name!r}; its cells: "
+                             f"{', '.join(cells)}")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _stage1_cells(path: str) -> dict[str, Cell]:
+    stage1 = load_sweep(path)
+    if stage1.method not in CELL_METHODS:
+        raise SweepError(f"{path}: a stage-1 sweep must be a grid or ablation (its cells are known before it runs)")
+    return {cell.name: cell for cell in stage1.cells}
+
+
+def stage1_checkpoint(params: dict[str, Any]) -> Path | None:
+    """The best checkpoint of the stage-1 cell a cell finetunes from (None when it trains from scratch)."""
+    if "init_from_cell" not in params:
+        return None
+    return Path(_stage1_cells(params["stage1"])[params["init_from_cell"]].run_dir) / "checkpoints" / "best.pt"
+
+
+def _check_stage1_finished(sweep: Sweep) -> None:
+    """Before any stage-2 cell runs: every stage-1 cell it finetunes from has finished with a best checkpoint."""
+    names = next((p.values for p in sweep.parameters if p.name == "init_from_cell"), ())
+    stage1 = next((p.values[0] for p in sweep.parameters if p.name == "stage1"), None)
+    for name in names:
+        cell = _stage1_cells(stage1)[name]
+        summary = Path(cell.run_dir) / "summary.json"
+        status = json.loads(summary.read_text()).get("status", "unknown") if summary.is_file() else "not started"
+        if status != "finished" or not stage1_checkpoint({"stage1": stage1, "init_from_cell": name}).is_file():
+            raise SweepError(
+                f"{sweep.path}: parameters.init_from_cell: stage-1 cell {name!r} of {stage1} is {status}, so there is "
+                f"no best checkpoint in {cell.run_dir} to finetune from; run `python launch.py sweep {stage1}` first"
+            )
+
+
+def _parameter(name: str, spec: dict, key: str, method: str) -> Parameter:
+    shapes = [field_ for field_ in ("value", "values", "distribution") if field_ in spec]
+    if len(shapes) != 1 and not (shapes == ["values", "distribution"] and spec["distribution"] == "categorical"):
+        raise SweepError(f"{key}: give exactly one of value, values or distribution, got {shapes or 'none'}")
+    if shapes == ["value"]:
+        _no_fields(spec, ("min", "max", "probabilities"), key, "value")
+        return Parameter(name, "value", (spec["value"],))
+    if shapes == ["values"]:
+        _no_fields(spec, ("min", "max"), key, "values")
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{key}: values must be a non-empty list, got {values!r}")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise SweepError(f"{key}: values repeat an entry: {values!r}")
+        return Parameter(name, "values", tuple(values))
+    distribution = spec["distribution"]
+    if method in CELL_METHODS:
+        raise SweepError(f"{key}: a {method} needs value or values; distributions are for random and bayes search")
+    if distribution not in DISTRIBUTIONS:
+        raise SweepError(f"{key}: distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+    if distribution == "categorical":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{key}: a categorical distribution needs a non-empty values list")
+        _no_fields(spec, ("min", "max"), key, "a categorical distribution")
+        return Parameter(name, "distribution", tuple(values), distribution)
+    _no_fields(spec, ("values", "probabilities"), key, f"distribution {distribution}")
+    low, high = spec.get("min"), spec.get("max")
+    for bound, value in (("min", low), ("max", high)):
+        number = isinstance(value, int) if distribution == "int_uniform" else isinstance(value, int | float)
+        if not number or isinstance(value, bool):
+            kind = "an integer" if distribution == "int_uniform" else "a number"
+            raise SweepError(f"{key}: distribution {distribution} needs {bound} as {kind}, got {value!r}")
+    if not low < high:
+        raise SweepError(f"{key}: min ({low}) must be below max ({high})")
+    if distribution == "log_uniform_values" and low <= 0:
+        raise SweepError(f"{key}: log_uniform_values needs min > 0, got {low}")
+    return Parameter(name, "distribution", (), distribution, low, high)
+
+
+def _no_fields(spec: dict, fields: tuple[str, ...], key: str, shape: str) -> None:
+    extra = [field_ for field_ in fields if field_ in spec]
+    if extra:
+        raise SweepError(f"{key}: {extra[0]!r} does not go with {shape}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Grid expansion
+
+
+def expand_grid(parameters: tuple[Parameter, ...]) -> list[dict[str, Any]]:
+    """The cartesian product of the ``values`` axes, in the file's order (the last axis varies fastest), each cell
+    holding the constants too."""
+    constants = {p.name: p.values[0] for p in parameters if p.kind == "value"}
+    axes = [p for p in parameters if p.kind == "values"]
+    return [{**constants, **dict(zip([p.name for p in axes], combo, strict=True))}
+            for combo in itertools.product(*(p.values for p in axes))]  # fmt: skip
+
+
+def expand_ablation(parameters: tuple[Parameter, ...]) -> list[dict[str, Any]]:
+    """One factor at a time: the base cell (the first value of every ``values`` axis), then, axis by axis in the file's
+    order, the base with that axis alone changed to each of its other values: 1 + sum(len(values) - 1) cells."""
+    constants = {p.name: p.values[0] for p in parameters if p.kind == "value"}
+    axes = [p for p in parameters if p.kind == "values"]
+    base = {**constants, **{p.name: p.values[0] for p in axes}}
+    return [base, *({**base, p.name: value} for p in axes for value in p.values[1:])]
+
+
+def _text(value: Any) -> str:
+    """A parameter value as the command line and names write it (true, 0.5, 64,64, none)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+def _short_names(names: list[str]) -> dict[str, str]:
+    """``model.conv`` -> ``conv`` unless two keys share their last part, which then keep the whole key."""
+    dotted = {name: ALIASES.get(name, name) for name in names}
+    leaves = [d.rsplit(".", 1)[-1] for d in dotted.values()]
+    return {name: d.rsplit(".", 1)[-1] if leaves.count(d.rsplit(".", 1)[-1]) == 1 else d for name, d in dotted.items()}
+
+
+def cell_name(axes: dict[str, Any], seed: int) -> str:
+    """Readable and folder-safe, from the axis values (a variant by its file's stem) and the seed."""
+    short = _short_names(list(axes))
+    parts = [f"{short[k]}={Path(v).stem if k == 'variant' else _text(v)}" for k, v in axes.items()]
+    if "seed" not in {short[k] for k in axes}:
+        parts.append(f"seed={seed}")  # repeats of a cell differ by seed alone: keep it in every name
+    return re.sub(r"[^A-Za-z0-9_.=,-]", "_", "-".join(parts))
+
+
+def cell_config(cell: Cell) -> Config:
+    """The cell's resolved config: its variant and profile with the cell's overrides (group and tags included)."""
+    from ablations.variants import load_variant
+
+    return load_variant(cell.params["variant"], list(cell.overrides), cell.params.get("profile"))
+
+
+def _overrides(params: dict[str, Any]) -> list[str]:
+    overrides = [f"--{key}={_text(value)}" for key, value in params.items() if key not in OWN_PARAMETERS]
+    checkpoint = stage1_checkpoint(params)
+    return [*overrides, f"--train.init_from={checkpoint}"] if checkpoint else overrides
+
+
+def agent_command(sweep: Sweep, params: dict[str, Any]) -> list[str]:
+    """The command ``wandb agent`` runs for a cell with these parameters: the file's ``command`` with W&B's macros
+    expanded (``${env}``, ``${interpreter}``, ``${program}``, ``${args}``, ``${args_no_hyphens}``), each parameter
+    written as W&B writes it (``--name=value``, Python's str of the value: ``True``, ``0.5``)."""
+    command = sweep.raw.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"]
+    args = [f"--{name}={value}" for name, value in params.items()]
+    macros = {
+        "${env}": ["/usr/bin/env"],
+        "${interpreter}": ["python"],
+        "${program}": [str(sweep.raw.get("program", ""))],
+        "${args}": args,
+        "${args_no_hyphens}": [arg[2:] for arg in args],
+    }
+    return [part for token in command for part in macros.get(token, [token])]
+
+
+def _load_params(params: dict[str, Any], where: str) -> Config:
+    from ablations.variants import load_variant
+
+    try:
+        return load_variant(params["variant"], _overrides(params), params.get("profile"))
+    except ConfigError as exc:
+        raise SweepError(f"{where}: {exc}") from exc
+
+
+def _make_cell(sweep: Sweep, params: dict[str, Any], axes: dict[str, Any], where: str, prefix: str = "") -> Cell:
+    """A cell of ``params`` (its config loaded, so a bad value fails here), named from ``axes`` after ``prefix``.
+
+    Its identity is its resolved config: the id is the config's hash and ends the run folder's name, so a cell whose
+    files (variant, base, profile) changed is a new cell in a new folder, and the old run stays on disk as stale. It
+    computes with ``train.threads`` = 1 unless its config sets it, so its result is the same whatever the workers."""
+    cfg = _load_params(params, where)
+    pinned = () if cfg.train.threads is not None else (f"--train.threads={CELL_THREADS}",)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cfg.train.threads or CELL_THREADS))
+    # A search's sampled floats are named to 4 significant digits (the config keeps them whole).
+    shown = {k: float(f"{v:.4g}") if prefix and isinstance(v, float) else v for k, v in axes.items()}
+    name = prefix + cell_name(shown, cfg.train.seed)
+    tags = ",".join(f"{key}={_text(value)}" for key, value in zip(_short_names(list(axes)).values(), shown.values(),
+                                                                  strict=True))  # fmt: skip
+    overrides = (*_overrides(params), *pinned, f"--tracking.group={sweep.name}",
+                 *([f"--tracking.tags={tags}"] * bool(tags)))  # fmt: skip
+    identity = config_hash(cfg)
+    run_dir = str(Path(cfg.train.runs_dir) / sweep.name / f"{name}-{identity}")
+    return Cell(identity, name, params, axes, run_dir, overrides)
+
+
+def _with_cells(sweep: Sweep, combos: list[dict[str, Any]]) -> Sweep:
+    axes_names = [p.name for p in sweep.parameters if p.kind == "values"]
+    cells = []
+    for params in combos:
+        axes = {name: params[name] for name in axes_names}
+        label = ", ".join(f"{k}={_text(v)}" for k, v in axes.items()) or "the only cell"
+        cells.append(_make_cell(sweep, params, axes, f"{sweep.path}: parameters (cell {label})"))
+    folders = {str(Path(c.run_dir).parent) for c in cells}
+    if len(folders) != 1:
+        raise SweepError(f"{sweep.path}: every cell must share train.runs_dir (the sweep's ledger lives there)")
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids) or len({c.name for c in cells}) != len(cells):
+        raise SweepError(f"{sweep.path}: two cells have the same name or resolve to the same config")
+    return dataclasses.replace(sweep, cells=tuple(cells), folder=folders.pop())
+
+
+def search_cell(sweep: Sweep, slot: int, values: dict[str, Any]) -> Cell:
+    """Trial ``slot``'s cell: the constants with its sampled values, named ``trial=<slot>-<values>-seed=<seed>``."""
+    params = {**{p.name: p.values[0] for p in sweep.parameters if p.kind == "value"}, **values}
+    return _make_cell(sweep, params, values, f"{sweep.path}: trial {slot} ({values})", prefix=f"trial={slot}-")
+
+
+def _search_settings(sweep: Sweep) -> Sweep:
+    """A search's run_cap, sampler seed, pruner and first trial, checked: the constants with each searched parameter's
+    bounds (or categories) must load."""
+    where, raw = sweep.path, sweep.raw
+    if "run_cap" not in raw:
+        raise SweepError(f"{where}: a {sweep.method} search needs run_cap (how many trials to run in all)")
+    seed = next((p for p in sweep.parameters if ALIASES.get(p.name, p.name) == "train.seed"), None)
+    if seed is not None and seed.kind != "value":
+        raise SweepError(f"{where}: parameters.{seed.name}: a search's seed must be a constant {{value: N}} (it seeds "
+                         "the sampler and every trial; searching over seeds would pick the luckiest)")  # fmt: skip
+    searched = [p for p in sweep.parameters if p.kind != "value"]
+    if not searched:
+        raise SweepError(f"{where}: a {sweep.method} search needs a parameter with values or a distribution")
+    own = [p.name for p in searched if p.name in OWN_PARAMETERS]
+    if own:
+        raise SweepError(f"{where}: parameters.{own[0]} must be a constant in a search")
+    base = {p.name: p.values[0] for p in sweep.parameters if p.kind == "value"}
+    cfg = _load_params(base, f"{where}: parameters")
+    for p in searched:
+        probes = p.values if p.distribution in (None, "categorical") else (p.low, p.high)
+        for value in probes:
+            _load_params({**base, p.name: value}, f"{where}: parameters.{p.name}")
+    first = {}
+    for p in searched:
+        value = _config_value(cfg, p.name)
+        if p.distribution in (None, "categorical"):
+            if any(_text(value) == _text(choice) for choice in p.values):
+                first[p.name] = next(choice for choice in p.values if _text(value) == _text(choice))
+        elif (
+            isinstance(value, int | float)
+            and p.low <= value <= p.high
+            and (p.distribution != "int_uniform" or float(value).is_integer())
+        ):
+            first[p.name] = int(value) if p.distribution == "int_uniform" else float(value)
+    return dataclasses.replace(
+        sweep,
+        folder=str(Path(cfg.train.runs_dir) / sweep.name),
+        run_cap=raw["run_cap"],
+        seed=cfg.train.seed,
+        pruner=_pruner_spec(raw.get("early_terminate"), cfg, where),
+        first=first,
+    )
+
+
+def _config_value(cfg: Config, name: str) -> Any:
+    value = cfg
+    for part in ALIASES.get(name, name).split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _pruner_spec(early_terminate: dict | None, cfg: Config, where: str) -> dict[str, Any]:
+    """W&B's ``early_terminate`` as Optuna's pruner arguments; steps are training steps.
+
+    Absent: a median pruner (a trial stops when its value at an evaluation is worse than the median of the finished
+    trials' at the same step, once MEDIAN_STARTUP_TRIALS have finished). ``{type: hyperband, min_iter, max_iter, eta}``:
+    W&B counts iterations in evaluations, so min_iter and max_iter (default: the whole run) are multiplied by
+    ``train.eval_every``; eta (default 3) is the reduction factor."""
+    if early_terminate is None:
+        return {"type": "median", "n_startup_trials": MEDIAN_STARTUP_TRIALS}
+    key = f"{where}: early_terminate"
+    extra = [name for name in early_terminate if name not in EARLY_TERMINATE_FIELDS]
+    if extra:
+        raise SweepError(f"{key}: unsupported field {extra[0]!r} (supported: {', '.join(EARLY_TERMINATE_FIELDS)})")
+    if early_terminate.get("type") != "hyperband":
+        raise SweepError(f"{key}: type must be hyperband (W&B's only one), got {early_terminate.get('type')!r}")
+    for name in ("min_iter", "max_iter", "eta"):
+        value = early_terminate.get(name)
+        lowest = 2 if name == "eta" else 1
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= lowest):
+            raise SweepError(f"{key}: {name} must be an integer of at least {lowest}, got {value!r}")
+    if "min_iter" not in early_terminate:
+        raise SweepError(f"{key}: hyperband needs min_iter (evaluations every trial gets before it can be stopped)")
+    eval_every, steps = cfg.train.eval_every, cfg.train.steps
+    max_resource = early_terminate["max_iter"] * eval_every if "max_iter" in early_terminate else steps
+    min_resource = early_terminate["min_iter"] * eval_every
+    if not min_resource < max_resource:
+        raise SweepError(f"{key}: min_iter x train.eval_every ({min_resource}) must be below max_iter x "
+                         f"train.eval_every or train.steps ({max_resource})")  # fmt: skip
+    return {"type": "hyperband", "min_resource": min_resource, "max_resource": max_resource,
+            "reduction_factor": early_terminate.get("eta", 3)}  # fmt: skip
