@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from core.config import FIDELITY, Config, config_hash, from_dict, to_dict
 from core.data.formats import read_sequences
 from core.data.loaders import SequenceDataset
-from core.data.sources import build_data
+from core.data.sources import RunData, build_data
 from core.io import atomic_write
 from core.losses import prediction_loss
 from core.metrics import BASELINES, METRICS, MetricAccumulator, Scores, baseline_predictions
@@ -319,9 +319,8 @@ def train(
         started_from = {"init_from": initialised} if initialised else {}
         tracker.summary("running", test_set=data.test_name, **_execution(cfg, device), **started_from)
         runner = compiled(model, cfg.train.compile)
-        status, step, best_val_mse = _loop(
-            cfg, model, runner, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress
-        )
+        training = _Training(cfg, model, runner, optimizer, data, device, tracker, run_dir)
+        status, step, best_val_mse = _loop(training, start, best_val_mse, on_eval, progress)
         result = TrainResult(run_dir, status, step, best_val_mse if math.isfinite(best_val_mse) else None)
         if status == "finished":
             result.test, result.baselines = _final_test(
@@ -364,9 +363,27 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
             )
 
 
-def _loop(cfg, model, runner, optimizer, data, device, tracker, run_dir, start, best_val_mse, on_eval, progress):
-    """Train from step ``start``; ``runner`` (``model`` or its compiled wrapper) runs the forward passes, ``model``
-    is what checkpoints save."""
+@dataclass(frozen=True)
+class _Training:
+    """What one run trains with, set up by :func:`train` for :func:`_loop`."""
+
+    cfg: Config
+    model: torch.nn.Module  # what checkpoints save
+    runner: torch.nn.Module  # ``model`` or its compiled wrapper: runs the forward passes
+    optimizer: torch.optim.Optimizer
+    data: RunData
+    device: torch.device
+    tracker: Tracker
+    run_dir: Path
+
+
+def _loop(
+    training: _Training, start: int, best_val_mse: float, on_eval: EvalCallback | None, progress: bool
+) -> tuple[str, int, float]:
+    """Train from step ``start``; returns the status (finished, diverged or pruned), the last step and the best
+    validation MSE (inf before the first evaluation)."""
+    cfg, model, runner, optimizer = training.cfg, training.model, training.runner, training.optimizer
+    data, device, tracker, run_dir = training.data, training.device, training.tracker, training.run_dir
     t = cfg.train
     context = data.context_frames
     steps_past_context = cfg.data.total_frames - context - 1
