@@ -1,0 +1,129 @@
+"""Shipped checkpoints: a trained run's weights, small, with what it takes to trust them.
+
+:func:`ship` writes two files for a finished run:
+
+- ``<name>-<sha8>.pt``: the weights, the step and the resolved config (no optimiser or RNG state: a fraction of the
+  run's own checkpoint), named by the first 8 hex digits of its sha256, so a retrained baseline is a new file and
+  whatever names it (a finetune sweep's ``train.init_from``) is a new config, never mistaken for the old one;
+- ``<name>.json``: the manifest: that file and its sha256, the resolved config, the command that trained it, the CPU
+  and thread count it trained on, its validation history, the trainer's test summary, and a check: the test MSE of the
+  first :data:`CHECK_SEQUENCES` test sequences, which :func:`verify` recomputes.
+
+Both are written under temporary names and renamed. Loading goes through the trainer's weights-only unpickler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from core.config import from_dict, to_dict
+from core.data.sources import build_data
+from core.io import atomic_write
+from core.models import build_model
+from core.trainer import CheckpointError, checkpoint_in, evaluate_model, load_checkpoint, load_weights
+
+CHECK_SEQUENCES = 64
+"""Test sequences the manifest's check scores: enough to catch wrong weights, quick enough for a unit test."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cpu_name() -> str:
+    """The CPU's model name as ``lscpu`` shows it (``AMD EPYC``), else the platform's word for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def check_mse(state: dict[str, Any], threads: int = 1) -> float:
+    """Test MSE of a checkpoint's weights on the first :data:`CHECK_SEQUENCES` sequences of its config's test set,
+    computed in float32 with ``threads`` torch threads."""
+    cfg = from_dict(state["config"], state.get("path", "checkpoint"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size)
+        load_weights(model, state)
+        data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
+        subset = Subset(data.test, range(min(CHECK_SEQUENCES, len(data.test))))
+        device = torch.device("cpu")
+        return float(evaluate_model(model, subset, data.context_frames, 16, device).scores.mse)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> Path:
+    """Write ``run_dir``'s best checkpoint (else its last) as ``<out_dir>/<name>-<sha8>.pt`` with its manifest
+    ``<out_dir>/<name>.json`` (see the module's doc); returns the manifest's path. The run must have finished."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("status") != "finished":
+        raise CheckpointError(f"{run_dir}: only a finished run is shipped (status: {summary.get('status', 'none')})")
+    state = load_checkpoint(checkpoint_in(run_dir))
+    slim = {key: state[key] for key in ("format", "step", "best_val_mse", "config", "model")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".{name}.pt.partial"
+    with atomic_write(staging) as handle:
+        torch.save(slim, handle)
+    digest = sha256_of(staging)
+    weights = out_dir / f"{name}-{digest[:8]}.pt"
+    os.replace(staging, weights)
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    manifest = {
+        "name": name,
+        "file": weights.name,
+        "sha256": digest,
+        "step": int(slim["step"]),
+        "command": command,
+        "cpu": cpu_name(),
+        "threads": summary.get("threads"),
+        "torch": torch.__version__,
+        "config": to_dict(from_dict(slim["config"], str(weights))),
+        "test_set": summary.get("test_set"),
+        "test": summary.get("metrics"),
+        "baselines": summary.get("baselines"),
+        "validation": [
+            {"step": row["step"], "mse": row["val/mse"], "ssim": row.get("val/ssim")}
+            for row in history
+            if "val/mse" in row
+        ],
+        "check": {"sequences": CHECK_SEQUENCES, "threads": 1, "mse": check_mse({**slim, "path": str(weights)})},
+    }
+    path = out_dir / f"{name}.json"
+    with atomic_write(path, "w") as handle:
+        json.dump(manifest, handle, indent=1)
+    return path
+
+
+def verify(manifest_path: str | Path) -> dict[str, float]:
+    """Check a shipped checkpoint against its manifest: the file's sha256, then the check's MSE recomputed.
+    Returns ``{"expected": ..., "measured": ...}``; a wrong hash or an unreadable file is a CheckpointError."""
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    weights = manifest_path.parent / manifest["file"]
+    if not weights.is_file():
+        raise CheckpointError(f"{manifest_path}: names {manifest['file']}, which is not beside it")
+    digest = sha256_of(weights)
+    if digest != manifest["sha256"]:
+        raise CheckpointError(f"{weights}: sha256 {digest} differs from its manifest's {manifest['sha256']}")
+    measured = check_mse(load_checkpoint(weights), manifest["check"]["threads"])
+    return {"expected": float(manifest["check"]["mse"]), "measured": measured}
