@@ -38,7 +38,7 @@ MAX_RETRY = 3  # a cell that kills its worker this many times is left failed rat
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The ledger
+# The study: its storage, creation, sampler and pruner
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,10 @@ def _suggest(trial, sweep: Sweep) -> dict[str, Any]:
 def _fixed_params(cell: Cell) -> dict[str, Any]:
     # Optuna compares enqueued params by value; the id covers them all, and keeps lists and None out of its checks.
     return {"cell_id": cell.id}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Claiming cells under the ledger's lock, beating while they run, handing them back
 
 
 @contextlib.contextmanager
@@ -286,7 +290,7 @@ def _requeue(study, storage, trial_id: int, reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Running and summarising
+# Summarising
 
 
 @dataclass

@@ -5,7 +5,8 @@ runs the objective on it, :func:`train_cell` for real cells: it trains the cell'
 record is the run folder, and returns the metric. ``train_cell`` reports every evaluation, so a search's pruner may
 stop the cell. A finished line per cell says where the sweep stands.
 
-torch is imported only inside :func:`train_cell` (through the trainer): a spawned worker sets OMP_NUM_THREADS first.
+Importing this module imports neither torch nor Optuna: a spawned worker sets OMP_NUM_THREADS (:func:`work`) before
+:func:`train_cell` imports the trainer.
 """
 
 from __future__ import annotations

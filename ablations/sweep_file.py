@@ -311,7 +311,7 @@ def _no_fields(spec: dict, fields: tuple[str, ...], key: str, shape: str) -> Non
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Grid expansion
+# Cells: grid and ablation expansion, names, identity
 
 
 def expand_grid(parameters: tuple[Parameter, ...]) -> list[dict[str, Any]]:

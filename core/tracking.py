@@ -202,9 +202,10 @@ class Tracker:
         """Draw ``(N, T, C, H, W)`` target and predicted frames (values in [0, 1] or uint8; C is 1 or 3), after the
         ``(N, Tc, C, H, W)`` context, for the first ``cfg.tracking.frames`` sequences.
 
-        Writes ``frames/<tag>_step<step>.png`` (:func:`frame_grid`), ``.gif`` (:func:`frame_video`) and ``.npz`` (the
-        uint8 arrays ``target``, ``pred`` and ``context``, read by :func:`read_frames`) and logs the first two to W&B as
-        ``<tag>/frames`` and ``<tag>/video``. Returns the PNG and GIF paths, or None when ``tracking.frames`` is 0.
+        Writes ``frames/<tag>_step<step>.png`` (:func:`core.pictures.frame_grid`), ``.gif``
+        (:func:`core.pictures.frame_video`) and ``.npz`` (the uint8 arrays ``target``, ``pred`` and ``context``, read by
+        :func:`core.records.read_frames`) and logs the first two to W&B as ``<tag>/frames`` and ``<tag>/video``.
+        Returns the PNG and GIF paths, or None when ``tracking.frames`` is 0.
         """
         self._check_open()
         step = operator.index(step)

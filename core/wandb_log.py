@@ -156,7 +156,7 @@ def read_run_logs(path: str | Path, load_proto: Callable[[], Any]) -> dict[str, 
 
 
 def read_offline_table(value: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rows of a table-file value from :func:`read_offline_run` (e.g. a per-frame curve), as dicts by column."""
+    """The rows of a table-file value from :func:`read_run_logs` (e.g. a per-frame curve), as dicts by column."""
     table = json.loads(Path(value["local_path"]).read_text(encoding="utf-8"))
     return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
 
