@@ -43,7 +43,7 @@ import pandas as pd
 
 from core.axes import RECORDED, axis_values, recorded_axes
 from core.io import DataError
-from core.tracking import SWEEP_CELLS, read_run
+from core.records import SWEEP_CELLS, read_run
 
 METRICS = ("mse", "mae", "psnr", "ssim")
 """Final test metrics, as the trainer stores them under ``test/<name>`` (per frame: ``test/<name>_by_frame``)."""

@@ -33,7 +33,7 @@ from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # no
 from analysis.tables import is_present  # noqa: E402
 from core.axes import Axis  # noqa: E402
 from core.io import DataError, atomic_write  # noqa: E402
-from core.tracking import read_frames  # noqa: E402
+from core.records import read_frames  # noqa: E402
 
 FORMATS = ("png", "pdf")
 DPI = 120

@@ -45,7 +45,8 @@ import pandas as pd
 from analysis.collect import AXES, COLUMNS, find_run_dirs, record_row
 from core.config import Config, ConfigError, config_hash, from_dict, to_yaml
 from core.io import atomic_write
-from core.tracking import import_wandb, offline_run_files, read_offline_run, scrub_secrets
+from core.tracking import import_wandb, read_offline_run, scrub_secrets
+from core.wandb_log import offline_run_files
 
 CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(Config))
 """The resolved config's top-level keys; the tracker adds the axes and ``config_hash`` beside them in W&B's config."""

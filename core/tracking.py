@@ -38,10 +38,6 @@ from core.config import Config, config_hash, to_dict, to_yaml
 from core.io import atomic_write
 from core.pictures import _as_frames, save_frames
 from core.records import STATUSES, SUMMARY_KEYS, _read_json, read_metrics
-from core.records import SWEEP_CELLS as SWEEP_CELLS  # this and the next three: analysis/ imports them from here
-from core.records import read_frames as read_frames
-from core.records import read_run as read_run
-from core.wandb_log import offline_run_files as offline_run_files
 from core.wandb_log import read_log_records, read_run_logs
 
 WANDB_MODES = ("offline", "online", "disabled")

@@ -17,7 +17,7 @@ from test_analysis import KTH_TEST, record_run
 import launch
 from analysis import figures
 from analysis.collect import collect
-from analysis.effects import axis_effects, best_weight, effects_markdown, weight_points
+from analysis.effects import axis_effects, best_weight, effects_markdown, verdicts, weight_points
 from analysis.report import write_report
 from analysis.tables import study_table
 from core.config import load
@@ -95,7 +95,8 @@ def test_axis_effects_are_paired_differences(tmp_path):
     effects = axis_effects(collect(grid(tmp_path, seeds=(0, 1))))
     conv = effect(effects, "conv", "mse")
     assert (conv["value"], conv["reference"]) == ("2d", "3d")
-    assert conv["effect"] == pytest.approx(10.0) and conv["pairs"] == 4 and not conv["better"]
+    assert conv["effect"] == pytest.approx(10.0) and conv["pairs"] == 8 and not conv["better"]  # 4 cells x 2 seeds
+    assert conv["low"] == conv["high"] == pytest.approx(10.0) and conv["verdict"] == "worse"  # no noise here
     residual = effect(effects, "residual", "mse")
     assert (residual["value"], residual["reference"]) == (True, False)
     assert residual["effect"] == pytest.approx(-5.0) and residual["better"]
@@ -106,8 +107,30 @@ def test_axis_effects_are_paired_differences(tmp_path):
     assert weight["effect"] == pytest.approx(10.0)
     assert set(effects["axis"]) == {"conv", "residual", "l1_weight"}  # seed and dataset are not axes here
     text = effects_markdown(effects)
-    assert "| convolution: 3d → 2d | +10.00 ± 0.00 |" in text
-    assert "| residual connections: off → on | -5.00 ± 0.00 |" in text and "| l1 weight: 0 → 0.5 |" in text
+    assert "| convolution: 3d → 2d | +10.00 [+10.00, +10.00] |" in text
+    assert "| residual connections: off → on | -5.00 [-5.00, -5.00] |" in text and "| l1 weight: 0 → 0.5 |" in text
+    assert "- residual connections: off → on: lowers MSE by 5.00 (95% CI -5.00 to -5.00, 8 pairs): beyond seed " in text
+
+
+def test_effects_within_seed_noise_say_so(tmp_path):
+    for conv, mses in (("3d", (100.0, 104.0, 98.0)), ("2d", (101.0, 99.0, 103.0))):
+        for seed, mse in enumerate(mses):
+            record_run(tmp_path, f"{conv}-{seed}", (f"--model.conv={conv}", f"--train.seed={seed}"),
+                       {"mse": mse, "mae": mse, "psnr": 20.0, "ssim": 0.5})  # fmt: skip
+    conv = effect(axis_effects(collect(tmp_path)), "conv", "mse")
+    assert conv["pairs"] == 3 and conv["effect"] == pytest.approx(1 / 3) and conv["low"] < 0 < conv["high"]
+    assert conv["verdict"] == "noise"
+    (line,) = verdicts(axis_effects(collect(tmp_path)))
+    assert line.startswith("convolution: 3d → 2d: changes MSE by +0.33 (95% CI ")
+    assert line.endswith("3 pairs): not distinguishable from seed noise at this budget.")
+    one = effect(axis_effects(collect(grid(tmp_path / "one"))), "conv", "mse")
+    assert one["verdict"] == "worse"  # 4 pairs without spread: an exact +10
+    single = tmp_path / "single"
+    for conv, mse in (("3d", 100.0), ("2d", 90.0)):
+        record_run(single, conv, (f"--model.conv={conv}",), {"mse": mse, "mae": mse, "psnr": 20.0, "ssim": 0.5})
+    alone = effect(axis_effects(collect(single)), "conv", "mse")
+    assert alone["verdict"] == "one pair" and math.isnan(alone["low"])
+    assert "on one pair: no interval (run more seeds)" in verdicts(axis_effects(collect(single)))[0]
 
 
 def test_axis_effects_compare_only_cells_run_both_ways(tmp_path):

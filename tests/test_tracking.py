@@ -87,12 +87,13 @@ def test_importing_and_disabled_tracking_never_import_wandb(tmp_path):
     run_dir = str(tmp_path / "run")
     script = f"""
 import sys
+import core.records as records
 import core.tracking as tracking
 from core.config import Config
 assert "wandb" not in sys.modules, "imported by import core.tracking"
 with tracking.Tracker({run_dir!r}, Config(), mode="disabled") as tracker:
     tracker.log({{"train/loss": 1.0}}, step=1)
-tracking.read_run({run_dir!r})
+records.read_run({run_dir!r})
 assert "wandb" not in sys.modules, "imported by a disabled tracker"
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
