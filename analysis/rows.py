@@ -8,12 +8,11 @@ identifiers: datasets are columns and seeds are averaged over.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
-from core.axes import IDENTITY, STUDY_AXES, Axis, axis, canonical, variant_name
+from core.axes import IDENTITY, STUDY_AXES, Axis, axis, canonical, is_present, variant_name
 
 _FIXED_KEYS = {a.key for a in (*STUDY_AXES, *IDENTITY)}
 
@@ -42,7 +41,7 @@ def with_axes(runs: pd.DataFrame, axes: tuple[Axis, ...]) -> pd.DataFrame:
 def row_key(run: pd.Series, axes: tuple[Axis, ...]) -> tuple:
     """A run's row: its axis values, or ``("run", run_dir)`` when they are unknown (an unreadable record)."""
     values = tuple(value(run, each) for each in axes)
-    if not all(_present(v) for v in values[: len(STUDY_AXES)]):
+    if not all(is_present(v) for v in values[: len(STUDY_AXES)]):
         return ("run", run["run_dir"])
     return values
 
@@ -66,8 +65,5 @@ def run_name(run: pd.Series, axes: tuple[Axis, ...]) -> str:
 
 
 def _canonical_or_none(value: Any) -> Any:
-    return canonical(value) if _present(value) else None
+    return canonical(value) if is_present(value) else None
 
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))

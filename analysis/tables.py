@@ -41,7 +41,7 @@ from analysis.labels import (
 )
 from analysis.rows import row_axes, row_key, row_name, row_order, with_axes
 from analysis.stats import excludes_zero, gap_interval
-from core.axes import Axis
+from core.axes import Axis, is_present
 
 NOT_RUN = "–"  # a variant with no run on a dataset
 PUBLISHED_SSIM_MARK = "†"  # a published SSIM under the release convention, in a table that is not
@@ -255,10 +255,6 @@ def study_table(
 
 def _finished(runs: pd.DataFrame) -> pd.Series:
     return runs["status"] == "finished"
-
-
-def is_present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _check_comparable(runs: pd.DataFrame) -> None:

@@ -200,11 +200,12 @@ def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES)
     details = []
     for each in axes:
         value = values.get(each.name)
-        if each.name in ("conv", "residual") or not _present(value) or each.is_release(value):
+        if each.name in ("conv", "residual") or not is_present(value) or each.is_release(value):
             continue
         details.append(each.describe(value))
     return ", ".join([name, *details])
 
 
-def _present(value: Any) -> bool:
+def is_present(value: Any) -> bool:
+    """Neither None nor NaN (a missing value in a record or a pandas frame)."""
     return value is not None and not (isinstance(value, float) and math.isnan(value))
