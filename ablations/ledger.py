@@ -20,6 +20,8 @@ import fcntl
 import functools
 import hashlib
 import json
+import os
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -207,6 +209,7 @@ def _claim(storage, study_id: int, cells: dict[str, Cell]) -> tuple[int, int, Ce
         storage.record_heartbeat(trial_id)
         try:
             if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+                storage.set_trial_user_attr(trial_id, "worker", worker_tag())
                 return trial_id, trial.number, cell
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker claimed and finished it meanwhile
@@ -232,6 +235,7 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int,
             return None
         trial = study.ask()
         storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr("worker", worker_tag())
         slot = _slot(trial)
         trial.set_user_attr("slot", slot)
         try:
@@ -246,6 +250,41 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int,
         for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values)):
             trial.set_user_attr(key, value)
         return trial._trial_id, trial.number, cell, trial
+
+
+def worker_tag() -> str:
+    """``host:pid`` of this process, recorded on every trial it claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def vouch_for_local_workers(storage, study_id: int) -> None:
+    """Beat for every running trial whose worker is a live process on this machine, before stale trials are failed.
+
+    Heartbeats are how a ledger shared by several machines tells a dead worker from a live one; but on a loaded
+    machine a live worker's own beats can come later than the grace period (a thread starved of CPU, a long database
+    lock), and its cell would be declared dead and run a second time beside it. On the worker's own machine liveness
+    is a fact, not a guess: a cell is taken away only from a worker that is gone, or from one on another machine whose
+    beats stopped."""
+    optuna = _optuna()
+    host = socket.gethostname()
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        name, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if name == host and pid.isdigit() and _alive(int(pid)):
+            storage.record_heartbeat(trial._trial_id)
 
 
 class _Heartbeat:

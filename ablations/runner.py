@@ -40,6 +40,7 @@ from ablations.ledger import (
     default_storage,
     prepare,
     summarize,
+    vouch_for_local_workers,
 )
 from ablations.sweep_file import SEARCH_METHODS, Cell, Sweep, SweepError, _check_stage1_finished, cell_config
 from core.io import atomic_write
@@ -153,6 +154,7 @@ def work(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # ask() warns that heartbeats are meant for optimize(); this loop is our optimize(), beating as it does.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            vouch_for_local_workers(storage, study_id)
             optuna.storages.fail_stale_trials(study)
             claimed = _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
         if claimed is None:

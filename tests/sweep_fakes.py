@@ -52,6 +52,14 @@ def hang_on_one(cell: Cell, metric: str, report=None) -> float:
     return count_calls(cell, metric, report)
 
 
+def slow_silent(cell: Cell, metric: str, report=None) -> float:
+    """Runs for SWEEP_SLOW_S seconds after a 'started' mark: with a heartbeat interval longer than that, a live worker
+    whose beats have stopped, as a starved or stalled one looks to the others."""
+    _record(cell, "started")
+    time.sleep(float(os.environ["SWEEP_SLOW_S"]))
+    return count_calls(cell, metric, report)
+
+
 OPTIMUM = 0.3  # the l1 weight the synthetic search objective is best at
 EVALUATIONS = 3
 

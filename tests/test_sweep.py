@@ -385,6 +385,27 @@ def test_a_killed_workers_cell_runs_again_and_no_cell_runs_twice(tmp_path, calls
     assert [c.trials for c in summary.cells] == [1, 2, 1, 1]  # the killed cell's trial was retried
 
 
+def test_a_live_workers_cell_is_not_taken_from_it_when_its_beats_come_late(tmp_path, calls, monkeypatch):
+    """A worker whose heartbeats stall past the grace period (a loaded machine) but whose process lives keeps its
+    cell: another worker on the same machine vouches for it instead of running the cell a second time beside it."""
+    one_cell = {"model.conv": {"value": "3d"}, "model.residual": {"value": False}, "loss.l1_weight": {"value": 0.0}}
+    sweep = load_sweep(write_sweep(tmp_path, **one_cell))
+    monkeypatch.setenv("SWEEP_SLOW_S", "5")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", heartbeat_interval=600, grace_period=1,
+                    poll_s=0.2)  # fmt: skip
+    prepare(sweep, ledger)
+    silent = multiprocessing.get_context("spawn").Process(target=work, args=(sweep, ledger, sweep_fakes.slow_silent))
+    silent.start()
+    deadline = time.monotonic() + 60
+    while not call_counts(calls, "started") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # past the grace period: its only beat, at the claim, is stale now
+    assert work(sweep, ledger, sweep_fakes.count_calls) == 0  # waits for the live worker, runs nothing
+    silent.join()
+    assert silent.exitcode == 0 and sum(call_counts(calls).values()) == 1
+    assert [c.status for c in summarize(sweep, ledger).cells] == ["done"]
+
+
 def test_a_stopped_worker_hands_its_cell_back_at_once(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))
     monkeypatch.setenv("SWEEP_HANG_CELL", sweep.cells[0].id)
