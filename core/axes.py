@@ -189,7 +189,8 @@ def recorded_axes(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES) -> str:
-    """A readable name from a row's axis values, naming only what differs from the release's E3D-LSTM.
+    """A readable name from a row's axis values: the study's axes where they differ from the release's E3D-LSTM, any
+    other axis always (it is a row axis only where it varies, and its release value is nobody's to remember).
 
     ``{"conv": "3d"}`` -> "E3D-LSTM"; ``{"conv": "2d"}`` -> "E2D-LSTM"; residuals, finetuned, l1 weight 1 ->
     "E3D-LSTM + residuals, l1 only, finetuned"; with ``train.lr`` an axis: "E3D-LSTM, lr=0.002".
@@ -200,9 +201,10 @@ def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES)
     details = []
     for each in axes:
         value = values.get(each.name)
-        if each.name in ("conv", "residual") or not is_present(value) or each.is_release(value):
+        if each.name in ("conv", "residual") or not is_present(value):
             continue
-        details.append(each.describe(value))
+        if each not in STUDY_AXES or not each.is_release(value):  # another key is named whenever it is a row axis
+            details.append(each.describe(value))
     return ", ".join([name, *details])
 
 

@@ -507,6 +507,23 @@ def test_a_cell_is_its_resolved_config_and_an_edited_file_leaves_the_old_runs_st
     assert (tmp_path / "report/runs.csv").read_text().count(",stale,") == 2  # listed, marked, never tabulated
 
 
+def test_a_sweep_over_any_key_gets_a_full_report(tmp_path):
+    from analysis.report import write_report
+
+    path = _tiny_grid(tmp_path, "lr", **{"model.residual": {"value": False}, "train.lr": {"values": [0.001, 0.01]},
+                                          "train.seed": {"values": [0, 1]}})  # fmt: skip
+    run_sweep(load_sweep(path), workers=1, **FAST)
+    report = write_report([tmp_path / "runs/lr"], out_dir=tmp_path / "report")
+    section = report.sections[0]
+    names = [row.name for row in section.tables[0].rows if row.kind == "variant"]
+    assert names == ["E3D-LSTM, l1+l2 (w=0.5), lr=0.001", "E3D-LSTM, l1+l2 (w=0.5), lr=0.01"]
+    assert section.tables[0].cell(names[1], "moving_mnist", "seeds").text == "2"
+    lr = section.effects[(section.effects["axis"] == "lr") & (section.effects["metric"] == "mse")].iloc[0]
+    assert lr["change"] == "lr: 0.001 → 0.01" and lr["pairs"] == 2
+    assert {"loss", "per_frame"} <= set(section.figures)
+    assert "lr=0.01" in report.html.read_text() and "lr" in (tmp_path / "report/runs.csv").read_text().splitlines()[0]
+
+
 def test_a_cells_result_does_not_depend_on_the_worker_count(tmp_path):
     one = run_sweep(load_sweep(_tiny_grid(tmp_path / "a")), workers=1, **FAST)
     two = run_sweep(load_sweep(_tiny_grid(tmp_path / "b")), workers=2, **FAST)
