@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from core.axes import SHAPE_KEYS
 from core.config import ALIASES, Config, ConfigError, load, parse_overrides
 from core.trainer import run_dir_for
 
 ROOT = Path(__file__).resolve().parent
 SHARED_WITH_SOURCE = (
     *("data.", "tracking.", "train.seed", "train.runs_dir", "train.device", "train.precision", "train.compile"),
-    *("model.hidden", "model.filter_size", "model.patch_size", "model.window", "model.layer_norm", "model.conv"),
+    *("train.threads", *sorted(SHAPE_KEYS)),
 )
+"""Overrides that a finetuning variant's source run gets too: where data and runs are, how runs execute, and every key
+that changes weight shapes (core.axes.SHAPE_KEYS), so the source's weights fit."""
 
 
 def variant_files() -> list[Path]:

@@ -2,7 +2,7 @@
 
 Every study axis (:data:`core.axes.STUDY_AXES`) is a row axis; so is any other config key whose value differs among
 the runs shown together (a sweep over ``train.lr`` gets rows "E3D-LSTM, lr=0.001" and "E3D-LSTM, lr=0.002"). Keys
-that only say where or how a run executed are never axes (:data:`core.axes.NOT_AXES`), and neither are the
+that only say where or how a run executed are never axes (:func:`core.axes.is_axis_key`), and neither are the
 identifiers: datasets are columns and seeds are averaged over.
 """
 

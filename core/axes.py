@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.config import BEFORE_FIELD, RELEASE_L1_WEIGHT, Config, to_dict, valid_keys
+from core.config import BEFORE_FIELD, RELEASE_L1_WEIGHT, UNHASHED, Config, to_dict, valid_keys
 
 
 def canonical(value: Any) -> Any:
@@ -122,9 +122,6 @@ IDENTITY: tuple[Axis, ...] = (
 RECORDED: tuple[Axis, ...] = (IDENTITY[0], *STUDY_AXES, IDENTITY[1])
 """What every run records as its axes (summary.json, W&B's config), in this order."""
 
-NOT_AXES = ("variant", "train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers",
-            "data.data_dir", "tracking.")  # fmt: skip
-"""Keys (or key prefixes) that say where or how a run is recorded or executed, not what it computes: never axes."""
 
 SHAPE_KEYS = frozenset({"model.name", "model.hidden", "model.conv", "model.filter_size", "model.window",
                         "model.patch_size", "model.layer_norm", "data.channels"})  # fmt: skip
@@ -153,8 +150,9 @@ def _derived(key: str) -> Axis:
 
 
 def is_axis_key(key: str) -> bool:
-    """Whether a dotted config key can be an axis (it changes what a run computes)."""
-    return not any(key == skip or (skip.endswith(".") and key.startswith(skip)) for skip in NOT_AXES)
+    """Whether a dotted config key can be an axis: it changes what a run computes (``core.config.UNHASHED`` lists
+    those that say where or how a run is recorded or executed), and it is not the variant's name."""
+    return key != "variant" and key not in UNHASHED
 
 
 def axis_values(config: Mapping[str, Any] | None) -> dict[str, Any]:

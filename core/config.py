@@ -541,9 +541,9 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-# Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash.
-_UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
+UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
+"""Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash."""
 BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
                 "train.threads": None}  # fmt: skip
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
@@ -555,7 +555,7 @@ KTH runs validated on test windows, which no value of data.val_persons describes
 def config_hash(cfg: Config, length: int = 8) -> str:
     """A stable short hash of what the run computes, so a re-run finds the same run folder."""
     flat = {k: v for k, v in _flatten(to_dict(cfg), "hash")
-            if k not in _UNHASHED and BEFORE_FIELD.get(k, object()) != v}  # fmt: skip
+            if k not in UNHASHED and BEFORE_FIELD.get(k, object()) != v}  # fmt: skip
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:length]
 
 
