@@ -28,7 +28,7 @@ from core.config import from_dict, to_dict
 from core.data.sources import build_data
 from core.io import atomic_write
 from core.models import build_model
-from core.trainer import CheckpointError, checkpoint_in, evaluate_model, load_checkpoint, load_weights
+from core.trainer import CheckpointError, checkpoint_in, evaluate_model, load_checkpoint, load_weights, torch_threads
 
 CHECK_SEQUENCES = 64
 """Test sequences the manifest's check scores: enough to catch wrong weights, quick enough for a unit test."""
@@ -57,17 +57,12 @@ def check_mse(state: dict[str, Any], threads: int = 1) -> float:
     """Test MSE of a checkpoint's weights on the first :data:`CHECK_SEQUENCES` sequences of its config's test set,
     computed in float32 with ``threads`` torch threads."""
     cfg = from_dict(state["config"], state.get("path", "checkpoint"))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size)
         load_weights(model, state)
         data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
         subset = Subset(data.test, range(min(CHECK_SEQUENCES, len(data.test))))
-        device = torch.device("cpu")
-        return float(evaluate_model(model, subset, data.context_frames, 16, device).scores.mse)
-    finally:
-        torch.set_num_threads(previous)
+        return float(evaluate_model(model, subset, data.context_frames, 16, torch.device("cpu")).scores.mse)
 
 
 def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> Path:

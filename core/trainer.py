@@ -264,13 +264,31 @@ def _baseline_scores(scores: Scores) -> dict[str, float | list[float]]:
 # Training
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """torch's intra-op threads set to ``count`` inside the block (unchanged for None), as they were after it."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(
     cfg: Config,
     run_dir: str | Path | None = None,
     on_eval: EvalCallback | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train (or resume, or skip if already finished) the run that ``cfg`` describes, then test it."""
+    """Train (or resume, or skip if already finished) the run that ``cfg`` describes, then test it, with
+    ``train.threads`` torch threads."""
+    with torch_threads(cfg.train.threads):
+        return _train(cfg, run_dir, on_eval, progress)
+
+
+def _train(cfg: Config, run_dir: str | Path | None, on_eval: EvalCallback | None, progress: bool) -> TrainResult:
     torch.set_flush_denormal(True)  # the release's unscaled recall makes subnormal floats, which crawl on CPUs
     if cfg.fidelity != FIDELITY:
         raise ValueError(
@@ -283,8 +301,6 @@ def train(
         return finished
     device = pick_device(cfg.train.device)
     check_precision(cfg.train.precision, device)
-    if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
     model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
