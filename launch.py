@@ -14,6 +14,7 @@ python launch.py report runs/demo runs/search    tables, figures, report.html
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -98,6 +99,28 @@ def _eval(args: argparse.Namespace) -> None:
           f"{report['ssim_convention']}:")  # fmt: skip
     print(format_scores("test", report["metrics"], report["baselines"]))
     print(f"wrote {report['written']}")
+
+
+def _ship(args: argparse.Namespace) -> None:
+    from core.shipped import ship
+
+    command = args.command_line or f"python launch.py train {Path(args.run_dir) / 'config.yaml'}"
+    manifest = ship(args.run_dir, args.out, args.name, command)
+    print(f"shipped {args.run_dir} as {manifest.parent / json.loads(manifest.read_text())['file']} ({manifest})")
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from core.shipped import verify
+
+    failed = 0
+    for manifest in args.manifests:
+        result = verify(manifest)
+        ok = abs(result["measured"] - result["expected"]) <= args.tolerance
+        failed += not ok
+        print(f"{manifest}: sha256 ok; check MSE {result['measured']:.6f}, recorded {result['expected']:.6f}: "
+              f"{'ok' if ok else 'DIFFERS'}")  # fmt: skip
+    if failed:
+        raise ValueError(f"{failed} shipped checkpoint(s) missed their recorded check MSE by over {args.tolerance}")
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -213,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("--precision", choices=["fp32", "bf16"], help="forward pass precision (default: the run's)")
     evaluate.set_defaults(run=_eval)
+
+    ship = commands.add_parser("ship", help="write a finished run's weights as a small checkpoint with a manifest")
+    ship.add_argument("run_dir", metavar="RUN", help="a finished run folder (its best checkpoint is shipped)")
+    ship.add_argument("--name", required=True, help="the shipped name, e.g. e3d_baseline (<name>-<sha8>.pt, .json)")
+    ship.add_argument("--out", required=True, help="the folder to write into")
+    ship.add_argument("--command-line", help="the command that trained it, for the manifest (default: its config)")
+    ship.set_defaults(run=_ship)
+
+    verify = commands.add_parser("verify", help="check shipped checkpoints: sha256, and their recorded check MSE")
+    verify.add_argument("manifests", nargs="+", help="manifest files (<name>.json beside the checkpoint)")
+    verify.add_argument("--tolerance", type=float, default=1e-4, help="allowed |measured - recorded| check MSE")
+    verify.set_defaults(run=_verify)
 
     sweep = commands.add_parser(
         "sweep", help="run a sweep file's cells with local workers (resumes: finished cells are skipped)",

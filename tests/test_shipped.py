@@ -54,3 +54,18 @@ def test_only_a_finished_run_is_shipped(tmp_path, mnist_npz):
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "status": "pruned"}))
     with pytest.raises(CheckpointError, match="only a finished run is shipped"):
         ship(run.run_dir, tmp_path / "out", "x", command="")
+
+
+def test_ship_and_verify_from_the_command_line(shipped, tmp_path, capsys):
+    import launch
+
+    run, _ = shipped
+    assert launch.main(["ship", str(run.run_dir), "--name", "again", "--out", str(tmp_path)]) == 0
+    manifest = tmp_path / "again.json"
+    assert json.loads(manifest.read_text())["command"] == f"python launch.py train {run.run_dir / 'config.yaml'}"
+    assert launch.main(["verify", str(manifest)]) == 0
+    assert "sha256 ok; check MSE" in capsys.readouterr().out
+    tampered = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**tampered, "check": {**tampered["check"], "mse": tampered["check"]["mse"] + 1}}))
+    assert launch.main(["verify", str(manifest)]) == 2
+    assert "missed their recorded check MSE" in capsys.readouterr().err
