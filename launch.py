@@ -154,10 +154,11 @@ def _report(args: argparse.Namespace) -> None:
         if section.effects is not None and not section.effects.empty:
             print(f"{section.title}: axis effects on MSE")
             print("".join(f"  {line}\n" for line in verdicts(section.effects)), end="")
-        for dataset, best in section.bests.items():
-            on = f" on {dataset}" if len(section.bests) > 1 else ""
-            print(f"{section.title}: best l1 weight{on} {best['l1_weight']:.4g} (best val MSE "
-                  f"{best['best_val_mse']:.2f}, {best['status']})")  # fmt: skip
+        for name, bests in section.bests.items():
+            for dataset, best in bests.items():
+                on = f" on {dataset}" if len(bests) > 1 else ""
+                print(f"{section.title}: best {section.searched[name].label}{on} {best[name]:.4g} (best val MSE "
+                      f"{best['best_val_mse']:.2f}, {best['status']})")  # fmt: skip
         for stem, problem in section.figure_problems.items():
             print(f"{section.title}: figure {stem} not drawn: {problem}")
         if section.wandb_log is not None:

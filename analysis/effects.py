@@ -1,4 +1,4 @@
-"""What each axis does: marginal effects over the grid, and the search's metric-versus-l1-weight points.
+"""What each axis does: marginal effects over the grid, and the metric against each searched number (the l1 weight).
 
 The marginal effect of setting an axis to ``value`` instead of its ``reference`` is the mean of
 ``metric(value) - metric(reference)`` over every pair of finished runs that share the other axes and the seed (a
@@ -28,7 +28,8 @@ from core.axes import Axis, canonical, shown
 EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "low", "high", "pairs",
                   "better", "verdict")  # fmt: skip
 
-POINT_COLUMNS = ("dataset", "l1_weight", "status", "best_val_mse", "step", "mse", "ssim", "psnr", "run_dir", "name")
+POINT_COLUMNS = ("dataset", "value", "status", "best_val_mse", "step", "mse", "ssim", "psnr", "run_dir", "name")
+"""A search point's columns; ``value`` is named for the axis (``l1_weight``, ``lr``)."""
 
 
 def varying_axes(runs: pd.DataFrame, axes: tuple[Axis, ...] | None = None) -> list[Axis]:
@@ -167,15 +168,30 @@ def verdicts(effects: pd.DataFrame, metric: str = "mse") -> list[str]:
     return lines
 
 
-def weight_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every run as a point of the metric-versus-l1-weight plot (columns :data:`POINT_COLUMNS`), finished or not:
-    ``best_val_mse`` is what a search ranks by (a pruned trial has it, but no test scores); sorted by weight."""
-    have = runs[runs["l1_weight"].notna()]
+def searched_axes(runs: pd.DataFrame) -> list[Axis]:
+    """The row axes of numbers (not switches) that take two or more values among ``runs``: what a search varies, or a
+    grid over a number (the l1 weight, a learning rate), each drawn as metric against value."""
     axes = row_axes(runs)
+    valued = with_axes(runs, axes)
+    numeric = [
+        each for each in axes
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in valued[each.name].dropna())
+        and valued[each.name].dropna().nunique() > 1
+    ]  # fmt: skip
+    return numeric
+
+
+def search_points(runs: pd.DataFrame, axis: Axis) -> pd.DataFrame:
+    """Every run as a point of the metric-versus-``axis`` plot (columns :data:`POINT_COLUMNS`, the axis's name for
+    ``value``), finished or not: ``best_val_mse`` is what a search ranks by (a pruned trial has it, but no test
+    scores); sorted by value."""
+    axes = row_axes(runs)
+    valued = with_axes(runs, axes)
+    have = valued[valued[axis.name].notna()]
     points = pd.DataFrame(
         {
             "dataset": have["dataset"],
-            "l1_weight": have["l1_weight"].astype(float),
+            axis.name: have[axis.name].astype(float),
             "status": have["status"],
             "best_val_mse": have["best_val_mse"],
             "step": have["step"],
@@ -183,14 +199,14 @@ def weight_points(runs: pd.DataFrame) -> pd.DataFrame:
             "ssim": have["ssim"],
             "psnr": have["psnr"],
             "run_dir": have["run_dir"],
-            "name": [run_name(run, axes) for _, run in with_axes(have, axes).iterrows()],
+            "name": [run_name(run, axes) for _, run in have.iterrows()],
         },
-        columns=list(POINT_COLUMNS),
+        columns=[axis.name if column == "value" else column for column in POINT_COLUMNS],
     )
-    return points.sort_values(["dataset", "l1_weight", "run_dir"]).reset_index(drop=True)
+    return points.sort_values(["dataset", axis.name, "run_dir"]).reset_index(drop=True)
 
 
-def best_weight(points: pd.DataFrame) -> pd.Series | None:
+def best_point(points: pd.DataFrame) -> pd.Series | None:
     """The point with the lowest best validation MSE (finished or pruned), or None when no run validated."""
     ranked = points[points["best_val_mse"].notna()]
     return None if ranked.empty else ranked.loc[ranked["best_val_mse"].idxmin()]

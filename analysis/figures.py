@@ -4,7 +4,8 @@
 - :func:`per_frame_figure`: test MSE and SSIM over the predicted frame index, one line per variant (mean over seeds),
   the trivial baselines dashed;
 - :func:`qualitative_figure`: a ground-truth row, then each variant's predictions of the same test sequences;
-- :func:`weight_figure`: best validation MSE (and test MSE where scored) against the l1 weight, from a search or grid.
+- :func:`search_figure`: best validation MSE (and test MSE where scored) against a number the runs vary (the l1
+  weight, a learning rate), from a search or grid.
 
 Each returns the matplotlib figure; :func:`save_figure` writes it as ``<stem>.png`` and ``<stem>.pdf`` atomically.
 Runs that did not finish are drawn as such (dashed loss line, hollow or crossed points, a label naming the status),
@@ -27,7 +28,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
-from analysis.effects import best_weight, weight_points  # noqa: E402
+from analysis.effects import best_point, search_points  # noqa: E402
 from analysis.labels import BASELINE_LABELS, METRIC_LABELS  # noqa: E402
 from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # noqa: E402
 from analysis.tables import is_present  # noqa: E402
@@ -176,35 +177,35 @@ def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCE
     return figure
 
 
-def weight_figure(runs: pd.DataFrame) -> Figure:
-    """Best validation MSE against the l1 weight, one point per run: filled when finished (with its test MSE as a
-    cross), hollow when pruned, a red x at the top when failed or diverged; the best weight starred."""
-    points = weight_points(runs)
+def search_figure(runs: pd.DataFrame, searched: Axis) -> Figure:
+    """Best validation MSE against a searched number (the l1 weight, a learning rate), one point per run: filled when
+    finished (with its test MSE as a cross), hollow when pruned, a red x at the top when failed or diverged; the best
+    value starred."""
+    points = search_points(runs, searched)
+    x = searched.name
     figure, axis = plt.subplots(figsize=(7, 4.5))
     validated = points[points["best_val_mse"].notna()]
     finished = validated[validated["status"] == "finished"]
     stopped = validated[validated["status"] != "finished"]
-    axis.scatter(finished["l1_weight"], finished["best_val_mse"], color="C0", label="best validation MSE (finished)")
+    axis.scatter(finished[x], finished["best_val_mse"], color="C0", label="best validation MSE (finished)")
     if not stopped.empty:
         axis.scatter(
-            stopped["l1_weight"], stopped["best_val_mse"], facecolors="none", edgecolors="C0",
+            stopped[x], stopped["best_val_mse"], facecolors="none", edgecolors="C0",
             label="best validation MSE (pruned or stopped)",
         )  # fmt: skip
     scored = points[points["mse"].notna()]
     if not scored.empty:
-        axis.scatter(scored["l1_weight"], scored["mse"], marker="x", color="C1", label="test MSE")
+        axis.scatter(scored[x], scored["mse"], marker="x", color="C1", label="test MSE")
     lost = points[points["best_val_mse"].isna()]
     if not lost.empty:
         top = axis.get_ylim()[1] if len(axis.collections) else 1.0
-        axis.scatter(
-            lost["l1_weight"], [top] * len(lost), marker="x", color="firebrick", label="no validation (failed)"
-        )
-    best = best_weight(points)
+        axis.scatter(lost[x], [top] * len(lost), marker="x", color="firebrick", label="no validation (failed)")
+    best = best_point(points)
     if best is not None:
-        axis.scatter([best["l1_weight"]], [best["best_val_mse"]], marker="*", s=220, color="gold", edgecolors="black",
-                     zorder=5, label=f"best: l1 weight {best['l1_weight']:.3g}")  # fmt: skip
+        axis.scatter([best[x]], [best["best_val_mse"]], marker="*", s=220, color="gold", edgecolors="black",
+                     zorder=5, label=f"best: {searched.label} {best[x]:.3g}")  # fmt: skip
     _baseline_lines(axis, runs, "mse", " (test set)")
-    axis.set(xlabel="l1 weight (loss = w·l1 + (1-w)·l2)", ylabel="MSE per frame", title="MSE against the l1 weight")
+    axis.set(xlabel=searched.label, ylabel="MSE per frame", title=f"MSE against the {searched.label}")
     axis.legend(fontsize=8)
     return figure
 

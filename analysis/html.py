@@ -86,16 +86,18 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
         + (f". Files: {_e(str(section.folder))}" if section.folder else "")
         + "</p>",
     ]
-    for dataset, best in section.bests.items():
-        on = f" on {DATASET_LABELS.get(dataset, dataset)}" if len(section.bests) > 1 else ""
-        parts.append(
-            "<p>"
-            + _e(
-                f"Best l1 weight{on} by validation MSE: {best['l1_weight']:.4g} (best val MSE "
-                f"{best['best_val_mse']:.2f}, {best['status']}, {best['name']})."
+    for name, bests in section.bests.items():
+        label, several = section.searched[name].label, len(bests) > 1
+        for dataset, best in bests.items():
+            on = f" on {DATASET_LABELS.get(dataset, dataset)}" if several else ""
+            parts.append(
+                "<p>"
+                + _e(
+                    f"Best {label}{on} by validation MSE: {best[name]:.4g} (best val MSE "
+                    f"{best['best_val_mse']:.2f}, {best['status']}, {best['name']})."
+                )
+                + "</p>"
             )
-            + "</p>"
-        )
     for table in section.tables:
         parts.append(table.to_html(lambda run_dir: link(by_dir[run_dir]) if run_dir in by_dir else None))
     if section.effects is not None and not section.effects.empty:

@@ -5,9 +5,10 @@
 
 - ``table.{md,tex,csv}`` (``table-2...`` when runs were scored on several test sets or conventions: never merged);
 - ``effects.{md,csv}``: each axis's marginal effect (:mod:`analysis.effects`), when an axis varies;
-- ``l1_weight.csv``: every run as a metric-versus-l1-weight point, and the best weight, when the l1 weight varies;
+- ``<axis>.csv`` (``l1_weight.csv``, ``lr.csv``): every run as a point of metric against each number the section's runs
+  vary (:func:`analysis.effects.searched_axes`), and the best value;
 - ``runs.csv``: every run (finished or not) with its status, numbers, folder and the command that trains it again;
-- ``figures/{loss,per_frame,qualitative,l1_weight}.{png,pdf}`` (``<stem>-<dataset>`` when the section holds several
+- ``figures/{loss,per_frame,qualitative,<axis>}.{png,pdf}`` (``<stem>-<dataset>`` when the section holds several
   datasets);
 
 and ``<out>/report.html``: all of it in one file, images and GIFs embedded (:mod:`analysis.html`). The default
@@ -20,13 +21,14 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import figures
 from analysis.collect import AXES, collect
-from analysis.effects import axis_effects, effects_markdown, weight_points
+from analysis.effects import axis_effects, effects_markdown, search_points, searched_axes
 from analysis.html import render_page
 from analysis.labels import DATASET_LABELS
 from analysis.rows import row_axes, with_axes
@@ -39,7 +41,6 @@ FIGURES = {  # stem: (title, drawer)
     "loss": ("Training loss and validation MSE", figures.loss_figure),
     "per_frame": ("Test MSE and SSIM by predicted frame", figures.per_frame_figure),
     "qualitative": ("Predictions of the same test sequences", figures.qualitative_figure),
-    "l1_weight": ("MSE against the l1 weight", figures.weight_figure),  # drawn when the weight varies
 }
 
 RUNS_CSV_COLUMNS = (
@@ -127,10 +128,11 @@ def _write_section(title: str, everything: pd.DataFrame, folder: Path, published
         _write_text(folder / "effects.md", effects_markdown(section.effects))
         section.effects.to_csv(folder / "effects.csv", index=False)
         section.written += [folder / "effects.md", folder / "effects.csv"]
-    if _distinct_weights(runs) > 1:
-        section.points = weight_points(runs)
-        _write_text(folder / "l1_weight.csv", section.points.to_csv(index=False))
-        section.written.append(folder / "l1_weight.csv")
+    for searched in searched_axes(runs):
+        section.searched[searched.name] = searched
+        section.points[searched.name] = search_points(runs, searched)
+        _write_text(folder / f"{searched.name}.csv", section.points[searched.name].to_csv(index=False))
+        section.written.append(folder / f"{searched.name}.csv")
     extra = [each for each in row_axes(runs) if each.name not in AXES]
     columns = [*RUNS_CSV_COLUMNS[:3], *AXES, *(each.name for each in extra), *RUNS_CSV_COLUMNS[3 + len(AXES) :]]
     _write_text(folder / "runs.csv", with_axes(everything, tuple(extra))[columns].to_csv(index=False))
@@ -143,9 +145,13 @@ def _write_section(title: str, everything: pd.DataFrame, folder: Path, published
         subset = runs if len(datasets) <= 1 else runs[(runs["dataset"] == dataset) | runs["dataset"].isna()]
         suffix = "" if len(datasets) <= 1 else f"-{dataset}"
         label = "" if len(datasets) <= 1 else f" ({DATASET_LABELS.get(dataset, dataset)})"
-        for stem, (title, draw) in FIGURES.items():
-            if stem == "l1_weight" and _distinct_weights(subset) < 2:
-                continue
+        drawers = {stem: (title, draw) for stem, (title, draw) in FIGURES.items()}
+        for searched in searched_axes(subset):  # each number the runs vary, drawn against the metric
+            drawers[searched.name] = (
+                f"MSE against the {searched.label}",
+                partial(figures.search_figure, searched=searched),
+            )
+        for stem, (title, draw) in drawers.items():
             key = stem + suffix
             section.figure_titles[key] = title + label
             try:
@@ -158,18 +164,14 @@ def _write_section(title: str, everything: pd.DataFrame, folder: Path, published
     return section
 
 
-def _distinct_weights(runs: pd.DataFrame) -> int:
-    return runs["l1_weight"].dropna().map(lambda w: round(float(w), 9)).nunique()
-
-
 def _log_to_wandb(section: Section, mode: str, project: str) -> Path | None:
     group = Path(section.title).name
     tables = {"study_table" if i == 0 else f"study_table_{i + 1}": _rows(table.to_frame())
               for i, table in enumerate(section.tables)}  # fmt: skip
     if section.effects is not None and not section.effects.empty:
         tables["axis_effects"] = _rows(section.effects)
-    if section.points is not None:
-        tables["l1_weight_points"] = _rows(section.points)
+    for name, points in section.points.items():
+        tables[f"{name}_points"] = _rows(points)
     tables["runs"] = _rows(section.runs[list(RUNS_CSV_COLUMNS)])
     images = {f"figures/{stem}": path for stem, path in section.figures.items()}
     return log_summary_run(section.folder, f"report-{group}", project, group, tables, images, mode)

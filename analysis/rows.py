@@ -66,4 +66,3 @@ def run_name(run: pd.Series, axes: tuple[Axis, ...]) -> str:
 
 def _canonical_or_none(value: Any) -> Any:
     return canonical(value) if is_present(value) else None
-

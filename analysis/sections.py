@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.effects import best_weight
+from analysis.effects import best_point
 from analysis.tables import StudyTable
+from core.axes import Axis
 
 
 @dataclass
@@ -21,7 +22,8 @@ class Section:
     folder: Path
     tables: list[StudyTable] = field(default_factory=list)
     effects: pd.DataFrame | None = None
-    points: pd.DataFrame | None = None  # metric-versus-l1-weight, when the weight varies
+    points: dict[str, pd.DataFrame] = field(default_factory=dict)  # searched axis name -> metric-versus-value points
+    searched: dict[str, Axis] = field(default_factory=dict)  # searched axis name -> its axis
     figure_titles: dict[str, str] = field(default_factory=dict)  # figure name (stem[-dataset]) -> title, in order
     figures: dict[str, Path] = field(default_factory=dict)  # figure name -> PNG
     figure_problems: dict[str, str] = field(default_factory=dict)  # figure name -> why it was not drawn
@@ -29,10 +31,10 @@ class Section:
     wandb_log: Path | None = None  # the W&B report run's transaction log, when logged
 
     @property
-    def bests(self) -> dict[str, pd.Series]:
-        """Per dataset, the run with the lowest best validation MSE among the l1-weight points (when the weight
-        varies)."""
-        if self.points is None:
-            return {}
-        found = {dataset: best_weight(points) for dataset, points in self.points.groupby("dataset", sort=True)}
-        return {dataset: best for dataset, best in found.items() if best is not None}
+    def bests(self) -> dict[str, dict[str, pd.Series]]:
+        """Per searched axis and per dataset, the run with the lowest best validation MSE among the axis's points."""
+        found = {}
+        for name, points in self.points.items():
+            per_dataset = {dataset: best_point(group) for dataset, group in points.groupby("dataset", sort=True)}
+            found[name] = {dataset: best for dataset, best in per_dataset.items() if best is not None}
+        return found

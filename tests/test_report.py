@@ -17,9 +17,10 @@ from test_analysis import KTH_TEST, record_run
 import launch
 from analysis import figures
 from analysis.collect import collect
-from analysis.effects import axis_effects, best_weight, effects_markdown, verdicts, weight_points
+from analysis.effects import axis_effects, best_point, effects_markdown, search_points, searched_axes, verdicts
 from analysis.report import write_report
 from analysis.tables import study_table
+from core.axes import axis
 from core.config import load
 from core.io import DataError
 from core.records import read_frames
@@ -154,10 +155,12 @@ def test_weight_points_include_pruned_trials_and_pick_the_best(tmp_path):
             summary = json.loads((run / "summary.json").read_text())
             summary["best_val_mse"] = val
             (run / "summary.json").write_text(json.dumps(summary))
-    points = weight_points(collect(tmp_path))
+    runs = collect(tmp_path)
+    assert [a.name for a in searched_axes(runs)] == ["l1_weight"]
+    points = search_points(runs, axis("loss.l1_weight"))
     assert list(points["l1_weight"]) == [0.0, 0.3, 0.9]
     assert list(points["status"]) == ["finished", "pruned", "failed"]
-    best = best_weight(points)
+    best = best_point(points)
     assert best["l1_weight"] == 0.3 and best["best_val_mse"] == 110.0
 
 
@@ -256,7 +259,7 @@ def test_report_writes_tables_effects_points_and_runs(report, sweep):
     assert runs_csv.count("\n") == 7  # header + 6 runs
     assert f"python launch.py train {sweep / 'failed_2d' / 'config.yaml'}" in runs_csv
     assert "CUDA out of memory" in runs_csv
-    best = report.sections[0].bests["moving_mnist"]
+    best = report.sections[0].bests["l1_weight"]["moving_mnist"]
     assert best["status"] in ("finished", "pruned")
 
 
@@ -385,7 +388,8 @@ def test_a_section_with_two_datasets_gets_figures_per_dataset(tmp_path, capsys):
         section.figures
     )
     assert section.figure_titles["per_frame-kth"] == "Test MSE and SSIM by predicted frame (KTH)"
-    assert section.bests["kth"]["l1_weight"] == 1.0 and section.bests["moving_mnist"]["l1_weight"] == 0.0
+    bests = section.bests["l1_weight"]
+    assert bests["kth"]["l1_weight"] == 1.0 and bests["moving_mnist"]["l1_weight"] == 0.0
     assert launch.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "again")]) == 0
     assert "best l1 weight on kth 1 " in capsys.readouterr().out
 

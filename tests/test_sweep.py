@@ -520,7 +520,7 @@ def test_a_sweep_over_any_key_gets_a_full_report(tmp_path):
     assert section.tables[0].cell(names[1], "moving_mnist", "seeds").text == "2"
     lr = section.effects[(section.effects["axis"] == "lr") & (section.effects["metric"] == "mse")].iloc[0]
     assert lr["change"] == "lr: 0.001 → 0.01" and lr["pairs"] == 2
-    assert {"loss", "per_frame"} <= set(section.figures)
+    assert {"loss", "per_frame", "lr"} <= set(section.figures) and (tmp_path / "report/lr.csv").is_file()
     assert "lr=0.01" in report.html.read_text() and "lr" in (tmp_path / "report/runs.csv").read_text().splitlines()[0]
 
 
