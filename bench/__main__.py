@@ -1,7 +1,9 @@
 """``make bench``: every benchmark, measured side by side in one run, printed as one table.
 
 ``--device cuda --precision bf16`` runs the conv3d rate and the training-step rows on a GPU in bfloat16 autocast; the
-SSIM and generator rows always run on the CPU.
+SSIM and generator rows always run on the CPU. The time-to-quality rows (about 15 minutes on 2 cores) train today's
+demo profile and the time-to-quality study's choice side by side until each reaches a fixed validation MSE
+(:func:`bench.time_to_quality.race`); ``--no-quality`` leaves them out.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import torch
 from bench.bench_data import bench_generator
 from bench.bench_metrics import bench_ssim
 from bench.bench_train import bench_train, conv3d_rate
+from bench.time_to_quality import CANDIDATES, race
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="where the training step runs: cpu (default), cuda, cuda:1")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the trainer's train.precision")
+    parser.add_argument("--no-quality", action="store_true", help="skip the time-to-quality rows (~15 min)")
     args = parser.parse_args(argv)
     cpu = args.device == "cpu"
     default = cpu and args.precision == "fp32"
@@ -51,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
                      "GPU, allocated" if not cpu else "resident set of the process"))  # fmt: skip
         rows.append(("  evaluation sequences/s", f"{result['eval_seq_per_s']:.1f}", "forward only, batch 4x"))
         rows.append(("  data time / step time", f"{result['data_share']:.2%}", "generated stream, one batch"))
+    if not args.no_quality:
+        threshold, budget = 145.0, 12.0
+        for name, minutes in race(("demo", "demo_tf"), threshold, budget).items():
+            shown = f"{minutes:.1f}" if minutes is not None else f"> {budget:g}"
+            rows.append((f"CPU-minutes to val MSE {threshold:g}: {name}", shown, CANDIDATES[name].note[:60]))
     width = max(len(name) for name, _, _ in rows)
     print(f"{'benchmark':<{width}}  {'value':>10}  note")
     for name, value, note in rows:

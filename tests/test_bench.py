@@ -33,3 +33,28 @@ def test_every_undone_change_trains_the_same_function(name, restored):
     theirs = _measure(*TINY, steps=1, threads=1, flush_denormal=flush)
     assert theirs["losses"] == pytest.approx(ours["losses"], rel=1e-5)  # the second loss follows one update
     assert ours["step_s"] > 0 and ours["gflop_per_step"] > 0 and ours["peak_gib"] > 0
+
+
+def _tiny_candidate(mnist_npz, *overrides):
+    from bench.time_to_quality import Candidate
+
+    return Candidate(("--data.image_size=32", "--model.hidden=2,2", f"--data.mnist={mnist_npz}", *overrides))
+
+
+def test_minutes_to_a_threshold_interpolate_between_evaluations():
+    from bench.time_to_quality import minutes_to
+
+    rows = [{"cpu_s": 60, "val_mse": 160.0}, {"cpu_s": 120, "val_mse": 150.0}, {"cpu_s": 180, "val_mse": 140.0}]
+    assert minutes_to(rows, 145.0) == pytest.approx(2.5) and minutes_to(rows, 170.0) == 1.0
+    assert minutes_to(rows, 100.0) is None
+
+
+@pytest.mark.slow
+def test_a_race_reports_minutes_to_a_validation_mse_side_by_side(mnist_npz):
+    from bench.time_to_quality import race
+
+    candidates = {"a": _tiny_candidate(mnist_npz), "b": _tiny_candidate(mnist_npz, "--train.lr=0.01")}
+    reached = race(("a", "b"), threshold=1e9, budget_min=0.05, eval_every_min=0.01, candidates=candidates)
+    assert set(reached) == {"a", "b"} and all(0 < minutes <= 0.1 for minutes in reached.values())
+    never = race(("a",), threshold=0.0, budget_min=0.02, eval_every_min=0.01, candidates=candidates)
+    assert never == {"a": None}
