@@ -169,9 +169,12 @@ def evaluate(run: Run) -> tuple[float, float]:
     return float(scores.mse), float(scores.ssim)
 
 
-def train_for(run: Run, budget_s: float, eval_every_s: float, results: Path = RESULTS) -> list[dict]:
-    """Train ``run`` until its training CPU time reaches ``budget_s``, evaluating at each multiple of
-    ``eval_every_s`` and at the end; returns the rows it appended to ``results``."""
+def train_for(
+    run: Run, budget_s: float, eval_every_s: float, results: Path = RESULTS, stop_at: float | None = None
+) -> list[dict]:
+    """Train ``run`` until its training CPU time reaches ``budget_s`` (or, with ``stop_at``, until an evaluation's
+    val MSE is at most that), evaluating at each multiple of ``eval_every_s`` and at the end; returns the rows it
+    appended to ``results``."""
     t, device = run.cfg.train, torch.device("cpu")
     context = run.data.context_frames
     past_context = run.cfg.data.total_frames - context - 1
@@ -219,6 +222,8 @@ def train_for(run: Run, budget_s: float, eval_every_s: float, results: Path = RE
             next_mark = (math.floor(run.cpu_s / eval_every_s + 1e-9) + 1) * eval_every_s
             if run.keep_state:
                 run.save()
+            if stop_at is not None and mse <= stop_at:
+                break
     return rows
 
 
@@ -281,10 +286,7 @@ def _race_one(name: str, cand: Candidate, threshold: float, budget_s: float, eva
     torch.set_num_threads(1)
     run = start_run(name, cand=cand)
     run.keep_state = False
-    while run.cpu_s < budget_s:
-        rows = train_for(run, min(budget_s, run.cpu_s + eval_s), eval_s, Path(results))
-        if rows and rows[-1]["val_mse"] <= threshold:
-            return
+    train_for(run, budget_s, eval_s, Path(results), stop_at=threshold)
 
 
 def race(
