@@ -528,9 +528,10 @@ def from_dict(raw: dict, where: str = "config") -> Config:
     """Rebuild a Config from :func:`to_dict`'s output (e.g. a checkpoint's), with the same strict key checks. A key
     the record predates gets the value every run had before it (:data:`BEFORE_FIELD`), not today's default."""
     tree: dict = {}
-    for dotted, value in _flatten(raw, where):
+    items = _flatten(raw, where)
+    for dotted, value in items:
         _set(tree, dotted, value, where)
-    present = {dotted for dotted, _ in _flatten(raw, where)}
+    present = {dotted for dotted, _ in items}
     for dotted, value in BEFORE_FIELD.items():
         if dotted not in present:
             _set(tree, dotted, value, where)

@@ -14,7 +14,6 @@ Both are written under temporary names and renamed. Loading goes through the tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,20 +25,12 @@ from torch.utils.data import Subset
 
 from core.config import from_dict, to_dict
 from core.data.sources import build_data
-from core.io import atomic_write
+from core.io import atomic_write, sha256_of
 from core.models import build_model
 from core.trainer import CheckpointError, checkpoint_in, evaluate_model, load_checkpoint, load_weights, torch_threads
 
 CHECK_SEQUENCES = 64
 """Test sequences the manifest's check scores: enough to catch wrong weights, quick enough for a unit test."""
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cpu_name() -> str:

