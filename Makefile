@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench data demo sweep report lint format clean
+.PHONY: setup test test-fast bench data demo pretrain sweep report lint format clean
 
 setup: $(STAMP)  ## create .venv and install the pinned requirements
 
@@ -29,10 +29,25 @@ data: $(STAMP)  ## fetch the MNIST digits and write the generated Moving MNIST t
 demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 min on 2 CPU cores) and test it
 	$(PY) launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo
 
-SWEEPS ?= runs/demo runs/search
+PRETRAINED := ablations/moving_mnist/pretrained
 
-sweep: $(STAMP)  ## the demo sweep: conv x residual x l1 weight grid, an Optuna search of the l1 weight, then the report
-	$(PY) launch.py sweep sweeps/demo.yaml --workers 2
+pretrain: $(STAMP)  ## the showcase's stage 1: train the E3D-LSTM and E2D-LSTM baselines side by side (~2 h on 2 cores) and ship them
+	$(MAKE) --no-print-directory -j2 pretrain-e3d_baseline pretrain-e2d
+	$(PY) launch.py verify $(PRETRAINED)/mmnist_e3d_baseline.json $(PRETRAINED)/mmnist_e2d.json
+
+# One baseline: train (or resume, or find finished) runs/pretrain/mmnist_<variant>, then ship its final weights with a
+# manifest into $(PRETRAINED). The E2D run trains without a progress bar, so the two bars do not share a line.
+pretrain-%: $(STAMP)
+	$(PY) launch.py train ablations/moving_mnist/$*.yaml --profile pretrain --train.runs_dir=runs/pretrain \
+		--train.run_name=mmnist_$* $(if $(filter e2d,$*),--quiet)
+	$(PY) launch.py ship runs/pretrain/mmnist_$* --name mmnist_$* --out $(PRETRAINED) --command-line "python launch.py \
+		train ablations/moving_mnist/$*.yaml --profile pretrain --train.runs_dir=runs/pretrain --train.run_name=mmnist_$*"
+
+SWEEPS ?= runs/baselines runs/finetune runs/search
+
+sweep: $(STAMP)  ## the showcase's stage 2: shipped baselines scored, residuals x l1 finetune grid with seeds, an Optuna search of the l1 weight, the report
+	$(PY) launch.py sweep sweeps/baselines.yaml --workers 2
+	$(PY) launch.py sweep sweeps/finetune.yaml --workers 2
 	$(PY) launch.py sweep sweeps/search.yaml --workers 2
 	$(PY) launch.py report $(SWEEPS) --out runs/report --wandb offline
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.io import DataError
+from core.io import DataError, FolderBusy
 
 
 def _data_mnist(args: argparse.Namespace) -> None:
@@ -81,7 +81,7 @@ def _stop_on_sigterm() -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from ablations.variants import load_variant
-    from core.trainer import train
+    from core.trainer import train, worse_than_blank
 
     _stop_on_sigterm()
     cfg = load_variant(args.variant or args.variant_file, args.overrides, args.profile)
@@ -89,12 +89,20 @@ def _train(args: argparse.Namespace) -> None:
     print(f"{result.status}: {result.run_dir} (step {result.step})")
     if result.test:
         print(format_scores("test", result.test, result.baselines))
+        flag = worse_than_blank(result.test["test/mse"], result.baselines["blank"]["mse"])
+        if flag:
+            print(f"warning: {flag}", file=sys.stderr)
+    if result.status == "diverged":
+        reason = json.loads((Path(result.run_dir) / "summary.json").read_text()).get("reason", "")
+        raise ValueError(f"{result.run_dir}: the run diverged ({reason}); lower train.lr, or check the data")
 
 
 def _eval(args: argparse.Namespace) -> None:
     from core.trainer import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device, args.precision)
+    if report.get("note"):
+        print(f"note: {report['note']}")
     print(f"{report['checkpoint']} (step {report['step']}) on {report['test_set']}, SSIM convention "
           f"{report['ssim_convention']}:")  # fmt: skip
     print(format_scores("test", report["metrics"], report["baselines"]))
@@ -239,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
 
     ship = commands.add_parser("ship", help="write a finished run's weights as a small checkpoint with a manifest")
-    ship.add_argument("run_dir", metavar="RUN", help="a finished run folder (its best checkpoint is shipped)")
+    ship.add_argument("run_dir", metavar="RUN", help="a finished run folder (its final weights, which it tested)")
     ship.add_argument("--name", required=True, help="the shipped name, e.g. e3d_baseline (<name>-<sha8>.pt, .json)")
     ship.add_argument("--out", required=True, help="the folder to write into")
     ship.add_argument("--command-line", help="the command that trained it, for the manifest (default: its config)")
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = rest
     try:
         args.run(args)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (DataError, ValueError, FileNotFoundError, FolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from core.config import ALIASES, Config, ConfigError, config_hash, valid_keys
+from core.config import ALIASES, Config, ConfigError, config_hash, is_plain_name, read_yaml, valid_keys
 
 # W&B's sweep schema rejects any other top-level key, so ours ride as constant parameters or command-line flags.
 TOP_LEVEL_KEYS = (
@@ -114,7 +114,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not path.is_file():
         raise SweepError(f"{where}: no such sweep file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SweepError(f"{where}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
@@ -129,7 +129,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if method not in METHODS:
         raise SweepError(f"{where}: method must be one of {', '.join(METHODS)}, got {method!r}")
     name = str(raw.get("name") or path.stem)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not is_plain_name(name):
         raise SweepError(f"{where}: name {name!r} must be letters, digits, '_', '.' or '-' (it names a folder)")
     metric, goal = _metric(raw.get("metric"), where)
     if "run_cap" in raw and not (isinstance(raw["run_cap"], int) and raw["run_cap"] >= 1):

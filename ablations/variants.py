@@ -3,16 +3,20 @@ dataset's ``base.yaml``, which holds the ``paper`` and ``demo`` profiles.
 
 A finetuning variant names the variant it starts from in ``train.init_from`` (``e3d_baseline.yaml``); it resolves to
 that variant's run folder under the same profile, seed and command-line overrides, which must have been trained first.
+Or it names a shipped checkpoint's manifest (``pretrained/mmnist_e3d_baseline.json``), which resolves to the
+checkpoint file it names, ``<name>-<sha8>.pt``, after checking its sha256.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from core.axes import SHAPE_KEYS
 from core.config import ALIASES, Config, ConfigError, load, parse_overrides
-from core.trainer import run_dir_for
+from core.shipped import shipped_weights
+from core.trainer import CheckpointError, run_dir_for
 
 ROOT = Path(__file__).resolve().parent
 SHARED_WITH_SOURCE = (
@@ -36,6 +40,8 @@ def load_variant(path: str | Path, overrides: list[str] | None = None, profile: 
 
 def resolve_init_from(cfg: Config, path: Path, overrides: list[str], profile: str | None) -> Config:
     init = cfg.train.init_from
+    if init and init.endswith(".json"):
+        return _with_init(cfg, _shipped(init, path))
     if not init or not init.endswith((".yaml", ".yml")):
         return cfg
     source = (path.parent / init) if not Path(init).is_absolute() else Path(init)
@@ -47,5 +53,24 @@ def resolve_init_from(cfg: Config, path: Path, overrides: list[str], profile: st
     kept = [f"--{key}={value}" for key, value in parse_overrides(overrides)
             if ALIASES.get(key, key).startswith(SHARED_WITH_SOURCE)]  # fmt: skip
     source_cfg = load_variant(source, kept, profile)
-    run = run_dir_for(source_cfg)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(run)))
+    return _with_init(cfg, run_dir_for(source_cfg))
+
+
+def _shipped(init: str, path: Path) -> Path:
+    """A shipped checkpoint's manifest (``pretrained/mmnist_e3d_baseline.json``, beside the variant file or from the
+    working folder) as the checkpoint file it names, ``<name>-<sha8>.pt``, its sha256 checked: a retrained baseline
+    is a new file name, so every config that finetunes from it is a new cell."""
+    candidates = [Path(init)] if Path(init).is_absolute() else [path.parent / init, Path(init)]
+    manifest = next((c for c in candidates if c.is_file()), None)
+    if manifest is None:
+        raise ConfigError(f"{path}: train.init_from names {init}, which is neither beside it nor in the working folder "
+                          "(make pretrain writes the shipped baselines)")  # fmt: skip
+    try:
+        weights = shipped_weights(manifest)
+    except CheckpointError as error:
+        raise ConfigError(f"{path}: train.init_from: {error}") from error
+    return Path(os.path.relpath(weights)) if weights.resolve().is_relative_to(Path.cwd()) else weights
+
+
+def _with_init(cfg: Config, source: Path) -> Config:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(source)))

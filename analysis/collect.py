@@ -9,7 +9,7 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
   longer one of its cells; ``status_reason``: the recorded reason
   or error, if any;
 - the axes (:data:`AXES`): ``dataset``, ``conv``, ``residual``, ``memory_flow``, ``recall``, ``output_gate``,
-  ``l1_weight``, ``init`` (scratch or finetuned), ``seed``;
+  ``l1_weight``, ``init`` (scratch, finetuned, or pretrained: a checkpoint scored after 0 steps), ``seed``;
 - how it was scored: ``test_set`` (the description the trainer stores), ``ssim_convention``, ``num_sequences``;
 - final test metrics ``mse``, ``mae``, ``psnr``, ``ssim`` (NaN unless the run finished) and their per-frame curves
   ``mse_by_frame`` ... (lists over the predicted frame index; None unless finished);
@@ -126,9 +126,15 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     location = {"run_dir": str(run_dir), "run_name": run_dir.name, "config_path": str(run_dir / "config.yaml")}
     try:
         record = read_run(run_dir)
-    except (OSError, ValueError) as error:  # json and yaml errors are ValueErrors
+    except (OSError, ValueError) as error:  # a damaged config.yaml or summary.json is a DataError naming the file
         return record_row(location, None, None, [], error=f"{type(error).__name__}: {error}")
-    row = record_row(location, record["config"], record["summary"], record["metrics"])
+    try:
+        row = record_row(location, record["config"], record["summary"], record["metrics"])
+    except (AttributeError, TypeError, ValueError) as error:  # a field of the wrong type, e.g. "metrics" a list
+        reason = (
+            f"{run_dir}: a field of summary.json or config.yaml has the wrong type ({type(error).__name__}: {error})"
+        )
+        return record_row(location, None, None, [], error=reason)
     if row["status"] == "finished" and row["step"] is not None:
         frames = run_dir / "frames" / f"test_step{row['step']}.npz"
         if frames.is_file():

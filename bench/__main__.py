@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("  data time / step time", f"{result['data_share']:.2%}", "generated stream, one batch"))
     if not args.no_quality:
         threshold, budget = 145.0, 12.0
-        for name, minutes in race(("demo", "demo_tf"), threshold, budget).items():
+        for name, minutes in race(("demo", "pretrain"), threshold, budget).items():
             shown = f"{minutes:.1f}" if minutes is not None else f"> {budget:g}"
             rows.append((f"CPU-minutes to val MSE {threshold:g}: {name}", shown, CANDIDATES[name].note[:60]))
     width = max(len(name) for name, _, _ in rows)

@@ -71,10 +71,14 @@ class Axis:
     phrase: Callable[[Any], str] | None = None
     """how a row names a value off the release's; default ``name=value``"""
     read: Callable[[Any], Any] = _identity
-    """the axis value from the config value (``init`` reads ``train.init_from`` as scratch or finetuned)"""
+    """the axis value from the config value"""
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    """the axis value from the whole config, where one key does not say it (``init``)"""
 
     def of(self, config: Mapping[str, Any] | None) -> Any:
         """This axis's value in a resolved config given as nested dicts (``to_dict``, config.yaml); None if absent."""
+        if self.derive is not None:
+            return self.derive(config or {})
         node: Any = config
         for part in self.key.split("."):
             if not isinstance(node, Mapping) or part not in node:
@@ -90,6 +94,15 @@ class Axis:
         return self.phrase(value) if self.phrase is not None else f"{self.name}={shown(value)}"
 
 
+def _init(config: Mapping[str, Any]) -> str:
+    """``scratch`` without ``train.init_from``; with it, ``finetuned``, or ``pretrained`` when the run trains 0 steps
+    (the checkpoint scored as it is, as the showcase scores its shipped baselines)."""
+    train = config.get("train") or {}
+    if not train.get("init_from"):
+        return "scratch"
+    return "pretrained" if train.get("steps") == 0 else "finetuned"
+
+
 def _weight(value: Any) -> str:
     weight = float(value)
     return "l1 only" if weight == 1 else "l2 only" if weight == 0 else f"l1+l2 (w={weight:.2g})"
@@ -102,14 +115,7 @@ STUDY_AXES: tuple[Axis, ...] = (
     Axis("recall", "model.recall", "recall", "released", phrase=lambda v: "no recall" if v == "off" else f"{v} recall"),
     Axis("output_gate", "model.output_gate", "output gate", "released", phrase=lambda v: f"{v} output gate"),
     Axis("l1_weight", "loss.l1_weight", "l1 weight", RELEASE_L1_WEIGHT, phrase=_weight),
-    Axis(
-        "init",
-        "train.init_from",
-        "initialisation",
-        "scratch",
-        phrase=str,
-        read=lambda init_from: "finetuned" if init_from else "scratch",
-    ),  # fmt: skip
+    Axis("init", "train.init_from", "initialisation", "scratch", phrase=str, derive=_init),
 )
 """The study's axes and the release-vs-paper switches, in the order a row's name and a table's rows use."""
 

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -117,7 +118,14 @@ class TrainConfig:
     batch_size: int = 4
     """sequences per step"""
     lr: float = 1e-3
-    """Adam learning rate, constant"""
+    """Adam learning rate (the peak of a cosine schedule)"""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """constant (the release's), or linear warm-up over train.lr_warmup steps then cosine decay to train.lr_min at
+    the last step"""
+    lr_warmup: int = 0
+    """cosine schedule: steps of linear warm-up from lr/lr_warmup to lr"""
+    lr_min: float = 0.0
+    """cosine schedule: the learning rate at the last step"""
     beta1: float = 0.95
     """Adam beta1 (the release's)"""
     beta2: float = 0.9995
@@ -347,13 +355,44 @@ def _flatten(raw: dict, where: str, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML safely (no objects), refusing duplicated keys; yaml.YAMLError on bad input."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def is_plain_name(name: str) -> bool:
+    """A folder name that stays where it is put: not empty, no path separator, not ``.`` or ``..``."""
+    return bool(name) and name not in (".", "..") and not any(sep in name for sep in ("/", "\\", "\0"))
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc})") from exc
+    if not raw:
+        raise ConfigError(f"{path}: sets nothing (an empty file would train the paper-scale defaults); a variant "
+                          "extends its dataset's base.yaml: `extends: base.yaml`")  # fmt: skip
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of sections, got {type(raw).__name__}")
     return raw
@@ -492,8 +531,19 @@ def validate(cfg: Config) -> Config:
             "train.batch_size",
             "and train.eval_batch_size must be positive",
         ),
-        (t.lr > 0, "train.lr", "must be positive"),
+        (math.isfinite(t.lr) and t.lr > 0, "train.lr", f"must be a positive finite number, not {t.lr}"),
+        (
+            math.isfinite(t.lr_min) and 0 <= t.lr_min <= t.lr,
+            "train.lr_min",
+            f"must lie in [0, train.lr={t.lr}], not {t.lr_min}",
+        ),  # fmt: skip
+        (0 <= t.lr_warmup <= t.steps, "train.lr_warmup", f"must lie in [0, train.steps={t.steps}], not {t.lr_warmup}"),
         (t.threads is None or t.threads >= 1, "train.threads", "must be at least 1 (or none)"),
+        (
+            t.run_name is None or is_plain_name(t.run_name),
+            "train.run_name",
+            f"must be a folder name inside train.runs_dir (no '/', '\\', '..' or absolute path), not {t.run_name!r}",
+        ),  # fmt: skip
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1", "and train.beta2 must lie in [0, 1)"),
         (0 <= t.sampling_start <= 1, "train.sampling_start", "must lie in [0, 1]"),
         (t.sampling_rate >= 0 and t.sampling_stop >= 0, "train.sampling_rate", "and train.sampling_stop must be >= 0"),
@@ -546,11 +596,24 @@ UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
 """Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash."""
 BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
-                "train.threads": None}  # fmt: skip
+                "train.threads": None, "train.lr_schedule": "constant", "train.lr_warmup": 0,
+                "train.lr_min": 0.0}  # fmt: skip
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
 read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
 (its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them. (Fidelity-1
 KTH runs validated on test windows, which no value of data.val_persons describes; their fidelity says so.)"""
+
+
+def portable(cfg: Config) -> Config:
+    """``cfg`` with every :data:`UNHASHED` field (where and how a run was recorded or executed) at its default: what
+    a shipped checkpoint keeps, so that the same training run from any folder ships the same bytes."""
+    default = Config()
+    sections = {}
+    for dotted in UNHASHED:
+        section, name = dotted.split(".")
+        sections.setdefault(section, {})[name] = getattr(getattr(default, section), name)
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)
+                                       for section, values in sections.items()})  # fmt: skip
 
 
 def config_hash(cfg: Config, length: int = 8) -> str:

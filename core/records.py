@@ -13,8 +13,8 @@
 - ``frames/<tag>_step<step>.png``, ``.gif`` and ``.npz``: a picture grid, an animation and the raw uint8 frames of
   predictions (:meth:`core.tracking.Tracker.log_frames`; :func:`read_frames`).
 
-:func:`read_run` reads the first three back as plain data, :func:`read_metrics` one metrics.jsonl, :func:`read_frames`
-one frames ``.npz``.
+:func:`read_run` reads the first three back as plain data (:func:`read_config`, :func:`read_metrics`,
+:func:`read_summary`), :func:`read_frames` one frames ``.npz``. A damaged file is a DataError naming it.
 """
 
 from __future__ import annotations
@@ -88,21 +88,76 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     """A run record as plain data: ``{"dir", "config" (the YAML as a dict), "metrics" (rows), "summary"}``.
 
     A missing config.yaml or summary.json gives None (the run died before writing it), metrics.jsonl an empty list.
+    A damaged one is a DataError naming the file and what is wrong with it.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
-    config_path = run_dir / "config.yaml"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
     return {
         "dir": str(run_dir),
-        "config": config,
+        "config": read_config(run_dir / "config.yaml"),
         "metrics": read_metrics(run_dir / "metrics.jsonl"),
-        "summary": _read_json(run_dir / "summary.json"),
+        "summary": read_summary(run_dir / "summary.json"),
     }
 
 
-def _read_json(path: Path) -> dict | None:
+def read_config(path: str | Path) -> dict | None:
+    """A run's config.yaml as a dict, None when missing; one that is empty, not YAML or not a mapping of config keys
+    is a DataError naming it."""
+    path = Path(path)
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"; line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise DataError(f"{path}: not valid YAML ({problem}{where}); the file is damaged") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: {_holds(config, 'YAML')}, not a mapping of config keys; the file is damaged")
+    return config
+
+
+def read_summary(path: str | Path) -> dict | None:
+    """A run's summary.json as a dict, None when missing; one that is empty, cut off or not a JSON object is a
+    DataError naming it."""
+    path = Path(path)
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON ({error.msg}; line {error.lineno}, column {error.colno}); the file is cut off "
+            "or damaged"
+        ) from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{path}: {_holds(summary, 'JSON')}, not an object of summary fields; the file is damaged")
+    return summary
+
+
+_read_json = read_summary  # the name core.tracking imports
+
+
+def _read_text(path: Path) -> str | None:
+    """A record file's text, None when it is missing; an empty or non-UTF-8 file is a DataError naming it."""
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}); the file is damaged") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty; the file is damaged")
+    return text
+
+
+def _holds(value: Any, language: str) -> str:
+    """What a parsed record file holds instead of a mapping, in words."""
+    if value is None:
+        return f"holds a {language} null"
+    kind = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+    return f"holds a {language} {kind}"

@@ -10,6 +10,8 @@ resumed run draws exactly what an uninterrupted one would. At test time the mode
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -28,3 +30,18 @@ def true_frame_mask(
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)  # one stream per (seed, step)
     draws = torch.rand(batch_size, steps_past_context, generator=generator)
     return (draws < eta).float().to(device, non_blocking=True)
+
+
+def learning_rate(step: int, lr: float, schedule: str, steps: int, warmup: int = 0, lr_min: float = 0.0) -> float:
+    """The learning rate of training step ``step`` (0-based) of ``steps``. ``constant``: ``lr``. ``cosine``: linear
+    warm-up ``lr * (step + 1) / warmup`` over the first ``warmup`` steps, then ``lr_min + (lr - lr_min) * (1 +
+    cos(pi * p)) / 2`` with ``p`` rising from 0 at step ``warmup`` to 1 at the last step. A pure function of the step,
+    so a resumed run needs no scheduler state."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - 1 - warmup))
+    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * progress))

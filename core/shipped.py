@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from core.config import from_dict, to_dict
+from core.config import from_dict, portable, to_dict
 from core.data.sources import build_data
 from core.io import atomic_write, sha256_of
 from core.models import build_model
-from core.trainer import CheckpointError, checkpoint_in, evaluate_model, load_checkpoint, load_weights, torch_threads
+from core.trainer import CheckpointError, evaluate_model, load_checkpoint, load_weights, torch_threads
 
 CHECK_SEQUENCES = 64
 """Test sequences the manifest's check scores: enough to catch wrong weights, quick enough for a unit test."""
@@ -57,15 +57,21 @@ def check_mse(state: dict[str, Any], threads: int = 1) -> float:
 
 
 def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> Path:
-    """Write ``run_dir``'s best checkpoint (else its last) as ``<out_dir>/<name>-<sha8>.pt`` with its manifest
-    ``<out_dir>/<name>.json`` (see the module's doc); returns the manifest's path. The run must have finished."""
+    """Write ``run_dir``'s final weights (``checkpoints/last.pt``, which its test scored) as
+    ``<out_dir>/<name>-<sha8>.pt`` with its manifest ``<out_dir>/<name>.json`` (see the module's doc); returns the
+    manifest's path. The run must have finished."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if summary.get("status") != "finished":
         raise CheckpointError(f"{run_dir}: only a finished run is shipped (status: {summary.get('status', 'none')})")
-    state = load_checkpoint(checkpoint_in(run_dir))
-    slim = {key: state[key] for key in ("format", "step", "best_val_mse", "config", "model")}
+    # The final weights: the ones the summary's test numbers score (the trainer tests the model it ends with).
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    if int(state["step"]) != int(summary.get("step", -1)):
+        raise CheckpointError(f"{run_dir}: checkpoints/last.pt holds step {state['step']}, the summary's test step "
+                              f"{summary.get('step')}: not the weights its test scored")  # fmt: skip
+    slim = {key: state[key] for key in ("format", "step", "best_val_mse", "model")}
+    slim["config"] = to_dict(portable(from_dict(state["config"], state["path"])))  # the same bytes from any run folder
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{name}.pt.partial"
     with atomic_write(staging) as handle:
@@ -100,16 +106,29 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> P
     return path
 
 
+def shipped_weights(manifest_path: str | Path) -> Path:
+    """The checkpoint file a manifest names, beside it, after checking its sha256 (a CheckpointError naming the file
+    when the manifest is unreadable, the file missing, or its hash not the manifest's)."""
+    manifest_path = Path(manifest_path)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        name, expected = manifest["file"], manifest["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{manifest_path}: not a readable shipped-checkpoint manifest ({error})") from error
+    weights = manifest_path.parent / name
+    if not weights.is_file():
+        raise CheckpointError(f"{manifest_path}: names {name}, which is not beside it (make pretrain writes both)")
+    digest = sha256_of(weights)
+    if digest != expected:
+        raise CheckpointError(f"{weights}: sha256 {digest} differs from its manifest's {expected} (damaged or "
+                              "replaced: restore it with git checkout, or retrain with make pretrain)")  # fmt: skip
+    return weights
+
+
 def verify(manifest_path: str | Path) -> dict[str, float]:
     """Check a shipped checkpoint against its manifest: the file's sha256, then the check's MSE recomputed.
     Returns ``{"expected": ..., "measured": ...}``; a wrong hash or an unreadable file is a CheckpointError."""
-    manifest_path = Path(manifest_path)
-    manifest = json.loads(manifest_path.read_text())
-    weights = manifest_path.parent / manifest["file"]
-    if not weights.is_file():
-        raise CheckpointError(f"{manifest_path}: names {manifest['file']}, which is not beside it")
-    digest = sha256_of(weights)
-    if digest != manifest["sha256"]:
-        raise CheckpointError(f"{weights}: sha256 {digest} differs from its manifest's {manifest['sha256']}")
+    weights = shipped_weights(manifest_path)
+    manifest = json.loads(Path(manifest_path).read_text())
     measured = check_mse(load_checkpoint(weights), manifest["check"]["threads"])
     return {"expected": float(manifest["check"]["mse"]), "measured": measured}

@@ -247,13 +247,16 @@ class Tracker:
 
     def truncate_after(self, step: int) -> int:
         """Keep only the metrics.jsonl rows with ``row["step"] <= step`` (on resume from a checkpoint at ``step``, so
-        the steps run again are not recorded twice); later rows' ``time`` continues from the last kept row.
+        the steps run again are not recorded twice), less any final test row (``test/...``), which a run killed
+        after its test but before its summary wrote, and which the resumed run writes again; later rows' ``time``
+        continues from the last kept row.
 
         Returns the number of rows dropped.
         """
         self._check_open()
         rows = read_metrics(self.metrics_path)
-        kept = [row for row in rows if row.get("step", -1) <= step]
+        kept = [row for row in rows
+                if row.get("step", -1) <= step and not any(key.startswith("test/") for key in row)]  # fmt: skip
         self._rewrite_metrics(kept)
         return len(rows) - len(kept)
 

@@ -36,15 +36,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from core.config import FIDELITY, Config, config_hash, from_dict, to_dict
-from core.data.formats import read_sequences
+from core.data.formats import SequenceSet, read_sequences
 from core.data.loaders import SequenceDataset
 from core.data.sources import RunData, build_data
-from core.io import atomic_write
+from core.io import DataError, atomic_write, folder_lock, remove_leftovers
 from core.losses import prediction_loss
 from core.metrics import BASELINES, METRICS, MetricAccumulator, Scores, baseline_predictions
 from core.models import build_model
 from core.pictures import save_frames
-from core.schedule import sampling_eta, true_frame_mask
+from core.records import read_config, read_summary
+from core.schedule import learning_rate, sampling_eta, true_frame_mask
 from core.tracking import Tracker
 
 CHECKPOINT_FORMAT = 1
@@ -283,8 +284,11 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train (or resume, or skip if already finished) the run that ``cfg`` describes, then test it, with
-    ``train.threads`` torch threads."""
-    with torch_threads(cfg.train.threads):
+    ``train.threads`` torch threads. The run folder is locked while it trains: a second process on it gets
+    :class:`core.io.FolderBusy`."""
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
+    with folder_lock(run_dir), torch_threads(cfg.train.threads):  # one writer per run folder
+        remove_leftovers(run_dir)  # of a writer killed mid-write: the lock says it is gone
         return _train(cfg, run_dir, on_eval, progress)
 
 
@@ -356,11 +360,11 @@ def _execution(cfg: Config, device: torch.device) -> dict[str, str | bool | int]
 
 def _finished_result(run_dir: Path) -> TrainResult | None:
     """The stored result of a run that already finished (re-running it does nothing)."""
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        return None
-    record = json.loads(summary.read_text())
-    if record.get("status") != "finished":
+    try:
+        record = read_summary(run_dir / "summary.json")
+    except DataError as error:
+        raise _damaged(run_dir, error) from None
+    if record is None or record.get("status") != "finished":
         return None
     return TrainResult(run_dir, "finished", record.get("step", 0), record.get("best_val_mse"),
                        record.get("metrics"), record.get("baselines"))  # fmt: skip
@@ -368,15 +372,24 @@ def _finished_result(run_dir: Path) -> TrainResult | None:
 
 def _check_same_run(run_dir: Path, cfg: Config) -> None:
     saved = run_dir / "config.yaml"
-    if saved.is_file():
-        import yaml
+    try:
+        config = read_config(saved)
+        previous = from_dict(config, str(saved)) if config is not None else None
+    except ValueError as error:  # a damaged file (DataError), or keys and values this code does not take
+        raise _damaged(run_dir, error) from None
+    if previous is not None and config_hash(previous) != config_hash(cfg):
+        raise ValueError(
+            f"{run_dir} holds a run of a different config (hash {config_hash(previous)}, this one "
+            f"{config_hash(cfg)}); pick another train.run_name or remove the folder"
+        )
 
-        previous = from_dict(yaml.safe_load(saved.read_text()), str(saved))
-        if config_hash(previous) != config_hash(cfg):
-            raise ValueError(
-                f"{run_dir} holds a run of a different config (hash {config_hash(previous)}, this one "
-                f"{config_hash(cfg)}); pick another train.run_name or remove the folder"
-            )
+
+def _damaged(run_dir: Path, error: Exception) -> DataError:
+    """A run folder whose record cannot be read is left as it is: the user moves it aside, nothing is deleted."""
+    return DataError(
+        f"{error}\n{run_dir} can be neither resumed nor skipped, and nothing in it was changed: move the damaged "
+        f"folder aside (mv {run_dir} {run_dir}.damaged) and start again"
+    )
 
 
 @dataclass(frozen=True)
@@ -411,6 +424,12 @@ def _loop(
     runner.train()
     # On CUDA the batches come in page-locked memory, so the copy below returns at once and overlaps compute.
     batches = data.train_batches(start, pin_memory=device.type == "cuda") if start < t.steps else iter(())
+    if t.steps == 0:  # a checkpoint scored as it is: validated too, so it ranks with trained runs
+        scores = evaluate_model(runner, data.val, context, t.eval_batch_size, device, precision=t.precision).scores
+        tracker.log(scores.to_dict("val/"), step=0)
+        best_val_mse = scores.mse
+        for name in ("best.pt", "last.pt"):
+            save_checkpoint(checkpoints / name, model, optimizer, 0, cfg, best_val_mse)
     for step, frames in zip(range(start, t.steps), batches, strict=False):
         frames = frames.to(device, non_blocking=True)
         eta = sampling_eta(step, t.sampling_start, t.sampling_rate, t.sampling_stop)
@@ -420,6 +439,9 @@ def _loop(
             losses = prediction_loss(pred.float(), frames[:, 1:], cfg.loss.l1_weight)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        if t.lr_schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, t.lr, t.lr_schedule, t.steps, t.lr_warmup, t.lr_min)
         optimizer.step()
 
         done = step + 1
@@ -480,10 +502,26 @@ def _final_test(cfg, runner, data, device, tracker, step, best_val_mse, progress
     tracker.log(metrics, step=step)
     if pictures:
         tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step)
+    flag = worse_than_blank(metrics["test/mse"], baselines["blank"]["mse"])
     tracker.summary(
-        "finished", metrics=metrics, baselines=baselines, test_set=data.test_name, step=step, best_val_mse=best_val_mse
-    )
+        "finished", metrics=metrics, baselines=baselines, test_set=data.test_name, step=step, best_val_mse=best_val_mse,
+        **({"reason": flag} if flag else {}),
+    )  # fmt: skip
     return metrics, baselines
+
+
+WORSE_THAN_BLANK = 1.1
+"""A finished model whose test MSE exceeds the blank frame's by this factor is flagged: it learned nothing useful."""
+
+
+def worse_than_blank(mse: float, blank_mse: float) -> str | None:
+    """The flag a finished run's summary carries (as its ``reason``) when its test MSE is clearly worse than predicting
+    a blank frame; its numbers stay as they are."""
+    if not mse > WORSE_THAN_BLANK * blank_mse:
+        return None
+    margin = f"{(WORSE_THAN_BLANK - 1) * 100:.0f}%"
+    return (f"test MSE {mse:.2f} is worse than the blank frame's {blank_mse:.2f} by over {margin}: the model predicts "
+            "worse than nothing (too high a learning rate?)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -518,8 +556,9 @@ def evaluate_checkpoint(
     check_precision(precision, device)
     model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size).to(device)
     load_weights(model, {**state, "model": {k: v.to(device) for k, v in state["model"].items()}})
+    note = None
     if data_path is not None:
-        sequences = read_sequences(data_path)
+        sequences, note = _fitted_to_model(data_path, cfg, state["path"])
         dataset, context, test_name = SequenceDataset(sequences), sequences.context_frames, str(data_path)
     else:
         data = build_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
@@ -543,6 +582,7 @@ def evaluate_checkpoint(
         "precision": precision,
         "metrics": scores.to_dict("test/"),
         "baselines": baselines,
+        **({"note": note} if note else {}),
     }
     with atomic_write(out_dir / f"{stem}.json", "w") as handle:
         json.dump(report, handle, indent=2)
@@ -550,3 +590,38 @@ def evaluate_checkpoint(
         save_frames(out_dir, stem, pictures["target"], pictures["pred"], pictures["context"])
     report["written"] = str(out_dir / f"{stem}.json")
     return report
+
+
+def _fitted_to_model(data_path: str | Path, cfg: Config, checkpoint: str) -> tuple[SequenceSet, str | None]:
+    """The sequences of ``data_path`` as the checkpoint's model was trained on them, and a note when they were cut.
+
+    Longer sequences are cut to the model's ``data.total_frames`` (the note says so); frames of another size or
+    channels, another context length or shorter sequences are refused: the scores would not be the model's task.
+    """
+    d = cfg.data
+    # A time-major .npy records no context length: the model's own is meant.
+    sequences = read_sequences(data_path, d.context_frames if str(data_path).endswith(".npy") else None)
+    num, length, channels, height, width = sequences.frames.shape  # (N, T, C, H, W)
+    problems = []
+    if (channels, height, width) != (d.channels, d.image_size, d.image_size):
+        problems.append(f"frames of {channels}x{height}x{width}, not {d.channels}x{d.image_size}x{d.image_size}")
+    if sequences.context_frames != d.context_frames:
+        problems.append(f"{sequences.context_frames} context frames, not {d.context_frames}")
+    if length < d.total_frames:
+        problems.append(f"{length} frames, fewer than the model's {d.total_frames}")
+    if problems:
+        raise DataError(
+            f"{data_path}: {num} sequences of {length} frames ({sequences.context_frames} context) of "
+            f"{channels}x{height}x{width} (C x H x W) do not fit the model of {checkpoint}, trained on "
+            f"{d.total_frames} frames ({d.context_frames} context) of {d.channels}x{d.image_size}x{d.image_size} (its "
+            f"config's data.total_frames, data.context_frames, data.channels, data.image_size): {'; '.join(problems)}. "
+            f"Evaluate it on a file of the model's shape (Moving MNIST: python launch.py data moving-mnist --split "
+            f"test --length {d.total_frames} --context-frames {d.context_frames} --canvas {d.image_size} --out FILE)"
+        )
+    if length == d.total_frames:
+        return sequences, None
+    note = (
+        f"{data_path}: scored on the first {d.total_frames} of its {length} frames ({d.context_frames} context), the "
+        "sequence length the model was trained on"
+    )
+    return SequenceSet(sequences.frames[:, : d.total_frames], d.context_frames, sequences.source), note

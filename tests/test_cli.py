@@ -124,3 +124,19 @@ def test_train_takes_the_variant_as_a_flag_like_a_wandb_agent_passes_it(tmp_path
     with pytest.raises(SystemExit):
         launch.main(["train", "--profile=demo"])
     assert "needs a variant file" in capsys.readouterr().err
+
+
+def test_a_diverged_run_exits_non_zero_and_says_why(tmp_path, user_mnist, capsys, monkeypatch):
+    import core.trainer as trainer_module
+
+    real_loss = trainer_module.prediction_loss
+
+    def nan_loss(pred, target, weight):
+        losses = real_loss(pred, target, weight)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(trainer_module, "prediction_loss", nan_loss)
+    variant = str(ROOT / "ablations" / "moving_mnist" / "e3d_baseline.yaml")
+    assert launch.main(["train", variant, "--profile", "demo", *_tiny_train_args(tmp_path, user_mnist)]) == 2
+    err = capsys.readouterr().err
+    assert "the run diverged (loss became nan by step 1); lower train.lr" in err

@@ -92,6 +92,11 @@ def test_type_errors_name_the_key(override, message):
         ("--model.patch_size=5", "model.patch_size"),
         ("--model.filter_size=4", "model.filter_size"),
         ("--train.lr=0", "train.lr"),
+        ("--train.lr=inf", "train.lr"),
+        ("--train.lr=nan", "train.lr"),
+        ("--train.lr_min=0.5", "train.lr_min"),
+        ("--train.lr_warmup=90000", "train.lr_warmup"),
+        ("--train.lr_schedule=linear", "train.lr_schedule"),
         ("--train.sampling_start=2", "train.sampling_start"),
     ],
 )
@@ -187,3 +192,31 @@ def test_fidelity_is_the_codes_and_every_change_of_it_is_a_new_hash():
         C.load(None, ["--model.layer_norm_eps=0"])
     with pytest.raises(ConfigError, match=r"data.val_seed must differ from data.test_seed \(1\)"):
         C.load(None, ["--data.val_seed=1"])
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "..", ".", "a\\b"])
+def test_a_run_name_is_a_folder_name_inside_runs_dir(name):
+    with pytest.raises(ConfigError, match=r"train\.run_name must be a folder name inside train\.runs_dir"):
+        C.load(None, [f"--train.run_name={name}"])
+
+
+def test_a_variant_file_cannot_set_a_run_name_outside_runs_dir(tmp_path):
+    path = _write(tmp_path / "v.yaml", {"train": {"run_name": "../escaped"}})
+    with pytest.raises(ConfigError, match="train.run_name must be a folder name"):
+        C.load(path)
+    assert C.load(None, ["--train.run_name=mmnist_e3d_baseline"]).train.run_name == "mmnist_e3d_baseline"
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text("train:\n  lr: 0.001\n  steps: 10\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"v\.yaml: not valid YAML .*key 'lr' given twice \(lines 2 and 4\)"):
+        C.load(path)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_variant_file_is_refused_not_read_as_the_paper_defaults(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.yaml: sets nothing"):
+        C.load(path)

@@ -160,6 +160,22 @@ def test_read_sequences_dispatches_by_format(tmp_path):
         read_sequences(tmp_path / "c.h5")
 
 
+def test_a_file_whose_name_lies_about_its_format_says_what_it_holds(tmp_path):
+    np.save(tmp_path / "frames.npy", np.zeros((6, 3, 8, 8), np.uint8))
+    (tmp_path / "frames.npy").rename(tmp_path / "renamed.npz")
+    found = r"holds a single \.npy array \(uint8 \(6, 3, 8, 8\)\), not the release's \.npz archive"
+    with pytest.raises(DataError, match=rf"renamed\.npz: {found} .*name it \.npy"):
+        read_sequences(tmp_path / "renamed.npz")
+    write_release_npz(tmp_path / "release.npz", _sequences(), 2)
+    (tmp_path / "release.npz").rename(tmp_path / "renamed.npy")
+    found = r"holds an \.npz \(zip\) archive \(keys \['clips', 'dims', 'input_raw_data'\]\), not a single \.npy array"
+    with pytest.raises(DataError, match=rf"renamed\.npy: {found} .*name it \.npz"):
+        read_sequences(tmp_path / "renamed.npy")
+    (tmp_path / "text.npz").write_text("frames,as,text\n")
+    with pytest.raises(DataError, match=r"text\.npz: is neither an \.npz \(zip\) archive nor an \.npy array"):
+        read_sequences(tmp_path / "text.npz")
+
+
 def test_sequence_set_checks_rank_and_context():
     with pytest.raises(DataError, match=r"src: sequences must be \(N, T, C, H, W\)"):
         SequenceSet(np.zeros((2, 3, 4, 4)), 1, "src")

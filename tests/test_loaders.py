@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from core.data.formats import SequenceSet
@@ -10,7 +11,9 @@ from core.data.loaders import (
     stream_loader,
     to_unit_float,
 )
+from core.data.mnist import read_user_mnist
 from core.data.moving_mnist import MovingMNISTSpec
+from core.io import DataError
 
 
 def _take(loader, count):
@@ -92,3 +95,10 @@ def test_no_training_batch_repeats_a_fixed_sets_sequences(digits):
         for index in range(3):
             batch = MovingMNISTStream(digits, batch_size=3, seed=seed, spec=spec).batch(index)
             assert not torch.equal(batch, fixed), (seed, index)
+
+
+def test_user_mnist_npz_that_is_really_an_npy_says_so(tmp_path):
+    np.save(tmp_path / "digits.npy", np.zeros((4, 28, 28), np.uint8))
+    (tmp_path / "digits.npy").rename(tmp_path / "digits.npz")
+    with pytest.raises(DataError, match=r"digits\.npz: holds a single \.npy array \(uint8 \(4, 28, 28\)\), not an "):
+        read_user_mnist(tmp_path / "digits.npz")

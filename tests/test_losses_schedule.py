@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.losses import RELEASE_L1_WEIGHT, prediction_loss
-from core.schedule import sampling_eta, true_frame_mask
+from core.schedule import learning_rate, sampling_eta, true_frame_mask
 
 
 def test_loss_weights_mix_l1_and_l2():
@@ -56,3 +56,14 @@ def test_true_frame_mask_is_seeded_by_step_and_follows_eta():
     assert true_frame_mask(0, 0, 1.0, 3, 5).eq(1).all() and true_frame_mask(0, 0, 0.0, 3, 5).eq(0).all()
     share = true_frame_mask(7, 3, 0.3, 200, 50).mean().item()
     assert 0.27 < share < 0.33
+
+
+def test_learning_rate_is_constant_or_warms_up_then_follows_a_cosine_to_its_floor():
+    assert [learning_rate(s, 0.002, "constant", 10) for s in (0, 5, 9)] == [0.002] * 3
+    cosine = [learning_rate(s, 1.0, "cosine", 11, warmup=0, lr_min=0.1) for s in range(11)]
+    assert cosine[0] == 1.0 and cosine[-1] == pytest.approx(0.1) and cosine[5] == pytest.approx(0.55)
+    assert all(a > b for a, b in zip(cosine, cosine[1:], strict=False))  # strictly falling
+    assert learning_rate(20, 1.0, "cosine", 11, lr_min=0.1) == pytest.approx(0.1)  # past the horizon: the floor
+    assert [learning_rate(s, 1.0, "cosine", 10, warmup=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        learning_rate(0, 1.0, "linear", 10)

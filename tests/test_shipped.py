@@ -1,12 +1,15 @@
 """Shipped checkpoints: a tiny trained run shipped, verified, tampered with."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import tiny
+from test_trainer import tiny, tiny_overrides
 
-from core.shipped import CHECK_SEQUENCES, ship, verify
+from ablations.variants import load_variant
+from core.config import ConfigError
+from core.shipped import CHECK_SEQUENCES, cpu_name, ship, verify
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
 
 
@@ -64,8 +67,68 @@ def test_ship_and_verify_from_the_command_line(shipped, tmp_path, capsys):
     manifest = tmp_path / "again.json"
     assert json.loads(manifest.read_text())["command"] == f"python launch.py train {run.run_dir / 'config.yaml'}"
     assert launch.main(["verify", str(manifest)]) == 0
+    # the same run shipped under another name and folder is the same bytes (make pretrain reproduces the files)
+    first = json.loads((shipped[1]).read_text())
+    assert json.loads(manifest.read_text())["sha256"] == first["sha256"]
+    assert first["config"]["train"]["runs_dir"] == "runs" and first["config"]["train"]["run_name"] is None
     assert "sha256 ok; check MSE" in capsys.readouterr().out
     tampered = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**tampered, "check": {**tampered["check"], "mse": tampered["check"]["mse"] + 1}}))
     assert launch.main(["verify", str(manifest)]) == 2
     assert "missed their recorded check MSE" in capsys.readouterr().err
+
+
+def test_a_variant_finetunes_from_a_manifest_as_the_checkpoint_file_it_names(shipped, tmp_path, mnist_npz):
+    run, manifest_path = shipped
+    manifest = json.loads(manifest_path.read_text())
+    variant = manifest_path.parent.parent / "finetune.yaml"
+    variant.write_text("variant: tiny_finetuned\ntrain: {init_from: pretrained/tiny_baseline.json}\n")
+    cfg = load_variant(variant, tiny_overrides(tmp_path, mnist_npz, "--data.test_size=8", "--train.steps=0"))
+    assert cfg.train.init_from.endswith(f"pretrained/{manifest['file']}")
+    # 0 steps from the shipped weights: the checkpoint scored as it is, a row named "pretrained"
+    scored = train(cfg, progress=False)
+    summary = json.loads((scored.run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["axes"]["init"] == "pretrained"
+    first_row = json.loads((scored.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first_row["step"] == 0 and summary["best_val_mse"] == pytest.approx(first_row["val/mse"])
+    assert summary["metrics"]["test/mse"] == pytest.approx(manifest["test"]["test/mse"], rel=1e-6)
+    finetuned = load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+    assert finetuned.train.init_from == cfg.train.init_from
+
+
+def test_a_manifest_whose_checkpoint_changed_or_vanished_is_refused_at_load(shipped, tmp_path, mnist_npz):
+    _, manifest_path = shipped
+    manifest = json.loads(manifest_path.read_text())
+    (tmp_path / "pretrained").mkdir()
+    state = torch.load(manifest_path.parent / manifest["file"], weights_only=True)
+    next(iter(state["model"].values())).add_(1.0)
+    torch.save(state, tmp_path / "pretrained" / manifest["file"])
+    (tmp_path / "pretrained" / "tiny_baseline.json").write_text(json.dumps(manifest))
+    variant = tmp_path / "finetune.yaml"
+    variant.write_text("train: {init_from: pretrained/tiny_baseline.json}\n")
+    with pytest.raises(ConfigError, match=r"finetune\.yaml: train\.init_from: .* sha256 .* differs"):
+        load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+    (tmp_path / "pretrained" / manifest["file"]).unlink()
+    with pytest.raises(ConfigError, match=f"names {manifest['file']}, which is not beside it"):
+        load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+    variant.write_text("train: {init_from: pretrained/nothing.json}\n")
+    with pytest.raises(ConfigError, match="names pretrained/nothing.json, which is neither beside it"):
+        load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+
+
+SHIPPED = sorted(Path(__file__).resolve().parents[1].glob("ablations/*/pretrained/*.json"))
+
+
+def test_the_showcase_baselines_are_shipped_small():
+    assert {p.stem for p in SHIPPED} >= {"mmnist_e3d_baseline", "mmnist_e2d"}
+    files = [p.parent / json.loads(p.read_text())["file"] for p in SHIPPED]
+    assert sum(f.stat().st_size for f in files) <= 20 * 2**20  # 20 MiB at most in all
+
+
+@pytest.mark.parametrize("manifest", SHIPPED, ids=lambda p: p.stem)
+def test_a_shipped_baseline_matches_its_checksum_and_its_recorded_check_mse(manifest):
+    result = verify(manifest)  # the sha256, then the test MSE of the first 64 test sequences, one thread
+    # The CPU kind it was shipped from computes the same float32 sums: 1e-4. Another kind's kernels may round
+    # differently, which moves an MSE near 100 in its 4th-6th significant digit, not more.
+    same_kind = json.loads(manifest.read_text())["cpu"] == cpu_name()
+    assert result["measured"] == pytest.approx(result["expected"], abs=1e-4 if same_kind else 1e-2)

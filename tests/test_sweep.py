@@ -107,6 +107,27 @@ def test_demo_grid_expands_to_eight_named_cells_with_stable_ids():
     assert cfg.tracking.tags == ("conv=2d", "residual=true", "l1_weight=0.5")
 
 
+def test_the_showcase_sweeps_start_from_the_shipped_baselines():
+    manifests = {name: json.loads((ROOT / f"ablations/moving_mnist/pretrained/{name}.json").read_text())
+                 for name in ("mmnist_e3d_baseline", "mmnist_e2d")}  # fmt: skip
+    shipped = {name: f"ablations/moving_mnist/pretrained/{m['file']}" for name, m in manifests.items()}
+    baselines = [cell_config(c) for c in load_sweep(ROOT / "sweeps/baselines.yaml").cells]
+    assert [(c.model.conv, c.train.steps, c.train.init_from) for c in baselines] == [
+        ("3d", 0, shipped["mmnist_e3d_baseline"]), ("2d", 0, shipped["mmnist_e2d"])]  # fmt: skip
+    grid = load_sweep(ROOT / "sweeps/finetune.yaml")
+    configs = [cell_config(c) for c in grid.cells]
+    assert len({c.id for c in grid.cells}) == 8
+    assert {(c.model.residual, round(c.loss.l1_weight, 4), c.train.seed) for c in configs} == {
+        (r, w, s) for r in (False, True) for w in (0.0, 0.6667) for s in (0, 1)}  # fmt: skip
+    assert {(c.train.init_from, c.train.steps, c.model.conv) for c in configs} == {
+        (shipped["mmnist_e3d_baseline"], 50, "3d")}  # fmt: skip
+    # every stage-2 cell trains the shipped model's shapes (the pretrain profile's), and the baseline scored at 0
+    # steps is tested on the same sequences as the finetuned cells
+    pretrained = manifests["mmnist_e3d_baseline"]["config"]
+    assert all(list(c.model.hidden) == pretrained["model"]["hidden"] for c in configs + baselines)
+    assert {(c.data.test_size, c.data.test_seed) for c in configs + baselines} == {(256, 1)}
+
+
 def test_cell_ids_follow_parameters_not_order(tmp_path):
     first = load_sweep(write_sweep(tmp_path))
     reordered = write_sweep(tmp_path, **{"loss.l1_weight": None})
@@ -232,11 +253,14 @@ def test_hyperband_comes_from_early_terminate_in_training_steps(tmp_path):
                                          "reduction_factor": 2}  # fmt: skip
 
 
-def test_the_demo_search_file():
+def test_the_showcase_search_file():
     sweep = load_sweep(ROOT / "sweeps/search.yaml")
-    assert (sweep.method, sweep.metric, sweep.goal, sweep.run_cap, sweep.seed) == ("bayes", "val/mse", "minimize", 4, 0)
-    assert sweep.pruner["type"] == "hyperband" and set(sweep.raw) <= set(TOP_LEVEL_KEYS)
-    assert sweep.first == {"loss.l1_weight": 0.0}  # the demo profile's own l1 weight (the release's 2/3 stalls there)
+    assert (sweep.method, sweep.metric, sweep.goal, sweep.run_cap, sweep.seed) == ("bayes", "val/mse", "minimize", 3, 0)
+    assert sweep.pruner == {"type": "hyperband", "min_resource": 25, "max_resource": 50, "reduction_factor": 3}
+    assert set(sweep.raw) <= set(TOP_LEVEL_KEYS)
+    assert sweep.first == {"loss.l1_weight": 0.0}  # the finetune profile's own l1 weight: a cell of finetune.yaml
+    grid = {c.id for c in load_sweep(ROOT / "sweeps/finetune.yaml").cells}
+    assert sweep_module.search_cell(sweep, 0, sweep.first).id in grid  # so its first trial is copied, not retrained
 
 
 @pytest.mark.slow

@@ -10,14 +10,18 @@ from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, 
 
 
 def tiny(tmp_path, mnist_npz, *overrides):
-    return load(None, [
+    return load(None, tiny_overrides(tmp_path, mnist_npz, *overrides))
+
+
+def tiny_overrides(tmp_path, mnist_npz, *overrides):
+    return [
         f"--data.mnist={mnist_npz}", "--data.image_size=32", "--data.total_frames=6", "--data.context_frames=3",
         "--data.val_size=4", "--data.test_size=4", "--model.hidden=4,4", "--model.filter_size=3",
         "--model.patch_size=4", "--train.batch_size=2", "--train.steps=6", "--train.eval_every=3",
         "--train.checkpoint_every=2", "--train.log_every=2", "--train.eval_batch_size=4", "--train.sampling_stop=4",
         "--train.sampling_rate=0.25", "--tracking.wandb=disabled", "--tracking.frames=2",
         f"--train.runs_dir={tmp_path / 'runs'}", *overrides,
-    ])  # fmt: skip
+    ]  # fmt: skip
 
 
 def weights(run_dir, name="last.pt"):
@@ -51,8 +55,9 @@ def test_rerunning_a_finished_run_does_nothing(tmp_path, mnist_npz, monkeypatch)
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_identical_weights(tmp_path, mnist_npz, monkeypatch):
-    straight = train(tiny(tmp_path, mnist_npz, "--train.run_name=straight"), progress=False)
+@pytest.mark.parametrize("schedule", [(), ("--train.lr_schedule=cosine", "--train.lr_warmup=2", "--train.lr_min=1e-4")])
+def test_kill_and_resume_gives_identical_weights(tmp_path, mnist_npz, monkeypatch, schedule):
+    straight = train(tiny(tmp_path, mnist_npz, "--train.run_name=straight", *schedule), progress=False)
     real_loss = trainer_module.prediction_loss
     calls = {"n": 0}
 
@@ -62,7 +67,7 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, mnist_npz, monkeypatc
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    cfg = tiny(tmp_path, mnist_npz, "--train.run_name=killed")
+    cfg = tiny(tmp_path, mnist_npz, "--train.run_name=killed", *schedule)
     monkeypatch.setattr(trainer_module, "prediction_loss", dies_in_step_six)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
@@ -75,6 +80,70 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, mnist_npz, monkeypatc
         assert torch.equal(value, weights(resumed.run_dir)[key]), key
     rows = [json.loads(line) for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]  # no duplicate rows after the resume
+
+
+def test_the_cosine_schedule_sets_each_steps_learning_rate(tmp_path, mnist_npz, monkeypatch):
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def records_lr(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", records_lr)
+    cfg = tiny(tmp_path, mnist_npz, "--train.lr=0.01", "--train.lr_schedule=cosine", "--train.lr_warmup=2",
+               "--train.lr_min=0.001")  # fmt: skip
+    train(cfg, progress=False)
+    # warm-up 0.005, 0.01; then cosine from 0.01 at step 2 to 0.001 at step 5 (the last)
+    assert seen == pytest.approx([0.005, 0.01, 0.01, 0.00775, 0.00325, 0.001])
+
+
+def test_a_finished_model_worse_than_the_blank_frame_is_flagged_with_its_numbers_kept(tmp_path, mnist_npz):
+    assert trainer_module.worse_than_blank(150.0, 149.0) is None
+    assert "worse than the blank frame's 149.00 by over 10%" in trainer_module.worse_than_blank(654.0, 149.0)
+    result = train(tiny(tmp_path, mnist_npz, "--train.lr=1e6"), progress=False)  # far too high: no NaN, garbage
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert result.status == summary["status"] == "finished"
+    assert summary["metrics"]["test/mse"] > 1.1 * summary["baselines"]["blank"]["mse"]
+    assert "worse than the blank frame" in summary["reason"]
+
+
+def test_a_run_folder_has_one_writer_and_its_lock_dies_with_its_process(tmp_path, mnist_npz):
+    import os
+    import subprocess
+    import sys
+
+    from core.io import FolderBusy, folder_lock
+
+    cfg = tiny(tmp_path, mnist_npz, "--train.run_name=locked")
+    run_dir = tmp_path / "runs" / "locked"
+    busy = rf"locked: \S+ pid {os.getpid()} \(since .*\) is training in this folder"
+    with folder_lock(run_dir), pytest.raises(FolderBusy, match=busy):
+        train(cfg, progress=False)
+    assert not (run_dir / "summary.json").exists()  # refused before writing anything
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from core.io import folder_lock\n"
+                               f"with folder_lock({str(run_dir)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(FolderBusy, match=f"pid {holder.pid} "):
+        train(cfg, progress=False)
+    holder.kill()  # kill -9: no cleanup runs, the kernel drops the lock
+    holder.wait()
+    assert train(cfg, progress=False).status == "finished"
+
+
+def test_a_run_killed_after_its_test_resumes_without_a_second_test_row_or_temporary_files(tmp_path, mnist_npz):
+    cfg = tiny(tmp_path, mnist_npz)
+    run_dir = train(cfg, progress=False).run_dir
+    summary = run_dir / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "status": "running"}))  # kill -9 before it
+    leftovers = [run_dir / "checkpoints" / ".last.pt.4242.0badf00d.tmp", run_dir / ".summary.json.4242.cafe0123.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    assert train(cfg, progress=False).status == "finished"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum("test/mse" in row for row in rows) == 1
+    assert not any(path.exists() for path in leftovers)
 
 
 def test_nan_loss_stops_the_run_as_diverged(tmp_path, mnist_npz, monkeypatch):

@@ -27,6 +27,8 @@ import numpy as np
 from core.io import DataError, atomic_write
 
 RELEASE_KEYS = ("input_raw_data", "dims", "clips")
+NPZ_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first local header, or an empty archive's end record
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,61 @@ class SequenceSet:
         return len(self.frames)
 
 
-def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+def file_kind(path: str | Path) -> str:
+    """What a file holds by its first bytes, whatever its name says: ``"npz"`` (a zip archive), ``"npy"`` (one numpy
+    array) or ``"other"``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if head.startswith(NPZ_MAGICS):
+        return "npz"
+    return "npy" if head == NPY_MAGIC else "other"
+
+
+def found_in(path: str | Path) -> str:
+    """What a file holds, in words (``holds a single .npy array (uint8 (20, 5, 64, 64))``...), for an error saying it
+    is not what its name or its reader expected."""
+    kind = file_kind(path)
+    if kind == "npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, EOFError, ValueError):
+            return "holds a single .npy array (whose header cannot be read)"
+        return f"holds a single .npy array ({array.dtype} {array.shape})"
+    if kind == "npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                keys = sorted(name.removesuffix(".npy") for name in archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return "holds an .npz (zip) archive (whose index cannot be read)"
+        return f"holds an .npz (zip) archive (keys {keys})"
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    return f"is neither an .npz (zip) archive nor an .npy array (it starts with {head!r})"
+
+
+def open_npz(path: str | Path, expected: str = "an .npz archive") -> np.lib.npyio.NpzFile:
+    """Open an .npz archive without pickle; a file that holds something else is a DataError naming it, saying what it
+    holds and what was ``expected``."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if file_kind(path) != "npz":
+        raise DataError(f"{path}: {found_in(path)}, not {expected}")
     try:
         return np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise DataError(f"{path}: truncated or not an npz file ({exc})") from exc
+
+
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    expected = (
+        f"the release's .npz archive (keys {', '.join(RELEASE_KEYS)}); if it holds time-major (T, N, H, W) frames, "
+        "name it .npy"
+    )
+    return open_npz(path, expected)
 
 
 def _member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
@@ -150,6 +200,11 @@ def read_time_major_npy(path: str | Path, context_frames: int = 10) -> SequenceS
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if file_kind(path) != "npy":
+        raise DataError(
+            f"{path}: {found_in(path)}, not a single .npy array of time-major (T, N, H, W) frames; if it is a "
+            "release file, name it .npz"
+        )
     try:
         frames = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, EOFError, ValueError) as exc:

