@@ -43,7 +43,7 @@ from ablations.ledger import (
     vouch_for_local_workers,
 )
 from ablations.sweep_file import SEARCH_METHODS, Cell, Sweep, SweepError, _check_stage1_finished, cell_config
-from core.io import atomic_write
+from core.io import FolderBusy, atomic_write
 
 
 class CellFailed(Exception):
@@ -205,6 +205,14 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             _requeue(study, storage, trial_id, "interrupted")
             raise
+        except FolderBusy as exc:
+            # A live process trains this cell's run folder: the worker whose late heartbeat lost it the claim. Hand
+            # the cell back untouched; a later claim finds that run finished (and copies its result) or resumes it.
+            _requeue(study, storage, trial_id, "busy")
+            print(f"worker {worker}: {cell.name} is still trained by another process ({exc}); back to the queue",
+                  flush=True)  # fmt: skip
+            time.sleep(ledger.poll_s)
+            return
         except Exception as exc:  # a broken cell is recorded and the sweep goes on
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
     try:

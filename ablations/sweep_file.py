@@ -392,9 +392,18 @@ def _load_params(params: dict[str, Any], where: str) -> Config:
     from ablations.variants import load_variant
 
     try:
-        return load_variant(params["variant"], _overrides(params), params.get("profile"))
+        cfg = load_variant(params["variant"], _overrides(params), params.get("profile"))
     except ConfigError as exc:
         raise SweepError(f"{where}: {exc}") from exc
+    # Files every run of the cell would open: missing now, every cell would fail later, one by one.
+    for key, path in (
+        ("data.test_path", cfg.data.test_path),
+        ("data.mnist", cfg.data.mnist),
+        ("data.root", cfg.data.root),
+    ):
+        if path and not Path(path).exists():
+            raise SweepError(f"{where}: {key} names {path}, which does not exist")
+    return cfg
 
 
 def _make_cell(sweep: Sweep, params: dict[str, Any], axes: dict[str, Any], where: str, prefix: str = "") -> Cell:

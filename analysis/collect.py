@@ -4,7 +4,9 @@ Reads only the local run record (``core.tracking.read_run``: config.yaml, metric
 trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 
 - identity: ``run_dir``, ``run_name`` (the folder's name), ``variant``, ``config_hash``;
-- ``status``: summary.json's (finished, failed, diverged, killed, pruned, running), ``no summary`` for a folder whose
+- ``status``: summary.json's (finished, failed, diverged, killed, pruned, running), ``interrupted`` for a ``running``
+  one that no process on this host trains any more (killed with -9, or its machine went down), ``no summary`` for a
+  folder whose
   summary.json is missing, ``unreadable`` for a record that cannot be parsed, ``stale`` for a sweep's run that is no
   longer one of its cells; ``status_reason``: the recorded reason
   or error, if any;
@@ -42,7 +44,7 @@ from typing import Any
 import pandas as pd
 
 from core.axes import RECORDED, axis_values, recorded_axes
-from core.io import DataError
+from core.io import DataError, folder_abandoned
 from core.records import SWEEP_CELLS, read_run
 
 METRICS = ("mse", "mae", "psnr", "ssim")
@@ -135,6 +137,10 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir}: a field of summary.json or config.yaml has the wrong type ({type(error).__name__}: {error})"
         )
         return record_row(location, None, None, [], error=reason)
+    if row["status"] == "running" and folder_abandoned(run_dir):
+        row["status"] = "interrupted"
+        row["status_reason"] = ("no process holds the run folder's lock: it was killed or stopped at its last "
+                                "checkpoint; its command resumes it")  # fmt: skip
     if row["status"] == "finished" and row["step"] is not None:
         frames = run_dir / "frames" / f"test_step{row['step']}.npz"
         if frames.is_file():

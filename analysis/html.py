@@ -24,7 +24,7 @@ from analysis.sections import Section
 from analysis.tables import is_present
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
-STOPPED = {"failed", "diverged", "killed", "unreadable", "no summary", "stale"}
+STOPPED = {"failed", "diverged", "killed", "interrupted", "unreadable", "no summary", "stale"}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }

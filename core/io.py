@@ -81,6 +81,23 @@ def folder_lock(folder: str | os.PathLike, what: str = "training") -> Iterator[N
         yield
 
 
+def folder_abandoned(folder: str | os.PathLike) -> bool:
+    """Whether a folder that :func:`folder_lock` guarded is held by no live process: its lock file exists, names
+    this host, and can be taken. False when it cannot be told (no lock file, or another host's)."""
+    import fcntl
+    import socket
+
+    path = Path(folder) / ".lock"
+    try:
+        with open(path) as handle:
+            if not handle.read().startswith(f"{socket.gethostname()} "):
+                return False
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+    except (FileNotFoundError, BlockingIOError):
+        return False
+
+
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` leaves when its process is killed mid-write, anywhere
     under ``folder``; call it only while holding the folder's lock (no other writer's file can be among them)."""

@@ -84,3 +84,15 @@ def hang_quadratic(cell: Cell, metric: str, report) -> float:
         _record(cell, "started")
         time.sleep(600)
     return quadratic(cell, metric, report)
+
+
+def busy_once(cell: Cell, metric: str, report=None) -> float:
+    """The first claim of each cell finds its run folder held by another live process (a worker that lost its claim
+    to a late heartbeat, still training); later claims run it."""
+    from core.io import FolderBusy
+
+    folder = Path(os.environ["SWEEP_FAKE_DIR"])
+    if not any(path.name.startswith(f"{cell.id}.busy.") for path in folder.iterdir()):
+        _record(cell, "busy")
+        raise FolderBusy(f"runs/{cell.name}: host pid 1 (since now) is training in this folder")
+    return count_calls(cell, metric, report)

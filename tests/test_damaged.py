@@ -158,3 +158,25 @@ def test_eval_cuts_longer_sequences_to_the_models_length_and_says_so(small_model
     report = json.loads((tmp_path / "eval" / "eval-long-ours.json").read_text())
     assert "first 8 of its 12 frames" in report["note"]
     assert len(report["metrics"]["test/mse_by_frame"]) == 4  # the model's 4 predicted frames, not 8
+
+
+def test_a_run_killed_with_minus_nine_shows_as_interrupted_not_running_forever(tmp_path):
+    import subprocess
+    import sys
+
+    from analysis.collect import run_row
+
+    run_dir = tmp_path / "runs" / "killed"
+    script = (
+        "import time\nfrom core.io import folder_lock\nfrom core.tracking import Tracker\nfrom core.config import load\n"
+        f"with folder_lock({str(run_dir)!r}):\n"
+        f"    tracker = Tracker({str(run_dir)!r}, load(None), mode='disabled')\n"
+        "    tracker.summary('running')\n    print('training', flush=True)\n    time.sleep(60)\n"
+    )
+    trainer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert trainer.stdout.readline().strip() == "training"
+    assert run_row(run_dir)["status"] == "running"  # alive: its lock is held
+    trainer.kill()
+    trainer.wait()
+    row = run_row(run_dir)
+    assert row["status"] == "interrupted" and "no process holds the run folder's lock" in row["status_reason"]

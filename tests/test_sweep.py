@@ -128,6 +128,13 @@ def test_the_showcase_sweeps_start_from_the_shipped_baselines():
     assert {(c.data.test_size, c.data.test_seed) for c in configs + baselines} == {(256, 1)}
 
 
+def test_a_missing_data_file_is_found_when_the_sweep_is_read_not_cell_by_cell(tmp_path):
+    missing = tmp_path / "mmnist-test.npz"
+    path = write_sweep(tmp_path, **{"data.test_path": {"value": str(missing)}})
+    with pytest.raises(SweepError, match=f"data.test_path names {missing}, which does not exist"):
+        load_sweep(path)
+
+
 def test_cell_ids_follow_parameters_not_order(tmp_path):
     first = load_sweep(write_sweep(tmp_path))
     reordered = write_sweep(tmp_path, **{"loss.l1_weight": None})
@@ -390,6 +397,13 @@ def test_failed_cells_are_recorded_and_the_others_run(tmp_path, calls):
     # Failures are results too: running the sweep again does not repeat them.
     again = run_sweep(sweep, workers=1, storage=storage, objective=sweep_fakes.fail_some, **FAST)
     assert sum(call_counts(calls).values()) == 8 and (again.done, again.failed) == (4, 4)
+
+
+def test_a_cell_whose_run_folder_is_busy_goes_back_to_the_queue_and_runs_once(tmp_path, calls):
+    sweep = load_sweep(write_sweep(tmp_path))
+    summary = run_sweep(sweep, workers=1, objective=sweep_fakes.busy_once, **FAST)
+    assert call_counts(calls, "busy") == call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells})
+    assert (summary.done, summary.failed, summary.left) == (8, 0, 0)
 
 
 def test_a_killed_workers_cell_runs_again_and_no_cell_runs_twice(tmp_path, calls, monkeypatch):
