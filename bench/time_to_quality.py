@@ -89,8 +89,11 @@ CANDIDATES: dict[str, Candidate] = {
     "p4_4x16": Candidate(("--model.patch_size=4", "--model.hidden=16,16,16,16"), note="demo at patch 4, 4x16"),
     "demo_bf16": Candidate(("--train.precision=bf16",), note="demo under bf16 autocast"),
     "pretrain": Candidate(
-        profile="pretrain", schedule="cosine", lr_floor=0.05, note="make pretrain's recipe: demo_tf with the lr's "
-        "cosine decay from 2e-3 to 1e-4 over 4,500 steps (the trainer's train.lr_schedule, replayed here)"
+        profile="pretrain",
+        schedule="cosine",
+        lr_floor=0.05,
+        note="make pretrain's recipe: demo_tf with the lr's "
+        "cosine decay from 2e-3 to 1e-4 over 4,500 steps (the trainer's train.lr_schedule, replayed here)",
     ),  # fmt: skip
 }
 

@@ -168,7 +168,8 @@ def test_a_run_killed_with_minus_nine_shows_as_interrupted_not_running_forever(t
 
     run_dir = tmp_path / "runs" / "killed"
     script = (
-        "import time\nfrom core.io import folder_lock\nfrom core.tracking import Tracker\nfrom core.config import load\n"
+        "import time\nfrom core.io import folder_lock\nfrom core.tracking import Tracker\n"
+        "from core.config import load\n"
         f"with folder_lock({str(run_dir)!r}):\n"
         f"    tracker = Tracker({str(run_dir)!r}, load(None), mode='disabled')\n"
         "    tracker.summary('running')\n    print('training', flush=True)\n    time.sleep(60)\n"
