@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.io import DataError, FolderBusy
+from core.io import DataError, DiskFull, FolderBusy
 
 
 def _data_mnist(args: argparse.Namespace) -> None:
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = rest
     try:
         args.run(args)
-    except (DataError, ValueError, FileNotFoundError, FolderBusy) as exc:
+    except (DataError, ValueError, FileNotFoundError, FolderBusy, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

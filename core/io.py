@@ -7,6 +7,7 @@ half-written one, whatever kills the writer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -36,10 +37,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _disk_full(exc):  # torch reports it as "unexpected pos" with ENOSPC only in the chain
+            raise DiskFull(f"disk full at {path}: nothing was replaced, the last good {path.name} is kept; free space "
+                           "and run the same command again to resume") from exc  # fmt: skip
         raise
+
+
+class DiskFull(OSError):
+    """No space left where a file was being written; the file it would have replaced is intact."""
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def sha256_of(path: str | os.PathLike) -> str:

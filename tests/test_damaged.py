@@ -181,3 +181,36 @@ def test_a_run_killed_with_minus_nine_shows_as_interrupted_not_running_forever(t
     trainer.wait()
     row = run_row(run_dir)
     assert row["status"] == "interrupted" and "no process holds the run folder's lock" in row["status_reason"]
+
+
+def _full_disk_save(obj, handle, *args, **kwargs):
+    """torch.save on a full disk: half the bytes land, then torch's own error, with ENOSPC only in its chain."""
+    import errno
+
+    handle.write(b"PK\x03\x04 half a checkpoint")
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as cause:
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0") from cause
+
+
+def test_a_full_disk_is_named_and_the_last_good_checkpoint_is_kept(tmp_path, mnist_npz, monkeypatch, capsys):
+    from test_trainer import tiny_overrides
+
+    from core.io import DiskFull
+
+    cfg = load(None, tiny_overrides(tmp_path, mnist_npz))
+    result = train(cfg, progress=False)
+    last = result.run_dir / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    model = build_model(cfg.model, cfg.data.channels, cfg.data.image_size)
+    monkeypatch.setattr(torch, "save", _full_disk_save)
+    with pytest.raises(DiskFull, match=f"disk full at {last}: nothing was replaced, the last good last.pt is kept"):
+        save_checkpoint(last, model, torch.optim.Adam(model.parameters()), 6, cfg, 1.0)
+    assert last.read_bytes() == good and not list(last.parent.glob(".*.tmp"))
+    # from the command line: an error that says so, not torch's traceback
+    variant = tmp_path / "tiny.yaml"
+    variant.write_text("variant: tiny\n")
+    args = ["train", str(variant), *tiny_overrides(tmp_path, mnist_npz, "--train.run_name=full"), "--quiet"]
+    assert launch.main(args) == 2
+    assert "disk full at" in capsys.readouterr().err
