@@ -162,10 +162,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    """W&B mode: offline needs no account (wandb sync uploads later)"""
-    project: str = "mentalsim"
-    """W&B project"""
+    wandb: Literal["offline", "online", "disabled"] | None = None
+    """W&B mode; none: the environment's WANDB_MODE, else offline (no account needed; wandb sync uploads later)"""
+    project: str | None = None
+    """W&B project; none: the environment's WANDB_PROJECT, else mentalsim"""
     group: str | None = None
     """W&B group (a sweep's name)"""
     tags: tuple[str, ...] = ()

@@ -41,6 +41,19 @@ from core.records import STATUSES, SUMMARY_KEYS, _read_json, read_metrics
 from core.wandb_log import read_log_records, read_run_logs
 
 WANDB_MODES = ("offline", "online", "disabled")
+DEFAULT_PROJECT = "mentalsim"
+_ENV_MODES = {"offline": "offline", "dryrun": "offline", "online": "online", "run": "online", "disabled": "disabled"}
+
+
+def wandb_mode_from_env() -> str:
+    """W&B's convention where the config does not say: the environment's ``WANDB_MODE`` (its ``dryrun`` and ``run``
+    spellings too), else ``offline``, which needs no account. An unknown value is an error naming it."""
+    value = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not value:
+        return "offline"
+    if value not in _ENV_MODES:
+        raise ValueError(f"WANDB_MODE={value!r} is not a W&B mode ({', '.join(_ENV_MODES)})")
+    return _ENV_MODES[value]
 
 EXIT_CODES = {"finished": 0, "pruned": 0, "diverged": 1, "failed": 1, "killed": 130}
 """W&B exit code per final status: non-zero marks the run failed in the dashboard (130: interrupted, as shells say)."""
@@ -86,13 +99,14 @@ class Tracker:
     Args:
         run_dir: the run folder (made if missing); W&B's files go to ``run_dir/wandb``.
         cfg: the resolved config.
-        mode: ``offline`` (default: ``cfg.tracking.wandb``), ``online`` or ``disabled``.
+        mode: ``offline``, ``online`` or ``disabled``; default ``cfg.tracking.wandb``, else the environment's
+            WANDB_MODE, else ``offline`` (:func:`wandb_mode_from_env`).
         resume: continue the run in ``run_dir``: keep metrics.jsonl (call :meth:`truncate_after` with the checkpoint's
             step) and the start time, and continue the same W&B run id. Otherwise metrics.jsonl starts empty.
     """
 
     def __init__(self, run_dir: str | Path, cfg: Config, mode: str | None = None, resume: bool = False) -> None:
-        mode = mode if mode is not None else cfg.tracking.wandb
+        mode = mode or cfg.tracking.wandb or wandb_mode_from_env()
         if mode not in WANDB_MODES:
             raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
         self.run_dir = Path(run_dir)
@@ -332,7 +346,7 @@ class Tracker:
         self.wandb_id = wandb_run_id(self.run_dir.name, self.cfg)
         tracking = self.cfg.tracking
         self._run = wandb.init(
-            project=tracking.project,
+            project=tracking.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
             group=tracking.group,
             tags=list(tracking.tags),
             name=self.run_dir.name,

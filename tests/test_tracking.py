@@ -382,3 +382,25 @@ def test_offline_wandb_receives_config_history_summary_and_media(tmp_path, monke
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert b"secret-123" not in path.read_bytes(), path
+
+
+def test_the_environment_decides_the_wandb_mode_unless_the_config_says(tmp_path, monkeypatch):
+    from core.tracking import wandb_mode_from_env
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode_from_env() == "offline"  # nothing set: no account needed
+    for value, mode in (("online", "online"), ("run", "online"), ("dryrun", "offline"), ("Disabled", "disabled")):
+        monkeypatch.setenv("WANDB_MODE", value)
+        assert wandb_mode_from_env() == mode
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(ValueError, match="WANDB_MODE='sometimes' is not a W&B mode"):
+        wandb_mode_from_env()
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = _config()
+    with Tracker(tmp_path / "from-env", cfg) as tracker:  # tracking.wandb unset: the environment's
+        assert tracker.mode == "disabled"
+    assert not (tmp_path / "from-env" / "wandb").exists()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    explicit = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, wandb="disabled"))
+    with Tracker(tmp_path / "explicit", explicit) as tracker:  # the config (or command line) says: it wins
+        assert tracker.mode == "disabled"
