@@ -55,6 +55,7 @@ def wandb_mode_from_env() -> str:
         raise ValueError(f"WANDB_MODE={value!r} is not a W&B mode ({', '.join(_ENV_MODES)})")
     return _ENV_MODES[value]
 
+
 EXIT_CODES = {"finished": 0, "pruned": 0, "diverged": 1, "failed": 1, "killed": 130}
 """W&B exit code per final status: non-zero marks the run failed in the dashboard (130: interrupted, as shells say)."""
 
