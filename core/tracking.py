@@ -45,6 +45,14 @@ DEFAULT_PROJECT = "mentalsim"
 _ENV_MODES = {"offline": "offline", "dryrun": "offline", "online": "online", "run": "online", "disabled": "disabled"}
 
 
+def job_type(cfg: Config) -> str:
+    """W&B's job type of a training run: ``train`` from scratch, ``finetune`` from a checkpoint, ``eval`` when a
+    checkpoint is scored as it is (0 steps)."""
+    if not cfg.train.init_from:
+        return "train"
+    return "eval" if cfg.train.steps == 0 else "finetune"
+
+
 def wandb_mode_from_env() -> str:
     """W&B's convention where the config does not say: the environment's ``WANDB_MODE`` (its ``dryrun`` and ``run``
     spellings too), else ``offline``, which needs no account. An unknown value is an error naming it."""
@@ -356,7 +364,11 @@ class Tracker:
             config={**to_dict(self.cfg), **self._axes, "config_hash": self._hash},
             resume="allow" if self.resume else None,
             reinit="create_new",  # several runs in one process (a search) must not hand back an earlier run
+            job_type=job_type(self.cfg),
         )
+        # W&B's run and sweep tables rank by the summary: the best validation value, as our ledger does, not the last.
+        for name in ("mse", "mae", "psnr", "ssim"):
+            self._run.define_metric(f"val/{name}", summary="min" if name in ("mse", "mae") else "max")
         self._wandb_dir = Path(self._run.settings.sync_dir)
         self._wandb_file = Path(self._run.settings.sync_file)
 

@@ -106,9 +106,9 @@ def read_run_logs(path: str | Path, load_proto: Callable[[], Any]) -> dict[str, 
     process: they are read in order of start time, a later part's history replacing the earlier parts' rows from its
     first step on (as :meth:`core.tracking.Tracker.truncate_after` does locally), config and summary updated in order.
 
-    Returns ``{"id", "project", "group", "name", "tags", "config", "history", "summary", "exit_code", "complete",
-    "parts"}``: history is a list of rows (dicts with ``_step``, ``_runtime``, ``_timestamp`` and the logged keys),
-    config and summary dicts without W&B's internal ``_wandb`` entries. Media values (``{"_type": "image-file",
+    Returns ``{"id", "project", "group", "job_type", "name", "tags", "config", "history", "summary", "exit_code",
+    "complete", "parts"}``: history is a list of rows (dicts with ``_step``, ``_runtime``, ``_timestamp`` and the
+    logged keys), config and summary dicts without W&B's internal ``_wandb`` entries. Media values (``{"_type": "image-file",
     "path": ...}``, tables, videos) get a ``local_path``: the absolute path of the file. ``complete`` is whether the
     last part holds its exit record. ``load_proto`` returns W&B's protobuf module (``wandb.proto.wandb_internal_pb2``).
     """
@@ -121,12 +121,13 @@ def read_run_logs(path: str | Path, load_proto: Callable[[], Any]) -> dict[str, 
     ids = sorted({part["id"] for part in parts if part["id"]})
     if len(ids) > 1:
         raise DataError(f"{path}: transaction logs of several runs ({', '.join(ids)}); pass one run's folder")
-    out: dict[str, Any] = {"id": ids[0] if ids else None, "project": None, "group": None, "name": None, "tags": []}
+    out: dict[str, Any] = {"id": ids[0] if ids else None, "tags": []}
+    out.update(dict.fromkeys(("project", "group", "job_type", "name")))
     config: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     history: list[dict] = []
     for part in parts:
-        for key in ("project", "group", "name"):
+        for key in ("project", "group", "job_type", "name"):
             out[key] = part[key] or out[key]
         out["tags"] = part["tags"] or out["tags"]
         for op, keys, value in part["config"]:
@@ -171,6 +172,7 @@ def _decode_log(pb: Any, file: Path) -> dict[str, Any]:
         "id": None,
         "project": None,
         "group": None,
+        "job_type": None,
         "name": None,
         "tags": [],
         "start_time": "",
@@ -185,7 +187,8 @@ def _decode_log(pb: Any, file: Path) -> dict[str, Any]:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
-            part.update(id=run.run_id or None, project=run.project or None, group=run.run_group or None)
+            part.update(id=run.run_id or None, project=run.project or None, group=run.run_group or None,
+                        job_type=run.job_type or None)  # fmt: skip
             part.update(name=run.display_name or None, tags=list(run.tags))
             if run.HasField("start_time"):
                 part["start_time"] = run.start_time.ToDatetime().isoformat()

@@ -324,6 +324,7 @@ def test_offline_wandb_receives_config_history_summary_and_media(tmp_path, monke
             tracker.log({"train/loss": 0.5, "train/eta": 0.5}, step=20)
             tracker.log({"val/mse": 12.5, "val/mse_by_frame": [10.0, 15.0], "val/ssim_convention": "ours"}, step=20)
             tracker.log_frames("test", _sequences(1), _sequences(2), _sequences(0, t=2), step=20)
+            tracker.log({"val/mse": 14.0, "val/ssim": 0.5}, step=30)  # worse than step 20's: not the summary's
             tracker.summary("finished", metrics={"test/mse": 11.0, "test/mse_by_frame": [9.0, 13.0]})
         with pytest.raises(ValueError), Tracker(tmp_path / "runs" / "crashed", cfg, mode="offline") as tracker:
             tracker.log({"train/loss": 1.0}, step=1)
@@ -337,6 +338,8 @@ def test_offline_wandb_receives_config_history_summary_and_media(tmp_path, monke
     run = read_offline_run(run_dir)
     assert run["id"] == summary["wandb"]["id"] == wandb_run_id(run_dir.name, cfg)
     assert (run["project"], run["group"], run["name"], run["tags"]) == ("mentalsim", "sweep-a", run_dir.name, ["unit"])
+    assert run["job_type"] == "finetune"  # the config starts from a checkpoint
+    assert run["summary"]["val/mse"] == {"min": 12.5} and run["summary"]["val/ssim"] == {"max": 0.5}  # as we rank
     assert run["exit_code"] == 0 and run["complete"]
 
     config = run["config"]
@@ -346,7 +349,7 @@ def test_offline_wandb_receives_config_history_summary_and_media(tmp_path, monke
     assert {key: config[key] for key in to_dict(cfg)} == to_dict(cfg)
 
     history = {row["_step"]: row for row in run["history"]}
-    assert sorted(history) == [10, 20]
+    assert sorted(history) == [10, 20, 30]
     assert (history[10]["train/loss"], history[10]["train/eta"]) == (0.75, 1.0)
     assert (history[20]["train/loss"], history[20]["val/mse"]) == (0.5, 12.5)
     curve = read_offline_table(history[20]["val/mse_by_frame_table"])
