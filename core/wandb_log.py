@@ -107,8 +107,8 @@ def read_run_logs(path: str | Path, load_proto: Callable[[], Any]) -> dict[str, 
     first step on (as :meth:`core.tracking.Tracker.truncate_after` does locally), config and summary updated in order.
 
     Returns ``{"id", "project", "group", "job_type", "name", "tags", "config", "history", "summary", "exit_code",
-    "complete", "parts"}``: history is a list of rows (dicts with ``_step``, ``_runtime``, ``_timestamp`` and the
-    logged keys), config and summary dicts without W&B's internal ``_wandb`` entries. Media values (``{"_type": "image-file",
+    "complete", "parts"}``: history is a list of rows (dicts with ``_step``, ``_runtime``, ``_timestamp`` and the logged
+    keys), config and summary dicts without W&B's internal ``_wandb`` entries. Media values (``{"_type": "image-file",
     "path": ...}``, tables, videos) get a ``local_path``: the absolute path of the file. ``complete`` is whether the
     last part holds its exit record. ``load_proto`` returns W&B's protobuf module (``wandb.proto.wandb_internal_pb2``).
     """
