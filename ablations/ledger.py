@@ -53,6 +53,7 @@ class Ledger:
     grace_period: int = GRACE_PERIOD_S
     max_retry: int = MAX_RETRY
     poll_s: float = 1.0  # how often an idle worker looks for re-enqueued cells while others still run
+    outage_s: float = 300.0  # how long a worker waits out an unreachable ledger, with backoff, before it gives up
 
 
 def default_storage(sweep: Sweep) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
@@ -21,6 +22,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ablations.ledger import (
     GRACE_PERIOD_S,
@@ -120,6 +122,40 @@ def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> Non
         return
 
 
+def patiently(call: Callable[[], Any], ledger: Ledger, what: str) -> Any:
+    """``call()``, retried while the ledger's database is unreachable (a restart, a network cut): after 1, 2, 4, ...
+    30 s, up to ``ledger.outage_s`` in all, saying so each time; then a SweepError that says what is safe. A cell's
+    training goes on meanwhile (its heartbeat thread rides out failed beats on its own)."""
+    errors = _ledger_errors()
+    waited, delay = 0.0, 1.0
+    while True:
+        try:
+            return call()
+        except errors as exc:
+            if waited >= ledger.outage_s:
+                raise SweepError(f"{what}: the ledger ({_safe_url(ledger.url)}) has been unreachable for "
+                                 f"{waited:.0f} s ({type(exc).__name__}); every finished cell's run folder is intact: "
+                                 "run the same command again once it is back") from exc  # fmt: skip
+            print(f"{what}: the ledger is unreachable ({type(exc).__name__}); trying again in {delay:.0f} s "
+                  f"({waited:.0f} s so far, giving up after {ledger.outage_s:.0f} s)", flush=True)  # fmt: skip
+            time.sleep(delay)
+            waited += delay
+            delay = min(2 * delay, 30.0)
+
+
+def _ledger_errors() -> tuple[type[BaseException], ...]:
+    """What an unreachable database raises through Optuna: its own StorageInternalError, SQLAlchemy's errors."""
+    import sqlalchemy.exc
+
+    optuna = _optuna()
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
+def _safe_url(url: str) -> str:
+    """A storage URL without its password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -149,17 +185,24 @@ def work(
     study_id = storage.get_study_id_from_name(ledger.study_name)
     cells = {cell.id: cell for cell in sweep.cells}
     ran = 0
-    while True:
+
+    def claim():
         with _exclusive(ledger), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # ask() warns that heartbeats are meant for optimize(); this loop is our optimize(), beating as it does.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             vouch_for_local_workers(storage, study_id)
             optuna.storages.fail_stale_trials(study)
-            claimed = _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
+            return _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
+
+    def others_running() -> bool:
+        running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return any(search or t.user_attrs.get("cell_id") in cells for t in running)
+
+    while True:
+        claimed = patiently(claim, ledger, f"worker {worker}: claiming a cell")
         if claimed is None:
-            running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            if not any(search or t.user_attrs.get("cell_id") in cells for t in running):
+            if not patiently(others_running, ledger, f"worker {worker}: looking for running cells"):
                 return ran
             time.sleep(ledger.poll_s)
             continue
@@ -215,7 +258,8 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
             return
         except Exception as exc:  # a broken cell is recorded and the sweep goes on
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
-    try:
+
+    def record() -> None:
         storage.set_trial_user_attr(trial_id, "status", status)
         if reason:
             storage.set_trial_user_attr(trial_id, "reason", reason)
@@ -223,6 +267,9 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
             study.tell(number, value)
         else:
             study.tell(number, state=state.PRUNED if status == "pruned" else state.FAIL)
+
+    try:
+        patiently(record, ledger, f"worker {worker}: recording {cell.name}")
     except optuna.exceptions.UpdateFinishedTrialError:
         print(f"worker {worker}: {cell.name} was finished or declared dead by another process while it ran "
               "(a late heartbeat)", flush=True)  # fmt: skip

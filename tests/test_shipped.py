@@ -116,7 +116,8 @@ def test_a_manifest_whose_checkpoint_changed_or_vanished_is_refused_at_load(ship
         load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
 
 
-SHIPPED = sorted(Path(__file__).resolve().parents[1].glob("ablations/*/pretrained/*.json"))
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(ROOT.glob("ablations/*/pretrained/*.json"))
 
 
 def test_the_showcase_baselines_are_shipped_small():
@@ -132,3 +133,12 @@ def test_a_shipped_baseline_matches_its_checksum_and_its_recorded_check_mse(mani
     # differently, which moves an MSE near 100 in its 4th-6th significant digit, not more.
     same_kind = json.loads(manifest.read_text())["cpu"] == cpu_name()
     assert result["measured"] == pytest.approx(result["expected"], abs=1e-4 if same_kind else 1e-2)
+
+
+def test_the_shipped_e3d_baseline_beats_the_blank_frame_at_every_predicted_frame():
+    manifest = json.loads((ROOT / "ablations/moving_mnist/pretrained/mmnist_e3d_baseline.json").read_text())
+    model, blank = manifest["test"]["test/mse_by_frame"], manifest["baselines"]["blank"]["mse_by_frame"]
+    assert len(model) == len(blank) == manifest["config"]["data"]["total_frames"] - manifest["config"]["data"][
+        "context_frames"]  # fmt: skip
+    assert all(m < b for m, b in zip(model, blank, strict=True)), list(zip(model, blank, strict=True))
+    assert manifest["test_set"].endswith("2000 sequences)")  # the whole generated test set

@@ -406,6 +406,37 @@ def test_a_cell_whose_run_folder_is_busy_goes_back_to_the_queue_and_runs_once(tm
     assert (summary.done, summary.failed, summary.left) == (8, 0, 0)
 
 
+def test_a_worker_rides_out_a_ledger_outage_and_gives_up_cleanly_after_its_limit(tmp_path, calls, monkeypatch, capsys):
+    import optuna
+
+    import ablations.runner as runner_module
+
+    sweep = load_sweep(write_sweep(tmp_path))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
+    prepare(sweep, ledger)
+    real_claim, outage = runner_module._claim, iter(range(2))
+
+    def claim_through_an_outage(*args):
+        if next(outage, None) is not None:  # the database is down for the first two claims
+            raise optuna.exceptions.StorageInternalError("connection refused")
+        return real_claim(*args)
+
+    monkeypatch.setattr(runner_module, "_claim", claim_through_an_outage)
+    assert work(sweep, ledger, sweep_fakes.count_calls) == 8
+    assert call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells})
+    out = capsys.readouterr().out
+    assert "worker 0: claiming a cell: the ledger is unreachable (StorageInternalError); trying again in 1 s" in out
+    assert "trying again in 2 s (1 s so far, giving up after 300 s)" in out
+
+    def down():
+        raise optuna.exceptions.StorageInternalError("connection refused")
+
+    hidden = dataclasses.replace(ledger, url="postgresql://me:secret@db:5432/sweeps", outage_s=3)
+    with pytest.raises(SweepError, match=r"the ledger \(postgresql://me:\*\*\*@db:5432/sweeps\) has been unreachable "
+                       r"for 3 s .* run the same command again"):  # fmt: skip
+        runner_module.patiently(down, hidden, "worker 0: claiming a cell")
+
+
 def test_a_killed_workers_cell_runs_again_and_no_cell_runs_twice(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))  # 4 cells
     hung = sweep.cells[1]
