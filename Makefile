@@ -37,11 +37,12 @@ pretrain: $(STAMP)  ## the showcase's stage 1: train the E3D-LSTM and E2D-LSTM b
 
 # One baseline: train (or resume, or find finished) runs/pretrain/mmnist_<variant>, then ship its final weights with a
 # manifest into $(PRETRAINED). The E2D run trains without a progress bar, so the two bars do not share a line.
+PRETRAIN_ARGS = ablations/moving_mnist/$*.yaml --profile pretrain --train.runs_dir=runs/pretrain --train.run_name=mmnist_$*
+
 pretrain-%: $(STAMP)
-	$(PY) launch.py train ablations/moving_mnist/$*.yaml --profile pretrain --train.runs_dir=runs/pretrain \
-		--train.run_name=mmnist_$* $(if $(filter e2d,$*),--quiet)
-	$(PY) launch.py ship runs/pretrain/mmnist_$* --name mmnist_$* --out $(PRETRAINED) --command-line "python launch.py \
-		train ablations/moving_mnist/$*.yaml --profile pretrain --train.runs_dir=runs/pretrain --train.run_name=mmnist_$*"
+	$(PY) launch.py train $(PRETRAIN_ARGS) $(if $(filter e2d,$*),--quiet)
+	$(PY) launch.py ship runs/pretrain/mmnist_$* --name mmnist_$* --out $(PRETRAINED) \
+		--command-line "python launch.py train $(PRETRAIN_ARGS)"
 
 SWEEPS ?= runs/baselines runs/finetune runs/search
 
