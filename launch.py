@@ -81,19 +81,18 @@ def _stop_on_sigterm() -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from ablations.variants import load_variant
-    from core.trainer import train, worse_than_blank
+    from core.trainer import train
 
     _stop_on_sigterm()
     cfg = load_variant(args.variant or args.variant_file, args.overrides, args.profile)
     result = train(cfg, progress=not args.quiet)
     print(f"{result.status}: {result.run_dir} (step {result.step})")
+    reason = json.loads((Path(result.run_dir) / "summary.json").read_text()).get("reason")  # as the trainer judged
     if result.test:
         print(format_scores("test", result.test, result.baselines))
-        flag = worse_than_blank(result.test["test/mse"], result.baselines["blank"]["mse"])
-        if flag:
-            print(f"warning: {flag}", file=sys.stderr)
+        if reason:
+            print(f"warning: {reason}", file=sys.stderr)
     if result.status == "diverged":
-        reason = json.loads((Path(result.run_dir) / "summary.json").read_text()).get("reason", "")
         raise ValueError(f"{result.run_dir}: the run diverged ({reason}); lower train.lr, or check the data")
 
 

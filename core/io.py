@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -78,10 +81,6 @@ def folder_lock(folder: str | os.PathLike, what: str = "training") -> Iterator[N
     """Hold ``<folder>/.lock`` exclusively (``flock``, released by the kernel when the process dies, so a kill never
     leaves it stuck) while the block runs; FolderBusy, naming the holder's host and pid, when another process holds
     it. The file records the holder and stays (an unlocked file means nothing)."""
-    import fcntl
-    import socket
-    import time
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
@@ -102,9 +101,6 @@ def folder_lock(folder: str | os.PathLike, what: str = "training") -> Iterator[N
 def folder_abandoned(folder: str | os.PathLike) -> bool:
     """Whether a folder that :func:`folder_lock` guarded is held by no live process: its lock file exists, names
     this host, and can be taken. False when it cannot be told (no lock file, or another host's)."""
-    import fcntl
-    import socket
-
     path = Path(folder) / ".lock"
     try:
         with open(path) as handle:

@@ -139,9 +139,6 @@ def read_summary(path: str | Path) -> dict | None:
     return summary
 
 
-_read_json = read_summary  # the name core.tracking imports
-
-
 def _read_text(path: Path) -> str | None:
     """A record file's text, None when it is missing; an empty or non-UTF-8 file is a DataError naming it."""
     if not path.is_file():

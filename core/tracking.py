@@ -37,7 +37,7 @@ from core.axes import recorded_axes
 from core.config import Config, config_hash, to_dict, to_yaml
 from core.io import atomic_write
 from core.pictures import _as_frames, save_frames
-from core.records import STATUSES, SUMMARY_KEYS, _read_json, read_metrics
+from core.records import STATUSES, SUMMARY_KEYS, read_metrics, read_summary
 from core.wandb_log import read_log_records, read_run_logs
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -135,7 +135,7 @@ class Tracker:
         self._wandb_complete: bool | None = None  # whether that log got its exit record; None until finish
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        previous = _read_json(self.summary_path) if resume else None
+        previous = read_summary(self.summary_path) if resume else None
         self._started = (previous or {}).get("started") or _now()
         self._resumes = int((previous or {}).get("resumes", 0)) + 1 if resume else 0
         with atomic_write(self.run_dir / "config.yaml", "w") as handle:

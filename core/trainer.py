@@ -292,13 +292,12 @@ def train(
         return _train(cfg, run_dir, on_eval, progress)
 
 
-def _train(cfg: Config, run_dir: str | Path | None, on_eval: EvalCallback | None, progress: bool) -> TrainResult:
+def _train(cfg: Config, run_dir: Path, on_eval: EvalCallback | None, progress: bool) -> TrainResult:
     torch.set_flush_denormal(True)  # the release's unscaled recall makes subnormal floats, which crawl on CPUs
     if cfg.fidelity != FIDELITY:
         raise ValueError(
             f"this config was recorded by fidelity-{cfg.fidelity} code; this code trains fidelity {FIDELITY}"
         )
-    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
     _check_same_run(run_dir, cfg)
     finished = _finished_result(run_dir)
     if finished is not None:
