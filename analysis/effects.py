@@ -24,9 +24,10 @@ from analysis.rows import row_axes, run_name, with_axes
 from analysis.stats import excludes_zero, mean_interval
 from analysis.tables import md_row
 from core.axes import Axis, canonical, shown
+from core.records import read_test_by_sequence
 
 EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "low", "high", "pairs",
-                  "better", "verdict")  # fmt: skip
+                  "interval", "better", "verdict")  # fmt: skip
 
 POINT_COLUMNS = ("dataset", "value", "status", "best_val_mse", "step", "mse", "ssim", "psnr", "run_dir", "name")
 """A search point's columns; ``value`` is named for the axis (``l1_weight``, ``lr``)."""
@@ -53,7 +54,8 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
         # Unhashable and missing values become their repr, so every axis can be a groupby key; one value per
         # (axes, seed): the same run recorded twice is not two pairs.
         runs_by = on_dataset.assign(**{name: on_dataset[name].map(repr) for name in names}, seed=on_dataset["seed"])
-        cells = runs_by.groupby([*names, "seed"], dropna=False)[list(metrics)].mean().reset_index()
+        by_cell = runs_by.groupby([*names, "seed"], dropna=False)
+        cells = by_cell[list(metrics)].mean().join(by_cell["run_dir"].first()).reset_index()
         for each in varying_axes(on_dataset, axes):
             values = {repr(v): v for v in on_dataset[each.name].dropna()}
             ordered = sorted(values, key=lambda text: _order(values[text]))
@@ -67,9 +69,18 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
                 change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
                 changed = cells[cells[each.name] == value].set_index(keys)
                 paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
+                one_pair = (
+                    _by_sequence(paired["run_dir"].iloc[0], paired["run_dir_reference"].iloc[0])
+                    if len(paired) == 1 else None
+                )  # fmt: skip
                 for metric in metrics:
                     diffs = (paired[metric] - paired[f"{metric}_reference"]).dropna().to_numpy(dtype=float)
                     effect, low, high = mean_interval(diffs)
+                    interval = "seeds" if len(diffs) > 1 else ""
+                    if len(diffs) == 1 and one_pair is not None and metric in one_pair:
+                        # One pair of trained models: the interval of its mean difference over the test sequences.
+                        _, low, high = mean_interval(one_pair[metric])
+                        interval = f"{len(one_pair[metric])} test sequences"
                     records.append(
                         {
                             "dataset": dataset,
@@ -83,11 +94,23 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
                             "low": low,
                             "high": high,
                             "pairs": len(diffs),
+                            "interval": interval,
                             "better": None if not len(diffs) else bool((effect < 0) == LOWER_IS_BETTER[metric]),
                             "verdict": _verdict(effect, low, high, metric),
                         }
                     )
     return pd.DataFrame(records, columns=list(EFFECT_COLUMNS))
+
+
+def _by_sequence(changed_dir: str, reference_dir: str) -> dict[str, np.ndarray] | None:
+    """Per test sequence, changed minus reference, for each metric; None unless both runs recorded their scores on the
+    same test set (same name, same count): only then do sequences pair one to one."""
+    changed, reference = read_test_by_sequence(changed_dir), read_test_by_sequence(reference_dir)
+    if changed is None or reference is None or changed["test_set"] != reference["test_set"]:
+        return None
+    if len(changed["mse"]) != len(reference["mse"]) or len(changed["mse"]) < 2:
+        return None
+    return {name: changed[name] - reference[name] for name in changed if name != "test_set"}
 
 
 def _verdict(effect: float, low: float, high: float, metric: str) -> str:
@@ -113,7 +136,8 @@ def effects_tables(effects: pd.DataFrame) -> list[tuple[str, list[str], list[lis
             by_metric = group.set_index("metric")
             texts = [effect_text(by_metric.loc[m, "effect"], by_metric.loc[m, "low"], by_metric.loc[m, "high"], m)
                      for m in metrics]  # fmt: skip
-            rows.append([change, *texts, str(int(group["pairs"].max()))])
+            pairs = str(int(group["pairs"].max()))
+            rows.append([change, *texts, pairs + ("†" if _over_sequences(group["interval"].iloc[0]) else "")])
         tables.append((f"Axis effects on {DATASET_LABELS.get(dataset, dataset)}. {EFFECTS_NOTE}", header, rows))
     return tables
 
@@ -130,8 +154,15 @@ def effects_markdown(effects: pd.DataFrame) -> str:
 EFFECTS_NOTE = (
     "Mean paired difference (changed minus reference) over the pairs of finished runs that share the other axes and "
     "the seed; in brackets its 95% confidence interval (Student t over the pairs), which holds the seed noise. An "
-    "interval that contains 0 is an effect not distinguishable from seed noise; one pair has no interval."
+    "interval that contains 0 is an effect not distinguishable from seed noise. † one pair of trained models: its "
+    "interval is over the test sequences (each scored by both models), so it holds the test set's noise but not the "
+    "seed noise; one pair without per-sequence scores has no interval."
 )
+
+
+def _over_sequences(interval: Any) -> bool:
+    """Whether an effect row's interval is over the test sequences of one pair (not over seeds)."""
+    return isinstance(interval, str) and interval.endswith("test sequences")
 
 
 def effect_text(effect: float, low: float, high: float, metric: str) -> str:
@@ -153,14 +184,19 @@ def verdicts(effects: pd.DataFrame, metric: str = "mse") -> list[str]:
         on = f" on {DATASET_LABELS.get(row['dataset'], row['dataset'])}" if several else ""
         label, size = METRIC_LABELS[metric], abs(row["effect"])
         decimals = 3 if metric == "ssim" else 2
-        interval = f"95% CI {row['low']:+.{decimals}f} to {row['high']:+.{decimals}f}, {row['pairs']} pairs"
+        bounds = f"95% CI {row['low']:+.{decimals}f} to {row['high']:+.{decimals}f}"
+        noise = "seed noise"
+        interval = f"{bounds}, {row['pairs']} pairs"
+        if _over_sequences(row.get("interval")):
+            noise = "the test set's noise (one trained pair: seed noise not measured, run more seeds)"
+            interval = f"{bounds} over {row['interval']}"
         what = {
             "better": f"{'lowers' if LOWER_IS_BETTER[metric] else 'raises'} {label} by {size:.{decimals}f} "
-            f"({interval}): beyond seed noise",
+            f"({interval}): beyond {noise}",
             "worse": f"{'raises' if LOWER_IS_BETTER[metric] else 'lowers'} {label} by {size:.{decimals}f} "
-            f"({interval}): beyond seed noise, for the worse",
-            "noise": f"changes {label} by {row['effect']:+.{decimals}f} ({interval}): not distinguishable from seed "
-            "noise at this budget",
+            f"({interval}): beyond {noise}, for the worse",
+            "noise": f"changes {label} by {row['effect']:+.{decimals}f} ({interval}): not distinguishable from {noise}"
+            " at this budget",
             "one pair": f"changes {label} by {row['effect']:+.{decimals}f} on one pair: no interval (run more seeds)",
             "no pairs": "was never run both ways on the same other axes and seed",
         }[row["verdict"]]

@@ -66,7 +66,8 @@ _BLOCK_ELEMENTS_GPU = 1 << 22
 
 @dataclass(frozen=True, eq=False)  # eq=False: a generated __eq__ would compare arrays, which is ambiguous
 class Scores:
-    """Means over sequences and frames of each metric, the per-frame curves (means over sequences), and the context."""
+    """Means over sequences and frames of each metric, the per-frame curves (means over sequences), the per-sequence
+    means (over frames; what a paired interval over test sequences needs), and the context."""
 
     mse: float
     mae: float
@@ -78,6 +79,7 @@ class Scores:
     ssim_by_frame: np.ndarray = field(repr=False)
     num_sequences: int
     ssim_convention: str
+    by_sequence: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # name -> (N,) in update order
 
     def to_dict(self, prefix: str = "") -> dict[str, Any]:
         """Flat, JSON-serialisable: ``{prefix + "mse": float, ..., prefix + "mse_by_frame": [float, ...], ...}``.
@@ -104,6 +106,7 @@ class MetricAccumulator:
         self.ssim_convention = ssim_convention
         self._sums: torch.Tensor | None = None  # (len(METRICS), T) float64: per-frame sums over sequences
         self._frame_shape: tuple[int, ...] | None = None  # (T, C, H, W) of the first batch
+        self._by_sequence: list[torch.Tensor] = []  # per batch: (len(METRICS), B) float64 means over frames
         self.num_sequences = 0
 
     def update(self, pred: Frames, target: Frames) -> None:
@@ -115,6 +118,7 @@ class MetricAccumulator:
                 f"pred frames have shape (T, C, H, W) = {frame_shape} but earlier batches had {self._frame_shape}"
             )
         batch_sums = torch.stack([scores[name].sum(0) for name in METRICS])  # (metrics, T)
+        self._by_sequence.append(torch.stack([scores[name].mean(1) for name in METRICS]).cpu())  # (metrics, B)
         if self._sums is None:
             self._sums = batch_sums
             self._frame_shape = frame_shape
@@ -133,7 +137,12 @@ class MetricAccumulator:
             curve.setflags(write=False)  # Scores is frozen: so are its arrays
             by_frame[f"{name}_by_frame"] = curve
         means = {name: float(curve.mean()) for name, curve in zip(METRICS, curves, strict=True)}
-        return Scores(**means, **by_frame, num_sequences=self.num_sequences, ssim_convention=self.ssim_convention)
+        rows = torch.cat(self._by_sequence, dim=1).numpy()  # (metrics, N)
+        by_sequence = {name: row.copy() for name, row in zip(METRICS, rows, strict=True)}
+        for row in by_sequence.values():
+            row.setflags(write=False)
+        return Scores(**means, **by_frame, num_sequences=self.num_sequences, ssim_convention=self.ssim_convention,
+                      by_sequence=by_sequence)  # fmt: skip
 
 
 def evaluate(pred: Frames, target: Frames, ssim_convention: str = "ours") -> Scores:

@@ -10,6 +10,9 @@
   back.
 - ``summary.json``: status, variant, config hash, axis values, final metrics, times, where W&B wrote, and any extra
   fields the trainer gives; rewritten atomically at each change.
+- ``test_by_sequence.json``: the final test's score of each test sequence (mean over its frames), ``{"test_set":
+  name, "num_sequences": N, "mse": [N floats], "mae": [...], "psnr": [...], "ssim": [...]}``, in the test set's order;
+  two runs scored on the same test set pair sequence by sequence (:func:`read_test_by_sequence`).
 - ``frames/<tag>_step<step>.png``, ``.gif`` and ``.npz``: a picture grid, an animation and the raw uint8 frames of
   predictions (:meth:`core.tracking.Tracker.log_frames`; :func:`read_frames`).
 
@@ -35,6 +38,9 @@ STATUSES = ("running", "finished", "failed", "diverged", "killed", "pruned")
 
 SUMMARY_KEYS = ("status", "variant", "config_hash", "axes", "metrics", "started", "updated", "resumes", "wandb")
 """summary.json's own keys; extra fields given to :meth:`core.tracking.Tracker.summary` may not reuse them."""
+
+TEST_BY_SEQUENCE = "test_by_sequence.json"
+"""In a finished run's folder: the final test's per-sequence scores."""
 
 SWEEP_CELLS = "cells.json"
 """In a sweep's folder: its current cells (id = config hash, name, run folder) as its file read at its last run."""
@@ -82,6 +88,25 @@ def read_metrics(path: str | Path) -> list[dict]:
         with contextlib.suppress(json.JSONDecodeError):
             rows.append(json.loads(lines[-1]))
     return rows
+
+
+def read_test_by_sequence(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's :data:`TEST_BY_SEQUENCE` as ``{"test_set": str, "mse": (N,) float64 array, ...}``; None when the run
+    has none (it has not finished, or finished before the file existed). A damaged file is a DataError naming it."""
+    path = Path(run_dir) / TEST_BY_SEQUENCE
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+        count = int(record["num_sequences"])
+        scores = {name: np.asarray(record[name], dtype=np.float64) for name in ("mse", "mae", "psnr", "ssim")}
+        if any(values.shape != (count,) for values in scores.values()):
+            raise ValueError(f"a metric's list does not hold num_sequences = {count} numbers")
+        return {"test_set": str(record["test_set"]), **scores}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: not a per-sequence score file ({type(error).__name__}: {error}); the file is "
+                        "damaged") from None  # fmt: skip
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from core.axes import recorded_axes
 from core.config import Config, config_hash, to_dict, to_yaml
 from core.io import atomic_write
 from core.pictures import _as_frames, save_frames
-from core.records import STATUSES, SUMMARY_KEYS, read_metrics, read_summary
+from core.records import STATUSES, SUMMARY_KEYS, TEST_BY_SEQUENCE, read_metrics, read_summary
 from core.wandb_log import read_log_records, read_run_logs
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -251,6 +251,20 @@ class Tracker:
             }
             self._run.log(media, step=step)
         return png, gif
+
+    def log_by_sequence(self, test_set: str, scores: Mapping[str, np.ndarray]) -> Path:
+        """Write the final test's per-sequence scores (metric name -> ``(N,)`` values) as
+        :data:`core.records.TEST_BY_SEQUENCE`, atomically; the local record only (W&B has the means)."""
+        self._check_open()
+        lengths = {len(values) for values in scores.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"per-sequence scores of unequal lengths: { {k: len(v) for k, v in scores.items()} }")
+        record = {"test_set": test_set, "num_sequences": lengths.pop()}
+        record |= {name: [float(v) for v in values] for name, values in scores.items()}
+        path = self.run_dir / TEST_BY_SEQUENCE
+        with atomic_write(path, "w") as handle:
+            json.dump(record, handle)
+        return path
 
     def summary(self, status: str, metrics: Mapping[str, Any] | None = None, **extra: Any) -> None:
         """Set the status and merge in final ``metrics`` and ``extra`` fields; rewrites summary.json, updates W&B's."""

@@ -501,6 +501,7 @@ def _final_test(cfg, runner, data, device, tracker, step, best_val_mse, progress
     tracker.log(metrics, step=step)
     if pictures:
         tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step)
+    tracker.log_by_sequence(data.test_name, result.scores.by_sequence)  # before the summary says finished
     flag = worse_than_blank(metrics["test/mse"], baselines["blank"]["mse"])
     tracker.summary(
         "finished", metrics=metrics, baselines=baselines, test_set=data.test_name, step=step, best_val_mse=best_val_mse,

@@ -33,8 +33,10 @@ def record_run(
     test_set: str = MNIST_TEST,
     convention: str = "ours",
     losses: tuple[tuple[int, float], ...] = ((10, 0.9), (20, 0.5)),
+    by_sequence: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """A run record as the trainer leaves it: config, loss rows, and a summary with test metrics when finished."""
+    """A run record as the trainer leaves it: config, loss rows, and a summary with test metrics when finished (and
+    per-sequence test scores when given)."""
     cfg = load(None, ["--variant=test_variant", *overrides])
     run_dir = root / name
     try:
@@ -49,6 +51,8 @@ def record_run(
                 metrics |= {"test/num_sequences": 2000, "test/ssim_convention": convention}
                 step = losses[-1][0]
                 tracker.log(metrics, step=step)
+                if by_sequence is not None:
+                    tracker.log_by_sequence(test_set, by_sequence)
                 tracker.summary(
                     "finished",
                     metrics=metrics,

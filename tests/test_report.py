@@ -134,6 +134,32 @@ def test_effects_within_seed_noise_say_so(tmp_path):
     assert "on one pair: no interval (run more seeds)" in verdicts(axis_effects(collect(single)))[0]
 
 
+def test_one_pair_with_per_sequence_scores_gets_an_interval_over_its_test_sequences(tmp_path):
+    """One trained model each way (one seed): the interval is over the test sequences both models scored, labelled so,
+    and none is given when the two were tested on different sets."""
+    reference = np.array([100.0, 104.0, 98.0, 101.0, 97.0])
+    changed = reference + np.array([8.0, 12.0, 9.0, 11.0, 10.0])
+    for conv, per_sequence in (("3d", reference), ("2d", changed)):
+        mse = float(per_sequence.mean())
+        per_metric = {"mse": per_sequence, "mae": per_sequence, "psnr": np.full(5, 20.0), "ssim": np.full(5, 0.5)}
+        scores = {"mse": mse, "mae": mse, "psnr": 20.0, "ssim": 0.5}
+        record_run(tmp_path, conv, (f"--model.conv={conv}",), scores, test_set="five", by_sequence=per_metric)
+    effects = axis_effects(collect(tmp_path))
+    conv = effect(effects, "conv", "mse")
+    half = 2.776445105 * np.std([8.0, 12.0, 9.0, 11.0, 10.0], ddof=1) / math.sqrt(5)  # t(0.975, 4 dof)
+    assert conv["pairs"] == 1 and conv["effect"] == pytest.approx(10.0) and conv["interval"] == "5 test sequences"
+    assert (conv["low"], conv["high"]) == pytest.approx((10.0 - half, 10.0 + half)) and conv["verdict"] == "worse"
+    assert effect(effects, "conv", "psnr")["verdict"] == "noise"  # equal on every sequence: no change, no spread
+    text = effects_markdown(effects)
+    assert f"| convolution: 3d → 2d | +10.00 [{10 - half:+.2f}, {10 + half:+.2f}] |" in text and "| 1† |" in text
+    line = verdicts(effects)[0]
+    assert "over 5 test sequences): beyond the test set's noise (one trained pair: seed noise not measured" in line
+    (tmp_path / "2d" / "test_by_sequence.json").write_text(
+        (tmp_path / "2d" / "test_by_sequence.json").read_text().replace('"five"', '"another test set"')
+    )
+    assert effect(axis_effects(collect(tmp_path)), "conv", "mse")["verdict"] == "one pair"
+
+
 def test_axis_effects_compare_only_cells_run_both_ways(tmp_path):
     root = grid(tmp_path, missing={("2d", True, 0.0)})
     (tmp_path / "2d-False-0.5-0" / "summary.json").unlink()  # a run killed before its summary: not finished

@@ -5,6 +5,7 @@ import torch
 
 import core.trainer as trainer_module
 from core.config import from_dict, load
+from core.records import read_test_by_sequence
 from core.models import build_model
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
 
@@ -44,6 +45,10 @@ def test_train_writes_a_complete_run(tmp_path, mnist_npz):
     assert {"model", "optimizer", "rng", "step", "config"} <= set(state)
     assert state["config"]["model"]["hidden"] == [4, 4] and state["step"] == 6
     assert any((result.run_dir / "frames").glob("*.png")) and any((result.run_dir / "frames").glob("*.gif"))
+    per_sequence = read_test_by_sequence(result.run_dir)  # each test sequence's score, in the test set's order
+    assert per_sequence["test_set"] == summary["test_set"] and len(per_sequence["mse"]) == 4
+    for name in ("mse", "mae", "psnr", "ssim"):  # the summary's means are these scores' means
+        assert per_sequence[name].mean() == pytest.approx(summary["metrics"][f"test/{name}"], rel=1e-9)
 
 
 def test_rerunning_a_finished_run_does_nothing(tmp_path, mnist_npz, monkeypatch):
