@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ from ablations.ledger import (
     summarize,
     vouch_for_local_workers,
 )
+from ablations.progress import SweepProgress
 from ablations.sweep_file import SEARCH_METHODS, Cell, Sweep, SweepError, _check_stage1_finished, cell_config
 from core.io import FolderBusy, atomic_write
 
@@ -321,9 +323,12 @@ def run_sweep(
                                  name=f"sweep-worker-{index}") for index in range(workers)]  # fmt: skip
     for process in processes:
         process.start()
+    progress = SweepProgress(sweep, ledger)
     try:
-        for process in processes:
-            process.join()
+        while any(process.is_alive() for process in processes):
+            progress.poll()
+            multiprocessing.connection.wait([process.sentinel for process in processes], timeout=poll_s)
+        progress.close()
     except KeyboardInterrupt:
         # Ctrl-C reaches the workers too, a SIGTERM to this process does not: pass it on, so none claims another cell.
         for process in processes:
