@@ -103,11 +103,13 @@ def wandb_row(
     record["metrics"] = {
         key: value for key, value in flat.items() if "/" in key and not key.startswith("_") and not _is_media(value)
     }
-    axes = {key: config[key] for key in AXIS_KEYS if key in config}
+    if "variant" in config:  # the summary's, when there: under `wandb agent` the config's is the file path
+        record.setdefault("variant", config["variant"])
+    axes = {key: config[key] for key in AXIS_KEYS if key in config} | (
+        {"variant": record["variant"]} if "variant" in record else {}
+    )
     if axes:
         record["axes"] = axes
-    if "variant" in config:
-        record["variant"] = config["variant"]
     record["config_hash"] = config.get("config_hash")
     record["status"] = _status(flat.get("status"), state)
     record["started"] = _iso(started)

@@ -295,7 +295,21 @@ class Tracker:
         kept = [row for row in rows
                 if row.get("step", -1) <= step and not any(key.startswith("test/") for key in row)]  # fmt: skip
         self._rewrite_metrics(kept)
+        if self._run is not None:
+            self._replay_to_wandb(kept)
         return len(rows) - len(kept)
+
+    def _replay_to_wandb(self, rows: list[dict]) -> None:
+        """Log again to W&B the kept rows it lacks, so a resumed run's W&B history is as complete as metrics.jsonl.
+
+        A process killed outright loses what W&B had not yet written of its history (offline, its whole log may be
+        cut short), and W&B's resumed run starts at its own last step: ``run.step`` (0 offline, the server's next
+        step online, which refuses lower steps). Frames are not logged again."""
+        have = int(getattr(self._run, "step", 0) or 0)
+        for row in rows:
+            step = row.get("step")
+            if isinstance(step, int) and step >= have:
+                self._log_wandb({k: v for k, v in row.items() if k not in _RESERVED_METRICS}, step)
 
     def finish(self, status: str = "finished") -> None:
         """Close the run with a final ``status``: summary.json first (so it never depends on W&B closing), then W&B,
@@ -383,6 +397,10 @@ class Tracker:
         # W&B's run and sweep tables rank by the summary: the best validation value, as our ledger does, not the last.
         for name in ("mse", "mae", "psnr", "ssim"):
             self._run.define_metric(f"val/{name}", summary="min" if name in ("mse", "mae") else "max")
+        # Under `wandb agent`, the sweep's parameters overwrite the config's keys of the same name: `variant` becomes
+        # the variant's file path (and dotted keys such as `model.residual` join the nested ones, which W&B's sweep
+        # controller needs to tell its cells apart, so they stay). The summary is ours alone: the name goes there too.
+        self._run.summary["variant"] = self.cfg.variant
         self._wandb_dir = Path(self._run.settings.sync_dir)
         self._wandb_file = Path(self._run.settings.sync_file)
 

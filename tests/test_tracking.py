@@ -407,3 +407,79 @@ def test_the_environment_decides_the_wandb_mode_unless_the_config_says(tmp_path,
     explicit = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, wandb="disabled"))
     with Tracker(tmp_path / "explicit", explicit) as tracker:  # the config (or command line) says: it wins
         assert tracker.mode == "disabled"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A child process's environment for offline W&B with its folders under tmp_path."""
+    import os
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false", **extra}
+    for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        env[name] = str(tmp_path / "home" / name.lower())
+    return env
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_resumes_with_its_whole_history_in_wandb(tmp_path, mnist_npz):
+    import os
+    import signal
+    import time
+
+    from test_trainer import tiny_overrides
+
+    pytest.importorskip("wandb")
+    command = [sys.executable, "launch.py", "train", "ablations/moving_mnist/e3d_baseline.yaml", "--quiet",
+               *tiny_overrides(tmp_path, mnist_npz, "--train.steps=40", "--train.log_every=1",
+                               "--train.checkpoint_every=5", "--train.eval_every=1000", "--tracking.wandb=offline",
+                               "--tracking.frames=0", "--train.run_name=killed")]  # fmt: skip
+    env = _offline_env(tmp_path, OMP_NUM_THREADS="1")
+    run_dir = tmp_path / "runs" / "killed"
+    child = subprocess.Popen(command, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        rows = read_metrics(run_dir / "metrics.jsonl")
+        if rows and rows[-1]["step"] >= 12 and (run_dir / "checkpoints" / "last.pt").is_file():
+            break
+        time.sleep(0.01)
+    assert child.poll() is None, "the run ended before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)  # kill -9: no handler runs, W&B's log is cut wherever it was
+    child.wait()
+    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300)
+
+    local = [row["step"] for row in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in row]
+    assert local == list(range(1, 41))
+    logs = sorted((run_dir / "wandb").rglob("*.wandb"))
+    assert len(logs) == 2  # one per process
+    resumed = max((read_offline_run(log) for log in logs), key=lambda run: run["parts"][0]["start_time"])
+    # The resumed process's own log holds the whole history, the steps before the kill included.
+    assert [row["_step"] for row in resumed["history"] if "train/loss" in row] == local
+    merged = read_offline_run(run_dir)
+    assert [row["_step"] for row in merged["history"] if "train/loss" in row] == local and merged["complete"]
+
+
+def test_under_a_wandb_agent_the_variant_stays_a_name(tmp_path):
+    """`wandb agent` hands its parameters to the run through a file W&B reads at init; they overwrite the config's keys
+    of the same name, so `variant` becomes the file path. The summary keeps the name, and the report reads it."""
+    pytest.importorskip("wandb")
+    from analysis.wandb_source import collect_wandb_offline
+
+    params = tmp_path / "sweep-params.yaml"
+    params.write_text("variant:\n  value: ablations/moving_mnist/e2d.yaml\nmodel.conv:\n  value: 2d\n")
+    script = (
+        "import dataclasses, sys; from core.config import load; from core.tracking import Tracker\n"
+        "cfg = load(None, ['--variant=e2d', '--model.conv=2d'])\n"
+        "with Tracker(sys.argv[1], cfg, mode='offline') as tracker:\n"
+        "    tracker.summary('finished', metrics={'test/mse': 1.0})\n"
+    )
+    env = _offline_env(tmp_path, WANDB_SWEEP_PARAM_PATH=str(params), WANDB_SWEEP_ID="abc123")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "runs" / "cell")], cwd=ROOT, env=env, check=True,
+                   timeout=120)  # fmt: skip
+    run = read_offline_run(tmp_path / "runs" / "cell")
+    assert run["config"]["variant"] == "ablations/moving_mnist/e2d.yaml"  # what the agent did to the config
+    assert run["config"]["model.conv"] == "2d" and run["config"]["model"]["conv"] == "2d"
+    assert run["summary"]["variant"] == "e2d"
+    rows = collect_wandb_offline(tmp_path / "runs")
+    assert list(rows["variant"]) == ["e2d"]
