@@ -48,6 +48,7 @@ from ablations.ledger import (
 from ablations.progress import SweepProgress
 from ablations.sweep_file import SEARCH_METHODS, Cell, Sweep, SweepError, _check_stage1_finished, cell_config
 from core.io import FolderBusy, atomic_write
+from core.records import read_metrics
 
 
 class CellFailed(Exception):
@@ -73,10 +74,12 @@ def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
     """The real objective: train the cell's run (resuming or skipping as the trainer does) and read its metric.
 
     At every evaluation it reports the validation value of the metric's kind (``val/mse`` and ``test/mse`` report
-    the validation MSE, ``test/ssim`` the validation SSIM); a True answer stops the run as ``pruned``."""
+    the validation MSE, ``val/ssim`` and ``test/ssim`` the validation SSIM); a True answer stops the run as
+    ``pruned``. A ``val/...`` metric's value is the run's best validation (lowest MSE and MAE, highest PSNR and SSIM,
+    as W&B's summary keeps it), a ``test/...`` one the final test's."""
     from core.trainer import train
 
-    score = "mse" if metric == "val/mse" else metric.removeprefix("test/")
+    score = metric.split("/", 1)[1]
 
     def on_eval(step: int, scores) -> bool:
         return report is not None and bool(report(step, float(getattr(scores, score))))
@@ -91,6 +94,12 @@ def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
         if result.best_val_mse is None:
             raise CellFailed("failed", "the run finished without a validation")
         return float(result.best_val_mse)
+    if metric.startswith("val/"):
+        seen = [row[metric] for row in read_metrics(Path(result.run_dir) / "metrics.jsonl")
+                if isinstance(row.get(metric), int | float)]  # fmt: skip
+        if not seen:
+            raise CellFailed("failed", f"the run finished without a {metric}")
+        return float(min(seen) if score in ("mse", "mae") else max(seen))
     value = (result.test or {}).get(metric)
     if value is None:
         raise CellFailed("failed", f"the run's summary has no {metric}")
@@ -195,6 +204,8 @@ def work(
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             vouch_for_local_workers(storage, study_id)
             optuna.storages.fail_stale_trials(study)
+            if target_reached(storage, study_id, sweep):
+                return None  # metric.target: the cells running finish, no new one starts
             return _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
 
     def others_running() -> bool:
@@ -216,6 +227,16 @@ def work(
             print(f"worker {worker}: interrupted; {cell.name} goes back to the queue", flush=True)
             return ran
         ran += 1
+
+
+def target_reached(storage, study_id: int, sweep: Sweep) -> bool:
+    """Whether a finished cell of this sweep (a search: any trial) has reached the file's ``metric.target``."""
+    if sweep.target is None:
+        return False
+    complete = storage.get_all_trials(study_id, deepcopy=False, states=(_optuna().trial.TrialState.COMPLETE,))
+    ids = {cell.id for cell in sweep.cells}
+    return any(sweep.reached(t.value) for t in complete if sweep.method in SEARCH_METHODS or t.user_attrs.get("cell_id")
+               in ids)  # fmt: skip
 
 
 def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, worker, trial=None) -> None:
@@ -341,4 +362,9 @@ def run_sweep(
         if process.exitcode != 0:
             print(f"{process.name} exited with code {process.exitcode}; its cell is retried after the grace "
                   f"period ({grace_period} s) when the sweep runs again", flush=True)  # fmt: skip
-    return summarize(sweep, ledger)
+    after = summarize(sweep, ledger)
+    reached = [c for c in after.cells if c.status == "done" and sweep.reached(c.value)]
+    if reached:
+        print(f"metric.target {sweep.target:g} reached by {reached[0].cell.name} ({reached[0].value:g}): no further "
+              "cell starts", flush=True)  # fmt: skip
+    return after

@@ -1,10 +1,11 @@
 """The sweep file: a YAML file in W&B's sweep schema, checked and expanded into cells.
 
 The file is W&B's (``method``, ``metric``, ``parameters``, ``program``, ``command``, ...), so ``wandb sweep`` accepts
-it too. Parameter names are the config's dotted keys (``model.conv``, ``loss.l1_weight``, ``train.seed``) or the
-release's flag names, plus ours: ``variant`` (the variant file, required), ``profile``, and a stage-2 sweep's
-``stage1`` (a grid or ablation file) and ``init_from_cell`` (the cell of it whose best checkpoint this sweep's cells
-finetune from).
+it too. Parameter names are the config's dotted keys (``model.conv``, ``loss.l1_weight``, ``train.seed``; W&B's nested
+``model: {parameters: {conv: ...}}`` is flattened to them) or the release's flag names, plus ours: ``variant`` (the
+variant file, required), ``profile``, and a stage-2 sweep's ``stage1`` (a grid or ablation file) and
+``init_from_cell`` (the cell of it whose best checkpoint this sweep's cells finetune from). Each W&B distribution is
+sampled by its Optuna equivalent or refused with the reason (:data:`REFUSED_DISTRIBUTIONS`; sweeps/README.md).
 
 ``method: grid`` expands into the cartesian product of the ``values`` axes; ``method: ablation`` (ours) into the base
 cell, then each axis changed alone. ``method: bayes`` and ``random`` search instead: their cells are trials the ledger
@@ -21,7 +22,9 @@ import difflib
 import functools
 import itertools
 import json
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,64 @@ METHODS = ("grid", "random", "bayes", "ablation")
 CELL_METHODS = ("grid", "ablation")  # a fixed list of cells, enqueued up front
 SEARCH_METHODS = ("bayes", "random")  # trials sampled one at a time, up to run_cap
 GOALS = ("minimize", "maximize")
-DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical")
+# W&B's distributions the ledger samples with an Optuna equivalent (ledger._suggest; sweeps/README.md has the table),
+# each with the fields W&B's schema allows beside ``distribution``. ``log_uniform`` and ``inv_log_uniform`` take
+# natural-log bounds, the ``_values`` forms the values themselves; ``q`` (default 1) rounds to its multiples.
+DISTRIBUTION_FIELDS = {
+    "constant": ("value",),
+    "categorical": ("values",),
+    "int_uniform": ("min", "max"),
+    "uniform": ("min", "max"),
+    "q_uniform": ("min", "max", "q"),
+    "log_uniform": ("min", "max"),
+    "log_uniform_values": ("min", "max"),
+    "q_log_uniform": ("min", "max", "q"),
+    "q_log_uniform_values": ("min", "max", "q"),
+    "inv_log_uniform": ("min", "max"),
+    "inv_log_uniform_values": ("min", "max"),
+}
+DISTRIBUTIONS = tuple(DISTRIBUTION_FIELDS)
+_UNBOUNDED = (
+    "Optuna has no {what} distribution: its samplers (TPE, random) search a bounded range, and cutting the {what} at "
+    "bounds would change it; give the range instead, e.g. {instead}"
+)
+# W&B's distributions with no Optuna equivalent, refused by name with the reason (never sampled as something else).
+REFUSED_DISTRIBUTIONS = {
+    "normal": _UNBOUNDED.format(what="normal", instead="{distribution: uniform, min: mu - 2 sigma, max: mu + 2 sigma}"),
+    "q_normal": _UNBOUNDED.format(
+        what="normal", instead="{distribution: q_uniform, min: mu - 2 sigma, max: mu + 2 sigma, q: q}"
+    ),
+    "log_normal": _UNBOUNDED.format(
+        what="log-normal",
+        instead="{distribution: log_uniform, min: mu - 2 sigma, max: mu + 2 sigma} (natural-log bounds)",
+    ),
+    "q_log_normal": _UNBOUNDED.format(
+        what="log-normal",
+        instead="{distribution: q_log_uniform, min: mu - 2 sigma, max: mu + 2 sigma, q: q} (natural-log bounds)",
+    ),
+    "beta": "Optuna has no beta distribution (its floats are uniform or log-uniform over a range, so a and b would be "
+    "ignored); use {distribution: uniform, min: 0, max: 1}",
+    "q_beta": "Optuna has no beta distribution (its floats are uniform or log-uniform over a range, so a and b would "
+    "be ignored); use {distribution: q_uniform, min: 0, max: 1, q: q}",
+    "categorical_w_probabilities": "Optuna's samplers cannot weight categories: random draws each equally often and "
+    "TPE from the trials so far, so the probabilities would be ignored; use values alone (categorical)",
+}
 # Ours, not config keys: which variant file, under which profile; a stage-2 sweep's stage-1 file and the stage-1 cell
 # whose best checkpoint its cells finetune from (train.init_from, resolved by the local runner only).
 OWN_PARAMETERS = ("variant", "profile", "stage1", "init_from_cell")
-PARAMETER_FIELDS = ("value", "values", "distribution", "min", "max", "probabilities")
+# Every field of a W&B parameter: ours, those of refused distributions (named in their refusal rather than as unknown),
+# and ``parameters``, W&B's nesting (``model: {parameters: {residual: ...}}`` is our dotted key ``model.residual``).
+PARAMETER_FIELDS = ("value", "values", "distribution", "min", "max", "q", "probabilities", "mu", "sigma", "a", "b",
+                    "parameters")  # fmt: skip
 DEFAULT_METRIC = "val/mse"
+METRIC_FIELDS = ("name", "goal", "target")
+# W&B's other metric fields: the local ledger cannot do what they ask, so a file using them is refused, not run as if
+# they were absent.
+REFUSED_METRIC_FIELDS = {
+    "impute": "Optuna leaves a failed or pruned trial out of its model instead of imputing a value for it; remove it",
+    "impute_while_running": "Optuna's pruners read the running trials' reported values themselves; remove it",
+}
+Q_TOLERANCE = 1e-9  # relative slack when asking whether a bound is a multiple of q (0.3 / 0.1 is 2.9999999999999996)
 # W&B's hyperband fields; s and strict have no Optuna counterpart (its HyperbandPruner derives its brackets itself).
 EARLY_TERMINATE_FIELDS = ("type", "min_iter", "max_iter", "eta")
 MEDIAN_STARTUP_TRIALS = 2  # the median pruner waits for this many finished trials before pruning any
@@ -61,7 +116,11 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Parameter:
-    """One entry of ``parameters``: a constant (``value``), an axis (``values``) or a ``distribution``."""
+    """One entry of ``parameters``: a constant (``value``), an axis (``values``) or a ``distribution``.
+
+    A nested W&B parameter is here under its dotted name. A distribution keeps W&B's name; ``low`` and ``high`` are
+    its range in values (a natural-log bound of ``log_uniform`` or ``inv_log_uniform`` is converted), ``q`` the step of
+    a ``q_`` form."""
 
     name: str
     kind: str  # value | values | distribution
@@ -69,6 +128,38 @@ class Parameter:
     distribution: str | None = None
     low: float | None = None
     high: float | None = None
+    q: float | None = None  # the values are multiples of q (integers when q is an integer)
+
+    @property
+    def support(self) -> tuple[float, float]:
+        """The lowest and highest value the distribution gives: [low, high], or the multiples of q within it."""
+        if self.q is None:
+            return self.low, self.high
+        first = math.ceil(self.low / self.q - Q_TOLERANCE)
+        last = math.floor(self.high / self.q + Q_TOLERANCE)
+        return _multiple(first, self.q), _multiple(last, self.q)
+
+    def quantize(self, value: float) -> float:
+        """W&B's ``round(value / q) * q``, kept within the support (W&B's rounding can leave [min, max], where the
+        config may refuse the value: a learning rate of 0)."""
+        lowest, highest = self.support
+        return min(max(_multiple(round(value / self.q), self.q), lowest), highest)
+
+    def holds(self, value: Any) -> bool:
+        """Whether a number is one this distribution gives: in range, and an integer or a multiple of q if it must."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        lowest, highest = self.support
+        if not lowest <= value <= highest:
+            return False
+        if self.distribution == "int_uniform":
+            return float(value).is_integer()
+        return self.q is None or math.isclose(self.quantize(value), value, rel_tol=Q_TOLERANCE, abs_tol=1e-12)
+
+
+def _multiple(count: int, q: float) -> float:
+    """``count * q``, an int for an integer q; a float rid of binary noise (3 * 0.1 is 0.30000000000000004)."""
+    return count * q if isinstance(q, int) else float(f"{count * q:.12g}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +191,13 @@ class Sweep:
     seed: int = 0  # the sampler's seed: the sweep's train.seed (worker k of N samples with seed + k)
     pruner: dict = field(default_factory=dict)  # {"type": "median"|"hyperband", ...Optuna's arguments}
     first: dict = field(default_factory=dict)  # searched keys whose resolved config value is in range: trial 0
+    target: float | None = None  # metric.target: once a finished cell reaches it, no further cell starts
+
+    def reached(self, value: float | None) -> bool:
+        """Whether a finished cell's metric ``value`` reaches ``target`` (at or below it when minimising)."""
+        if self.target is None or value is None:
+            return False
+        return value <= self.target if self.goal == "minimize" else value >= self.target
 
     @property
     def planned(self) -> int:
@@ -131,7 +229,7 @@ def load_sweep(path: str | Path) -> Sweep:
     name = str(raw.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not is_plain_name(name):
         raise SweepError(f"{where}: name {name!r} must be letters, digits, '_', '.' or '-' (it names a folder)")
-    metric, goal = _metric(raw.get("metric"), where)
+    metric, goal, target = _metric(raw.get("metric"), where)
     if "run_cap" in raw and not (isinstance(raw["run_cap"], int) and raw["run_cap"] >= 1):
         raise SweepError(f"{where}: run_cap must be a positive integer, got {raw['run_cap']!r}")
     for key in ("command", "early_terminate"):
@@ -139,7 +237,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if key in raw and not isinstance(raw[key], expected):
             raise SweepError(f"{where}: {key} must be a {'list' if expected is list else 'mapping'}")
     parameters = _parameters(raw.get("parameters"), where, method)
-    sweep = Sweep(where, name, method, metric, goal, parameters, folder="", raw=raw)
+    sweep = Sweep(where, name, method, metric, goal, parameters, folder="", raw=raw, target=target)
     if method in CELL_METHODS:
         if "early_terminate" in raw:
             raise SweepError(f"{where}: early_terminate is for bayes and random searches; a {method} runs every cell")
@@ -148,34 +246,43 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def metric_names() -> tuple[str, ...]:
-    """The metrics a finished run reports: its best validation MSE and its test scores."""
+    """The metrics a sweep ranks by: a run's best validation score of each metric (every evaluation logs ``val/mse``,
+    ``val/mae``, ``val/psnr`` and ``val/ssim``, the pruner's intermediate values) and its test scores."""
     from core.metrics import METRICS  # imports torch: not at module level, so workers with a fake objective start fast
 
-    return ("val/mse", *(f"test/{name}" for name in METRICS))
+    return (*(f"val/{name}" for name in METRICS), *(f"test/{name}" for name in METRICS))
 
 
-def _metric(raw: Any, where: str) -> tuple[str, str]:
+def _metric(raw: Any, where: str) -> tuple[str, str, float | None]:
+    """``(name, goal, target)``; ``target`` (W&B's): no cell is started once a finished one has reached it."""
     if raw is None:
-        return DEFAULT_METRIC, "minimize"
+        return DEFAULT_METRIC, "minimize", None
     if not isinstance(raw, dict):
         raise SweepError(f"{where}: metric must be a mapping {{name, goal}}, got {raw!r}")
-    extra = [key for key in raw if key not in ("name", "goal", "target")]
-    if extra:
-        raise SweepError(f"{where}: metric: unknown key {extra[0]!r} (allowed: name, goal, target)")
+    for key, value in raw.items():
+        if key in REFUSED_METRIC_FIELDS:
+            raise SweepError(f"{where}: metric.{key} ({value!r}) is W&B's, but {REFUSED_METRIC_FIELDS[key]}")
+        if key not in METRIC_FIELDS:
+            raise SweepError(f"{where}: metric: unknown key {key!r} (allowed: {', '.join(METRIC_FIELDS)})")
     name, goal = raw.get("name", DEFAULT_METRIC), raw.get("goal", "minimize")
     if name not in metric_names():
         raise SweepError(f"{where}: metric.name must be one of {', '.join(metric_names())}, got {name!r}")
     if goal not in GOALS:
         raise SweepError(f"{where}: metric.goal must be minimize or maximize, got {goal!r}")
-    return name, goal
+    target = raw.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
+                               or not math.isfinite(target)):  # fmt: skip
+        raise SweepError(f"{where}: metric.target must be a finite number, got {target!r}")
+    return name, goal, None if target is None else float(target)
 
 
 def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
     if not isinstance(raw, dict) or not raw:
         raise SweepError(f"{where}: parameters must be a non-empty mapping of parameter name to its spec")
     known = [*OWN_PARAMETERS, *valid_keys(), *ALIASES]
+    pairs = _flatten(raw, where)
     parameters = []
-    for name, spec in raw.items():
+    for name, spec in pairs:
         key = f"{where}: parameters.{name}"
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
@@ -191,12 +298,12 @@ def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
             raise SweepError(f"{key}: unknown field {extra[0]!r} (allowed: {', '.join(PARAMETER_FIELDS)})")
         parameters.append(_parameter(name, spec, key, method))
     seen: dict[str, str] = {}
-    for name in raw:
+    for name, _ in pairs:
         dotted = ALIASES.get(name, name)
         if dotted in seen:
             raise SweepError(f"{where}: parameters {seen[dotted]!r} and {name!r} both set {dotted}")
         seen[dotted] = name
-    if "variant" not in raw:
+    if "variant" not in seen:
         raise SweepError(f"{where}: parameters.variant is required (e.g. variant: {{value: ablations/.../x.yaml}})")
     for own in OWN_PARAMETERS:
         spec = next((p for p in parameters if p.name == own), None)
@@ -204,6 +311,24 @@ def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
             raise SweepError(f"{where}: parameters.{own} must be a file, profile or cell name as value or values")
     _check_stage(parameters, where)
     return tuple(parameters)
+
+
+def _flatten(raw: dict, where: str, prefix: str = "") -> list[tuple[str, Any]]:
+    """W&B's nested parameters as our dotted keys, in the file's order: ``model: {parameters: {residual: {...}}}`` is
+    ``model.residual``. A list of pairs, not a dict, so a key given both nested and dotted is caught, not merged."""
+    pairs = []
+    for name, spec in raw.items():
+        dotted = f"{prefix}{name}"
+        if not (isinstance(spec, dict) and "parameters" in spec):
+            pairs.append((dotted, spec))
+            continue
+        extra = [field_ for field_ in spec if field_ != "parameters"]
+        if extra:
+            raise SweepError(f"{where}: parameters.{dotted}: nested parameters take no other field, got {extra[0]!r}")
+        if not isinstance(spec["parameters"], dict) or not spec["parameters"]:
+            raise SweepError(f"{where}: parameters.{dotted}.parameters must be a non-empty mapping of parameter specs")
+        pairs.extend(_flatten(spec["parameters"], where, f"{dotted}."))
+    return pairs
 
 
 def _check_stage(parameters: list[Parameter], where: str) -> None:
@@ -265,46 +390,110 @@ def _check_stage1_finished(sweep: Sweep) -> None:
 
 
 def _parameter(name: str, spec: dict, key: str, method: str) -> Parameter:
-    shapes = [field_ for field_ in ("value", "values", "distribution") if field_ in spec]
-    if len(shapes) != 1 and not (shapes == ["values", "distribution"] and spec["distribution"] == "categorical"):
-        raise SweepError(f"{key}: give exactly one of value, values or distribution, got {shapes or 'none'}")
-    if shapes == ["value"]:
-        _no_fields(spec, ("min", "max", "probabilities"), key, "value")
+    """One parameter as W&B's schema reads it: its ``distribution`` named, or inferred as W&B infers it (``value``: a
+    constant; ``values``: categorical, or categorical_w_probabilities with ``probabilities``; ``min`` and ``max``:
+    int_uniform when both are integers, else uniform). A grid or ablation expands int_uniform and q_uniform into values
+    as W&B's grid does; a search keeps the distribution, which ledger._suggest samples with its Optuna equivalent."""
+    inferred = "distribution" not in spec
+    distribution = _inferred_distribution(spec, key) if inferred else spec["distribution"]
+    label = f"distribution {distribution}" + (" (inferred from the fields)" if inferred else "")
+    if distribution in REFUSED_DISTRIBUTIONS:
+        raise SweepError(f"{key}: {label} is W&B's, but {REFUSED_DISTRIBUTIONS[distribution]}. "
+                         f"distribution must be one of {', '.join(DISTRIBUTIONS)}")  # fmt: skip
+    if distribution not in DISTRIBUTION_FIELDS:
+        refused = ", ".join(REFUSED_DISTRIBUTIONS)
+        raise SweepError(f"{key}: distribution must be one of {', '.join(DISTRIBUTIONS)} (W&B's {refused} are refused "
+                         f"with the reason), got {distribution!r}")  # fmt: skip
+    # The fields W&B's schema forbids beside this distribution (it allows no additional properties).
+    foreign = [
+        field_ for field_ in PARAMETER_FIELDS if field_ not in (*DISTRIBUTION_FIELDS[distribution], "distribution")
+    ]
+    if distribution == "constant":
+        if "value" not in spec:
+            raise SweepError(f"{key}: distribution constant needs value")
+        _no_fields(spec, foreign, key, "value")
         return Parameter(name, "value", (spec["value"],))
-    if shapes == ["values"]:
-        _no_fields(spec, ("min", "max"), key, "values")
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"{key}: values must be a non-empty list, got {values!r}")
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
-            raise SweepError(f"{key}: values repeat an entry: {values!r}")
-        return Parameter(name, "values", tuple(values))
-    distribution = spec["distribution"]
-    if method in CELL_METHODS:
-        raise SweepError(f"{key}: a {method} needs value or values; distributions are for random and bayes search")
-    if distribution not in DISTRIBUTIONS:
-        raise SweepError(f"{key}: distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
     if distribution == "categorical":
         values = spec.get("values")
         if not isinstance(values, list) or not values:
-            raise SweepError(f"{key}: a categorical distribution needs a non-empty values list")
-        _no_fields(spec, ("min", "max"), key, "a categorical distribution")
-        return Parameter(name, "distribution", tuple(values), distribution)
-    _no_fields(spec, ("values", "probabilities"), key, f"distribution {distribution}")
+            what = (
+                "values must be a non-empty list"
+                if inferred
+                else "a categorical distribution needs a non-empty values list"
+            )
+            raise SweepError(f"{key}: {what}, got {values!r}")
+        _no_fields(spec, foreign, key, "values")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise SweepError(f"{key}: values repeat an entry: {values!r}")
+        return Parameter(name, "values", tuple(values), None if inferred else "categorical")
+    low, high, q = _range(spec, distribution, key)
+    _no_fields(spec, foreign, key, label)
+    if method in CELL_METHODS:
+        if distribution == "int_uniform":
+            return Parameter(name, "values", tuple(range(low, high + 1)))
+        if distribution == "q_uniform":  # W&B's grid: numpy's arange(min, max, q), so max itself is left out
+            count = math.ceil((high - low) / q - Q_TOLERANCE)
+            exact = isinstance(low, int) and isinstance(q, int)
+            values = [low + k * q if exact else float(f"{low + k * q:.12g}") for k in range(count)]
+            return Parameter(name, "values", tuple(values))
+        raise SweepError(f"{key}: a {method} needs value or values (or int_uniform or q_uniform, which it expands as "
+                         f"W&B's grid does); distribution {distribution} is for random and bayes search")  # fmt: skip
+    if distribution in ("log_uniform", "q_log_uniform", "inv_log_uniform"):
+        # W&B's natural-log bounds: log_uniform is exp(U(min, max)), inv_log_uniform exp(-U(min, max)); both are
+        # log-uniform in value, over [exp(min), exp(max)] and [exp(-max), exp(-min)].
+        if distribution == "inv_log_uniform":
+            low, high = -high, -low
+        try:
+            low, high = math.exp(low), math.exp(high)
+        except OverflowError:
+            low = high = math.inf
+        if not 0 < low < high < math.inf:
+            raise SweepError(f"{key}: distribution {distribution} takes natural-log bounds; exp of min and max "
+                             f"({spec['min']}, {spec['max']}) must be distinct positive floats")  # fmt: skip
+    parameter = Parameter(name, "distribution", (), distribution, low, high, q)
+    if q is not None and parameter.support[0] > parameter.support[1]:
+        raise SweepError(f"{key}: distribution {distribution} has no multiple of q ({q}) between {low:g} and {high:g}")
+    return parameter
+
+
+def _inferred_distribution(spec: dict, key: str) -> str:
+    """The distribution W&B's schema infers for a parameter that names none."""
+    if "value" in spec and "values" in spec:
+        raise SweepError(f"{key}: give exactly one of value, values or distribution, got value and values")
+    if "value" in spec:
+        return "constant"
+    if "values" in spec:
+        return "categorical_w_probabilities" if "probabilities" in spec else "categorical"
+    if "min" in spec or "max" in spec:
+        integers = all(isinstance(spec.get(b), int) and not isinstance(spec.get(b), bool) for b in ("min", "max"))
+        return "int_uniform" if integers else "uniform"
+    raise SweepError(f"{key}: give exactly one of value, values, min and max, or a distribution, got none "
+                     f"(fields: {', '.join(map(str, spec)) or 'none'})")  # fmt: skip
+
+
+def _range(spec: dict, distribution: str, key: str) -> tuple[Any, Any, Any]:
+    """min, max and q (None unless a q_ form) of a ranged distribution, checked as W&B's schema checks them."""
     low, high = spec.get("min"), spec.get("max")
     for bound, value in (("min", low), ("max", high)):
         number = isinstance(value, int) if distribution == "int_uniform" else isinstance(value, int | float)
-        if not number or isinstance(value, bool):
+        if not number or isinstance(value, bool) or not math.isfinite(value):
             kind = "an integer" if distribution == "int_uniform" else "a number"
             raise SweepError(f"{key}: distribution {distribution} needs {bound} as {kind}, got {value!r}")
     if not low < high:
         raise SweepError(f"{key}: min ({low}) must be below max ({high})")
-    if distribution == "log_uniform_values" and low <= 0:
-        raise SweepError(f"{key}: log_uniform_values needs min > 0, got {low}")
-    return Parameter(name, "distribution", (), distribution, low, high)
+    if distribution.endswith("log_uniform_values") and low <= 0:
+        raise SweepError(
+            f"{key}: {distribution} needs min > 0 (its bounds are values, sampled on a log scale), got {low}"
+        )
+    if "q" not in DISTRIBUTION_FIELDS[distribution]:
+        return low, high, None
+    q = spec.get("q", 1)
+    if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q < math.inf:
+        raise SweepError(f"{key}: distribution {distribution} needs q as a positive number, got {q!r}")
+    return low, high, q
 
 
-def _no_fields(spec: dict, fields: tuple[str, ...], key: str, shape: str) -> None:
+def _no_fields(spec: dict, fields: Sequence[str], key: str, shape: str) -> None:
     extra = [field_ for field_ in fields if field_ in spec]
     if extra:
         raise SweepError(f"{key}: {extra[0]!r} does not go with {shape}")
@@ -468,21 +657,19 @@ def _search_settings(sweep: Sweep) -> Sweep:
     base = {p.name: p.values[0] for p in sweep.parameters if p.kind == "value"}
     cfg = _load_params(base, f"{where}: parameters")
     for p in searched:
-        probes = p.values if p.distribution in (None, "categorical") else (p.low, p.high)
+        probes = p.values if p.kind == "values" else p.support  # the extreme values a trial can be given
         for value in probes:
             _load_params({**base, p.name: value}, f"{where}: parameters.{p.name}")
     first = {}
     for p in searched:
         value = _config_value(cfg, p.name)
-        if p.distribution in (None, "categorical"):
+        if p.kind == "values":
             if any(_text(value) == _text(choice) for choice in p.values):
                 first[p.name] = next(choice for choice in p.values if _text(value) == _text(choice))
-        elif (
-            isinstance(value, int | float)
-            and p.low <= value <= p.high
-            and (p.distribution != "int_uniform" or float(value).is_integer())
-        ):
-            first[p.name] = int(value) if p.distribution == "int_uniform" else float(value)
+        elif p.holds(value):  # as the distribution gives it: an int_uniform's int, a q form's multiple of q
+            first[p.name] = (
+                int(value) if p.distribution == "int_uniform" else p.quantize(value) if p.q else float(value)
+            )
     return dataclasses.replace(
         sweep,
         folder=str(Path(cfg.train.runs_dir) / sweep.name),

@@ -381,6 +381,16 @@ def test_two_workers_run_every_cell_once_and_a_rerun_runs_nothing(tmp_path, call
     assert again.done == 8 and "0 to run" in capfd.readouterr().out
 
 
+def test_no_cell_starts_once_a_finished_one_reached_the_metric_target(tmp_path, calls, capfd):
+    # The first cell (3d, no residuals, l1 weight 0) scores 8.0: at the target, so the other seven never start.
+    sweep = load_sweep(write_sweep(tmp_path, metric={"name": "val/mse", "goal": "minimize", "target": 8.0}))
+    assert sweep.target == 8.0
+    summary = run_sweep(sweep, workers=1, objective=sweep_fakes.count_calls, **FAST)
+    assert call_counts(calls) == Counter({sweep.cells[0].id: 1}) and (summary.done, summary.left) == (1, 7)
+    assert "metric.target 8 reached by conv=3d-residual=false-l1_weight=0.0-seed=0 (8): no further cell starts" in (
+        capfd.readouterr().out)  # fmt: skip
+
+
 def test_failed_cells_are_recorded_and_the_others_run(tmp_path, calls):
     sweep = load_sweep(write_sweep(tmp_path))
     storage = f"sqlite:///{tmp_path / 'elsewhere.db'}"
@@ -536,6 +546,19 @@ def test_train_cell_reports_each_evaluation_and_stops_when_told(tmp_path):
     assert summary["status"] == "pruned" and summary["reason"] == "stopped by the evaluation callback at step 4"
     assert summary["step"] == 4 and summary["best_val_mse"] > 0
     assert (Path(cell.run_dir) / "checkpoints/last.pt").is_file()  # a pruned run keeps its last checkpoint
+
+
+def test_a_cell_ranked_by_validation_ssim_reports_it_and_returns_its_best(tmp_path):
+    variant = write_tiny_variant(tmp_path)
+    changes = {"variant": {"value": str(variant)}, "profile": None, "train.steps": {"value": 6},
+               "train.eval_every": {"value": 2}, "metric": {"name": "val/ssim", "goal": "maximize"}}  # fmt: skip
+    sweep = load_sweep(write_search(tmp_path, **changes))
+    cell = sweep_module.search_cell(sweep, 0, {"loss.l1_weight": 0.25})
+    reports = []
+    best = train_cell(cell, "val/ssim", lambda step, value: reports.append((step, value)) and False)
+    rows = [json.loads(line) for line in (Path(cell.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    ssims = [(row["step"], row["val/ssim"]) for row in rows if "val/ssim" in row]
+    assert reports == ssims and len(ssims) == 3 and best == max(value for _, value in ssims)
 
 
 def _tiny_grid(tmp_path: Path, name: str = "grid", **changes) -> Path:

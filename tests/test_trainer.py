@@ -5,8 +5,8 @@ import torch
 
 import core.trainer as trainer_module
 from core.config import from_dict, load
-from core.records import read_test_by_sequence
 from core.models import build_model
+from core.records import read_test_by_sequence
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
 
 
