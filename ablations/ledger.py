@@ -86,27 +86,87 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
     """Create the study (once, here, before any worker: concurrent first creation races) and enqueue each cell once.
 
     Enqueueing skips a cell that already has a trial in any state, so re-running the sweep adds nothing for finished,
-    failed or waiting cells, and only new cells of an edited file."""
+    failed or waiting cells, and only new cells of an edited file. Each cell's trial carries its axis values as
+    categorical parameters (:func:`_grid_params`), so Optuna's importances and optuna-dashboard see the grid."""
     optuna = _optuna()
     Path(sweep.folder).mkdir(parents=True, exist_ok=True)
     if ledger.url.startswith("sqlite:///"):
         Path(ledger.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # Under the lock too: a second `launch.py sweep` on the same SQLite ledger must not create or enqueue at once.
     with _exclusive(ledger):
+        storage = _storage(ledger)
         study = optuna.create_study(
-            study_name=ledger.study_name, storage=_storage(ledger), direction=sweep.goal, load_if_exists=True
+            study_name=ledger.study_name, storage=storage, direction=sweep.goal, load_if_exists=True
         )
-        if sweep.first and not study.get_trials(deepcopy=False):
+        _describe(study, sweep)
+        trials = study.get_trials(deepcopy=False)
+        if sweep.first and not trials:
             study.enqueue_trial({name: _choice(value) for name, value in sweep.first.items()})
+        distributions = _grid_distributions(sweep, trials)
+        cells = {cell.id: cell for cell in sweep.cells}
+        for trial in trials:
+            cell = cells.get(trial.user_attrs.get("cell_id"))
+            if cell is not None and not trial.params and trial.state == optuna.trial.TrialState.WAITING:
+                # Enqueued before cells carried their parameters: a waiting one gets them now (a finished one cannot).
+                params, cell_distributions = _grid_params(cell, distributions)
+                for name, value in params.items():
+                    distribution = cell_distributions[name]
+                    storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(value), distribution)
+        # Every trial of a cell (a retry too) records its id: a cell with a trial in any state is not enqueued again.
+        enqueued = {trial.user_attrs.get("cell_id") for trial in trials}
         for cell in sweep.cells:
-            study.enqueue_trial(
-                _fixed_params(cell), user_attrs={"cell_id": cell.id, "cell_name": cell.name}, skip_if_exists=True
+            if cell.id in enqueued:
+                continue
+            params, cell_distributions = _grid_params(cell, distributions)
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.WAITING,
+                    params=params,
+                    distributions=cell_distributions,
+                    system_attrs={"fixed_params": _fixed_params(cell)},
+                    user_attrs={"cell_id": cell.id, "cell_name": cell.name},
+                )
             )
         if sweep.method in CELL_METHODS:  # what a report reads to tell current cells from stale ones
             listing = {"sweep": sweep.path, "cells": [{"id": c.id, "name": c.name, "run_dir": c.run_dir}
                                                       for c in sweep.cells]}  # fmt: skip
             with atomic_write(Path(sweep.folder) / SWEEP_CELLS, "w") as handle:
                 json.dump(listing, handle, indent=1)
+
+
+def _describe(study, sweep: Sweep) -> None:
+    """Name the objective and record where the study comes from, for optuna-dashboard and anyone opening the ledger
+    (rewritten by every run: an edited file may change its metric)."""
+    optuna = _optuna()
+    attrs = {"sweep_file": sweep.path, "method": sweep.method, "metric": sweep.metric, "goal": sweep.goal}
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names is experimental
+        study.set_metric_names([sweep.metric])
+
+
+def _grid_distributions(sweep: Sweep, trials) -> dict[str, Any]:
+    """Each axis of a grid or ablation as a categorical over its values in the file's order (:func:`_choice`).
+
+    Optuna holds one distribution per parameter name in a study and refuses another: an axis the study has recorded
+    keeps its recorded distribution, even after the file changed its values (see :func:`_grid_params`)."""
+    optuna = _optuna()
+    recorded = {name: distribution for trial in trials for name, distribution in trial.distributions.items()}
+    return {p.name: recorded.get(p.name) or optuna.distributions.CategoricalDistribution([_choice(v) for v in p.values])
+            for p in sweep.parameters if p.kind == "values"}  # fmt: skip
+
+
+def _grid_params(cell: Cell, distributions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A cell's axis values as Optuna parameters, with their distributions. A value its axis's distribution lacks (a
+    value added to the file after the study recorded the axis) is left out: that cell goes without the parameter."""
+    categorical = _optuna().distributions.CategoricalDistribution
+    params, chosen = {}, {}
+    for name, value in cell.axes.items():
+        distribution = distributions[name]
+        if isinstance(distribution, categorical) and _choice(value) in distribution.choices:
+            params[name], chosen[name] = _choice(value), distribution
+    return params, chosen
 
 
 def _sampler(sweep: Sweep, worker: int):
@@ -137,23 +197,52 @@ def _choice(value: Any) -> Any:
 
 
 def _suggest(trial, sweep: Sweep) -> dict[str, Any]:
-    """The trial's value of each searched parameter (``values`` axes are categorical)."""
+    """The trial's value of each searched parameter, each W&B distribution sampled by its Optuna equivalent.
+
+    - ``values`` axes and ``categorical``: ``suggest_categorical``.
+    - ``int_uniform``: ``suggest_int(min, max)``; ``uniform``: ``suggest_float(min, max)``.
+    - ``log_uniform_values``, ``inv_log_uniform_values``, ``log_uniform`` and ``inv_log_uniform``: ``suggest_float``
+      with ``log=True`` over the range in values, exactly. Each is log-uniform there (the inverse of a log-uniform
+      variable is log-uniform too); load_sweep turned the natural-log bounds of the last two into values.
+    - ``q_uniform``: Optuna's ``step=q`` (``suggest_int`` when q is an integer) over the multiples of q within
+      [min, max], each equally likely; W&B's ``round(X / q) * q`` gives the two end ones half the weight of the others
+      and may step just outside [min, max].
+    - ``q_log_uniform`` and ``q_log_uniform_values``: Optuna has no stepped log scale (a float takes ``step`` or
+      ``log``, not both; a log-scale int only step 1), so the trial samples the log-uniform float, which Optuna records
+      as the parameter and TPE models, and the cell is given it rounded to a multiple of q as W&B rounds, kept within
+      [min, max]: W&B's distribution, but the trial's recorded parameter is the float before rounding.
+
+    W&B's normal, log_normal, beta, their q forms and categorical_w_probabilities have no Optuna equivalent; load_sweep
+    refuses them, naming the reason, so none reaches here."""
     values = {}
     for p in sweep.parameters:
         if p.kind == "value":
             continue
-        if p.distribution in (None, "categorical"):
+        if p.kind == "values":
             choices = [_choice(v) for v in p.values]
             values[p.name] = p.values[choices.index(trial.suggest_categorical(p.name, choices))]
         elif p.distribution == "int_uniform":
             values[p.name] = trial.suggest_int(p.name, p.low, p.high)
+        elif p.distribution == "uniform":
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high)
+        elif p.distribution == "q_uniform":
+            low, high = p.support
+            if isinstance(p.q, int):
+                values[p.name] = trial.suggest_int(p.name, low, high, step=p.q)
+            else:  # quantize only strips binary noise here: Optuna's low + k * step is already on the grid
+                values[p.name] = p.quantize(trial.suggest_float(p.name, low, high, step=p.q))
+        elif p.distribution in ("log_uniform", "log_uniform_values", "inv_log_uniform", "inv_log_uniform_values"):
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=True)
+        elif p.distribution in ("q_log_uniform", "q_log_uniform_values"):
+            values[p.name] = p.quantize(trial.suggest_float(p.name, p.low, p.high, log=True))
         else:
-            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.distribution == "log_uniform_values")
+            raise SweepError(f"{sweep.path}: parameters.{p.name}: distribution {p.distribution!r} has no sampler here")
     return values
 
 
 def _fixed_params(cell: Cell) -> dict[str, Any]:
-    # Optuna compares enqueued params by value; the id covers them all, and keeps lists and None out of its checks.
+    # The cell's id as Optuna's record of what was enqueued (ledgers written before trials carried their parameters
+    # hold only this); a retry copies it.
     return {"cell_id": cell.id}
 
 
