@@ -10,12 +10,19 @@
 Each returns the matplotlib figure; :func:`save_figure` writes it as ``<stem>.png`` and ``<stem>.pdf`` atomically.
 Runs that did not finish are drawn as such (dashed loss line, hollow or crossed points, a label naming the status),
 never dropped in silence.
+
+Each figure is drawn at its print width (:data:`analysis.style.FIGURE_COLUMNS`: one column, 3.3 in, or two, 6.9 in)
+with print-size fonts, PNGs at 300 dpi and TrueType fonts in PDFs (:mod:`analysis.style`); a variant has the same
+colour and marker in every figure (:func:`analysis.style.variant_style`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -25,37 +32,57 @@ matplotlib.use("Agg")  # files only: no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from analysis.effects import best_point, search_points  # noqa: E402
 from analysis.labels import BASELINE_LABELS, METRIC_LABELS  # noqa: E402
 from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # noqa: E402
+from analysis.style import DPI, figure_width, paper_style, variant_style  # noqa: E402
 from analysis.tables import is_present  # noqa: E402
 from core.axes import Axis  # noqa: E402
 from core.io import DataError, atomic_write  # noqa: E402
 from core.records import read_frames  # noqa: E402
 
 FORMATS = ("png", "pdf")
-DPI = 120
 EMA = 0.6  # smoothing of plotted training loss (weight of the previous value); the raw loss is drawn faintly behind
 QUALITATIVE_SEQUENCES = 2  # test sequences in the qualitative grid
 CONTEXT_SHOWN = 3  # last context frames shown before the predictions in the qualitative grid
+VALIDATION_COLOR = "0.35"  # the search figure's points: dark grey, no variant's colour (they mix variants)
+TEST_COLOR = "black"
+NAME_WRAP = 34  # characters: a longer row name takes two lines beside its strip in the qualitative grid
+PANEL_HEIGHT_IN = 2.2  # the plotting area of a row of panels, at print size; legends and notes add to it
+SEED_LINES = ("-", "-.", ":")  # a variant's 1st, 2nd, 3rd... seed in the loss figure (its colour is the variant's)
 
 
 def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
-    """Write ``figure`` as ``<stem>.png`` and ``<stem>.pdf`` (each atomically) and close it; returns the paths."""
+    """Write ``figure`` as ``<stem>.png`` (300 dpi) and ``<stem>.pdf`` (TrueType fonts), each atomically and at the
+    figure's own size (its print width: no tight cropping), and close it; returns the paths."""
     stem = Path(stem)
     paths = []
-    for fmt in FORMATS:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight", metadata=_metadata(fmt))
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        with atomic_write(path, "wb") as handle:
-            handle.write(buffer.getvalue())
-        paths.append(path)
+    with paper_style():  # the PDF's font type is read when it is written, tick labels made when it is drawn
+        for fmt in FORMATS:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=fmt, dpi=DPI, metadata=_metadata(fmt))
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            with atomic_write(path, "wb") as handle:
+                handle.write(buffer.getvalue())
+            paths.append(path)
     plt.close(figure)
     return paths
+
+
+def _paper(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw a figure under :func:`analysis.style.paper_style` (text takes its size from the settings when made)."""
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs) -> Figure:
+        with paper_style():
+            return draw(*args, **kwargs)
+
+    return drawn
 
 
 def _metadata(fmt: str) -> dict[str, str | None]:
@@ -73,24 +100,32 @@ def run_label(run: pd.Series, with_seed: bool, axes: tuple[Axis, ...]) -> str:
     return label
 
 
+@_paper
 def loss_figure(runs: pd.DataFrame) -> Figure:
     """Training loss over steps (log scale, EMA-smoothed over the raw values drawn faintly) and validation MSE, one
-    line per run; runs that did not finish are dashed and labelled with their status."""
-    figure, (loss_axis, val_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    line per run in its variant's colour and marker, its seeds told apart by the line; runs that did not finish are
+    dashed and labelled with their status."""
+    figure, (loss_axis, val_axis) = plt.subplots(
+        1, 2, figsize=(figure_width("loss"), PANEL_HEIGHT_IN), layout="constrained"
+    )
     axes = row_axes(runs)
     with_seed = _several_seeds(runs, axes)
-    for index, (_, run) in enumerate(_ordered(runs).iterrows()):
-        color = f"C{index % 10}"
-        style = "-" if run["status"] == "finished" else "--"
+    seen: dict[str, int] = {}  # runs drawn so far per variant
+    for _, run in _ordered(runs).iterrows():
+        name = run_name(run, axes)
+        color, marker = variant_style(name)
+        rank = seen[name] = seen.get(name, -1) + 1
+        style = SEED_LINES[rank % len(SEED_LINES)] if run["status"] == "finished" else "--"
         history = _listed(run["loss_history"])
         if history:
             steps, losses = np.array(history, dtype=float).T
-            loss_axis.plot(steps, losses, color=color, alpha=0.2, linewidth=0.8)
-            loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, label=run_label(run, with_seed, axes))
+            loss_axis.plot(steps, losses, color=color, alpha=0.2, linewidth=0.6)
+            loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, marker=marker,
+                           markevery=max(1, len(steps) // 6), label=run_label(run, with_seed, axes))  # fmt: skip
         validation = _listed(run["val_history"])
         if validation:
             steps, values = np.array(validation, dtype=float).T
-            val_axis.plot(steps, values, color=color, linestyle=style, marker="o", markersize=3)
+            val_axis.plot(steps, values, color=color, linestyle=style, marker=marker)
     loss_axis.set(xlabel="training step", ylabel="training loss", title="Training loss")
     if loss_axis.lines:
         loss_axis.set_yscale("log")
@@ -102,33 +137,39 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
     return figure
 
 
+@_paper
 def per_frame_figure(runs: pd.DataFrame) -> Figure:
-    """Test MSE and SSIM per predicted frame: one line per variant (mean over its finished seeds, shaded ± std when
-    there are several). Variants without a finished run are listed in the title instead of drawn."""
-    figure, panels = plt.subplots(1, 2, figsize=(12, 4.5))
+    """Test MSE and SSIM per predicted frame: one line per variant in its colour and marker (mean over its finished
+    seeds, shaded ± std when there are several). Variants without a finished run are listed in the title instead of
+    drawn."""
+    figure, panels = plt.subplots(1, 2, figsize=(figure_width("per_frame"), PANEL_HEIGHT_IN), layout="constrained")
     axes = row_axes(runs)
     finished = runs[(runs["status"] == "finished") & runs["mse_by_frame"].notna()]
     for metric, axis in zip(("mse", "ssim"), panels, strict=True):
-        for index, (name, group) in enumerate(by_variant(finished, axes)):
+        for name, group in by_variant(finished, axes):
             curves = np.array([c for c in group[f"{metric}_by_frame"] if c is not None], dtype=float)
             if curves.size == 0:
                 continue
+            color, marker = variant_style(name)
             frames = np.arange(1, curves.shape[1] + 1)
             mean = curves.mean(axis=0)
-            axis.plot(frames, mean, color=f"C{index % 10}", marker="o", markersize=3, label=f"{name} (n={len(curves)})")
+            axis.plot(frames, mean, color=color, marker=marker, label=f"{name} (n={len(curves)})")
             if len(curves) > 1:
                 spread = curves.std(axis=0, ddof=1)
-                axis.fill_between(frames, mean - spread, mean + spread, color=f"C{index % 10}", alpha=0.15)
+                axis.fill_between(frames, mean - spread, mean + spread, color=color, alpha=0.15, linewidth=0)
         _baseline_curves(axis, finished, metric)
         axis.set(xlabel="predicted frame", ylabel=METRIC_LABELS[metric], title=f"Test {METRIC_LABELS[metric]} by frame")
         axis.xaxis.get_major_locator().set_params(integer=True)
     missing = sorted({run_label(run, False, axes) for _, run in runs[runs["status"] != "finished"].iterrows()})
+    note = None
     if missing:
-        figure.suptitle("not finished, not drawn: " + "; ".join(missing), fontsize=8, color="firebrick")
-    _legend(figure, *panels)
+        text = "not finished, not drawn: " + "; ".join(missing)
+        note = figure.suptitle(_wrapped(text, figure), fontsize="medium", color="firebrick")
+    _legend(figure, *panels, note=note)
     return figure
 
 
+@_paper
 def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCES) -> Figure:
     """For each of the first ``sequences`` test sequences: the ground truth (the last context frames, then the future),
     then one row per variant (its first finished seed) with its predictions of the same frames.
@@ -152,10 +193,9 @@ def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCE
     shown_context = 0 if context is None else min(CONTEXT_SHOWN, context.shape[1])
     future = truth["target"].shape[1]
     rows = count * (len(chosen) + 1)
-    frame_inches = 0.75
-    figure, axes = plt.subplots(
-        rows, 1, figsize=(frame_inches * (shown_context + future) + 2.5, frame_inches * rows + 0.6), squeeze=False
-    )
+    width = figure_width("qualitative")
+    figure, axes = plt.subplots(rows, 1, figsize=(width, rows), layout="constrained", squeeze=False)
+    figure.get_layout_engine().set(h_pad=0.02, hspace=0.0)  # strips close together: they are one grid
     for s in range(count):
         first = s * (len(chosen) + 1)
         past = None if not shown_context else context[s, -shown_context:]
@@ -164,49 +204,60 @@ def qualitative_figure(runs: pd.DataFrame, sequences: int = QUALITATIVE_SEQUENCE
         for offset, (label, image) in enumerate(strips):
             axis = axes[first + offset, 0]
             axis.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            # Against the left of its slot: the layout leaves room for the row name beside the slot, and a strip
+            # shrunk to keep its aspect would otherwise move away from the name's room (and its name off the figure).
+            axis.set_anchor("W")
             axis.set_xticks([])
             axis.set_yticks([])
-            axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            axis.set_ylabel(_wrapped_name(label), rotation=0, ha="right", va="center")
             if offset == 0:
                 axis.set_title(
-                    f"test sequence {s + 1}: {shown_context} last context frames, then {future} predicted",
-                    fontsize=9,
-                    loc="left",
+                    f"test sequence {s + 1}: {shown_context} last context frames, then {future} predicted", loc="left"
                 )
-    figure.tight_layout(h_pad=0.3)
+    # The height that shows each strip at the width left beside the longest row label, so frames keep their aspect.
+    renderer = figure.canvas.get_renderer()
+    labels = [axis.yaxis.label.get_window_extent(renderer) for axis in axes[:, 0]]
+    label_in = max(box.width for box in labels) / figure.dpi
+    name_in = max(box.height for box in labels) / figure.dpi  # a row is at least as tall as its (two-line) name
+    title_in = axes[0, 0].title.get_window_extent(renderer).height / figure.dpi + 0.08
+    strip_height, strip_width = axes[0, 0].images[0].get_array().shape[:2]
+    row_in = max((width - label_in - 0.25) * strip_height / strip_width, name_in) + 0.03  # 0.25 in: pads, label gap
+    figure.set_size_inches(width, rows * row_in + count * title_in + 0.1)
     return figure
 
 
+@_paper
 def search_figure(runs: pd.DataFrame, searched: Axis) -> Figure:
     """Best validation MSE against a searched number (the l1 weight, a learning rate), one point per run: filled when
     finished (with its test MSE as a cross), hollow when pruned, a red x at the top when failed or diverged; the best
-    value starred."""
+    value starred. (Points are runs of any variant, so they take neutral colours, not a variant's.)"""
     points = search_points(runs, searched)
     x = searched.name
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(figure_width("search"), PANEL_HEIGHT_IN), layout="constrained")
     validated = points[points["best_val_mse"].notna()]
     finished = validated[validated["status"] == "finished"]
     stopped = validated[validated["status"] != "finished"]
-    axis.scatter(finished[x], finished["best_val_mse"], color="C0", label="best validation MSE (finished)")
+    axis.scatter(finished[x], finished["best_val_mse"], s=14, color=VALIDATION_COLOR,
+                 label="best validation MSE (finished)")  # fmt: skip
     if not stopped.empty:
         axis.scatter(
-            stopped[x], stopped["best_val_mse"], facecolors="none", edgecolors="C0",
+            stopped[x], stopped["best_val_mse"], s=14, facecolors="none", edgecolors=VALIDATION_COLOR,
             label="best validation MSE (pruned or stopped)",
         )  # fmt: skip
     scored = points[points["mse"].notna()]
     if not scored.empty:
-        axis.scatter(scored[x], scored["mse"], marker="x", color="C1", label="test MSE")
+        axis.scatter(scored[x], scored["mse"], s=18, marker="x", color=TEST_COLOR, label="test MSE")
     lost = points[points["best_val_mse"].isna()]
     if not lost.empty:
         top = axis.get_ylim()[1] if len(axis.collections) else 1.0
-        axis.scatter(lost[x], [top] * len(lost), marker="x", color="firebrick", label="no validation (failed)")
+        axis.scatter(lost[x], [top] * len(lost), s=18, marker="x", color="firebrick", label="no validation (failed)")
     best = best_point(points)
     if best is not None:
-        axis.scatter([best[x]], [best["best_val_mse"]], marker="*", s=220, color="gold", edgecolors="black",
-                     zorder=5, label=f"best: {searched.label} {best[x]:.3g}")  # fmt: skip
+        axis.scatter([best[x]], [best["best_val_mse"]], marker="*", s=90, color="gold", edgecolors="black",
+                     linewidths=0.5, zorder=5, label=f"best: {searched.label} {best[x]:.3g}")  # fmt: skip
     _baseline_lines(axis, runs, "mse", " (test set)")
     axis.set(xlabel=searched.label, ylabel="MSE per frame", title=f"MSE against the {searched.label}")
-    axis.legend(fontsize=8)
+    _legend(figure, axis)
     return figure
 
 
@@ -266,16 +317,43 @@ def _baseline_curves(axis, runs: pd.DataFrame, metric: str) -> None:
                       label=BASELINE_LABELS[baseline])  # fmt: skip
 
 
-def _legend(figure: Figure, *axes) -> None:
-    handles, labels = {}, {}
+def _legend(figure: Figure, *axes: Axes, note: Text | None = None) -> None:
+    """One legend for ``axes`` under them, in as many columns as fit the figure's width; the figure grows by the
+    legend's height (and the ``note`` title's), so its panels keep :data:`PANEL_HEIGHT_IN` and its width stays put."""
+    handles: dict[str, object] = {}
     for axis in axes:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles[label], labels[label] = handle, label
+            handles.setdefault(label, handle)
+    width, height = figure.get_size_inches()
+    renderer = figure.canvas.get_renderer()
+    extra = 0.0 if note is None else note.get_window_extent(renderer).height / figure.dpi + 0.05
     if handles:
-        figure.legend(handles.values(), labels.values(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
-                      bbox_to_anchor=(0.5, -0.02 - 0.045 * math.ceil(len(handles) / 3)))  # fmt: skip
-    figure.tight_layout()
+        for columns in range(min(4, len(handles)), 0, -1):  # the most columns whose legend fits the width
+            legend = figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=columns)
+            box = legend.get_window_extent(renderer)
+            if box.width / figure.dpi <= width - 0.1 or columns == 1:
+                break
+            legend.remove()
+        extra += box.height / figure.dpi + 0.05
+    figure.set_size_inches(width, height + extra)
+
+
+def _wrapped(text: str, figure: Figure) -> str:
+    """``text`` broken into lines that fit the figure's width at the body font size (DejaVu Sans: about 0.6 em a
+    character)."""
+    per_line = int(figure.get_size_inches()[0] * 72 / (0.6 * plt.rcParams["font.size"]))
+    return textwrap.fill(text, per_line)
+
+
+def _wrapped_name(name: str) -> str:
+    """A row name on at most two lines, broken after a comma where it is long."""
+    if len(name) <= NAME_WRAP or ", " not in name:
+        return name
+    head, _, tail = name.rpartition(", ")
+    while len(head) > NAME_WRAP and ", " in head:
+        head, _, more = head.rpartition(", ")
+        tail = f"{more}, {tail}"
+    return f"{head},\n{tail}"
 
 
 def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
