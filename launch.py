@@ -131,11 +131,13 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    from ablations.runner import parse_gpus
     from ablations.sweep import format_summary, load_sweep, run_sweep
 
     _stop_on_sigterm()
     sweep = load_sweep(args.sweep)  # validates every cell's config before anything runs
-    print(format_summary(run_sweep(sweep, workers=args.workers, storage=args.storage)))
+    gpus = parse_gpus(args.devices) if args.devices is not None else None
+    print(format_summary(run_sweep(sweep, workers=args.workers, storage=args.storage, gpus=gpus)))
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -266,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help="a sweep file, e.g. sweeps/demo.yaml")
     sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
     sweep.add_argument("--storage", help="the ledger's database URL (default: sqlite:///<runs_dir>/<name>/study.db)")
+    sweep.add_argument("--devices", help="the GPUs the workers share out, round-robin, one per worker process (e.g. "
+                       "0,1,2,3; default: every visible GPU; cpu: none)")  # fmt: skip
     sweep.set_defaults(run=_sweep)
 
     report = commands.add_parser(

@@ -172,15 +172,24 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def work(
-    sweep: Sweep, ledger: Ledger, objective: Objective = train_cell, worker: int = 0, threads: int | None = None
+    sweep: Sweep,
+    ledger: Ledger,
+    objective: Objective = train_cell,
+    worker: int = 0,
+    threads: int | None = None,
+    gpu: str | None = None,
 ) -> int:
     """One worker: claim waiting cells (a search: waiting trials, else new ones up to run_cap) until none is waiting
     or running; returns how many cells it ran.
 
     While other cells still run it keeps polling, failing stale ones (whose retry comes back as WAITING), so a cell
     whose worker died is run again in the same sweep once its grace period has passed. ``threads`` caps torch's
-    threads in this process (unless OMP_NUM_THREADS is set already)."""
+    threads in this process (unless OMP_NUM_THREADS is set already); ``gpu`` (an index or UUID as CUDA names it) is
+    the one GPU this process sees, as ``cuda``."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # recorded as interrupted, resumable
+    if gpu is not None:
+        # Before torch initialises CUDA: the process then sees this GPU alone, and every run in it records it.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if threads is not None and "OMP_NUM_THREADS" not in os.environ:
         # Before torch is imported, so its thread pool is born this size. Measured on 2 cores: 2 workers with
         # torch's default 2 threads each trained 16x slower than one (spinning OpenMP threads fight for the cores).
@@ -312,6 +321,31 @@ def _progress(summary: Summary) -> str:
             f"{summary.failed} failed, {summary.left} left{best_text}]")  # fmt: skip
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (its entries when set, else 0..n-1 for the
+    n GPUs torch sees); empty on a machine without CUDA."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [entry.strip() for entry in listed.split(",") if entry.strip() and entry.strip() != "-1"]
+    import torch  # counting GPUs does not initialise CUDA in this process, so forked or spawned workers are safe
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``--devices 0,1,2,3`` (indexes or GPU UUIDs, as CUDA_VISIBLE_DEVICES takes them) as a list; ``cpu`` for none."""
+    if text.strip().lower() == "cpu":
+        return []
+    entries = [entry.strip() for entry in text.split(",")]
+    bad = [entry for entry in entries if not re.fullmatch(r"\d+|(GPU|MIG)-[0-9A-Za-z/-]+", entry)]
+    if bad or not entries:
+        raise SweepError(f"--devices {text!r}: {bad[0] if bad else 'nothing'!r} is not a GPU index or UUID; write e.g. "
+                         "--devices 0,1 (or --devices cpu for none)")  # fmt: skip
+    if len(set(entries)) != len(entries):
+        raise SweepError(f"--devices {text!r} names a GPU twice")
+    return entries
+
+
 def run_sweep(
     sweep: Sweep,
     workers: int = 1,
@@ -321,10 +355,13 @@ def run_sweep(
     grace_period: int = GRACE_PERIOD_S,
     max_retry: int = MAX_RETRY,
     poll_s: float = 1.0,
+    gpus: list[str] | None = None,
 ) -> Summary:
     """Run (or resume) a sweep with ``workers`` local processes over its ledger; returns the ledger's summary.
 
-    ``objective`` must be importable by name (workers are spawned processes); tests pass a cheap fake."""
+    Worker k computes on GPU ``gpus[k % len(gpus)]`` (default: every visible GPU, :func:`visible_gpus`), alone in its
+    process; on a machine without GPUs nothing changes. ``objective`` must be importable by name (workers are spawned
+    processes); tests pass a cheap fake."""
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
     _check_stage1_finished(sweep)
@@ -340,7 +377,11 @@ def run_sweep(
     # spawn, not fork: a forked child would inherit the parent's open database connections and torch's threads.
     context = multiprocessing.get_context("spawn")
     threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use, shared out
-    processes = [context.Process(target=work, args=(sweep, ledger, objective, index, threads),
+    gpus = visible_gpus() if gpus is None else gpus
+    assigned = [gpus[index % len(gpus)] if gpus else None for index in range(workers)]
+    if gpus:
+        print(f"{sweep.name}: " + ", ".join(f"worker {k} on GPU {g}" for k, g in enumerate(assigned)), flush=True)
+    processes = [context.Process(target=work, args=(sweep, ledger, objective, index, threads, assigned[index]),
                                  name=f"sweep-worker-{index}") for index in range(workers)]  # fmt: skip
     for process in processes:
         process.start()

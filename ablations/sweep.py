@@ -31,7 +31,7 @@ from ablations.ledger import (
     prepare,
     summarize,
 )
-from ablations.runner import CellFailed, Objective, Report, run_sweep, train_cell, work
+from ablations.runner import CellFailed, Objective, Report, parse_gpus, run_sweep, train_cell, visible_gpus, work
 from ablations.sweep_file import (
     CELL_METHODS,
     CELL_THREADS,
@@ -83,11 +83,13 @@ __all__ = [
     "format_summary",
     "load_sweep",
     "metric_names",
+    "parse_gpus",
     "prepare",
     "run_sweep",
     "search_cell",
     "stage1_checkpoint",
     "summarize",
     "train_cell",
+    "visible_gpus",
     "work",
 ]

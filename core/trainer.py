@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -354,6 +355,8 @@ def _execution(cfg: Config, device: torch.device) -> dict[str, str | bool | int]
     where: dict[str, str | bool | int] = {"device": str(device)}
     if device.type == "cuda":
         where["gpu"] = torch.cuda.get_device_name(device)
+        if os.environ.get("CUDA_VISIBLE_DEVICES"):  # which of the machine's GPUs `cuda` is (a sweep worker's own)
+            where["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return {**where, "threads": torch.get_num_threads(), "precision": cfg.train.precision, "compile": cfg.train.compile}
 
 

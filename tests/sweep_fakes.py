@@ -109,3 +109,12 @@ def log_steps(cell: Cell, metric: str, report=None) -> float:
             handle.flush()
             time.sleep(0.02)
     return count_calls(cell, metric, report)
+
+
+def record_gpu(cell: Cell, metric: str, report=None) -> float:
+    """Leaves ``<cell name>|<CUDA_VISIBLE_DEVICES>`` in its call file: which GPU the worker was given."""
+    folder = Path(os.environ["SWEEP_FAKE_DIR"])
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "none")
+    (folder / f"{cell.id}.call.{os.getpid()}.{next(_calls)}").write_text(f"{cell.name}|{gpu}")
+    time.sleep(0.05)
+    return metric_of(cell)

@@ -349,15 +349,35 @@ def test_cli_reports_a_bad_sweep_file(tmp_path, capsys):
 def test_cli_passes_workers_and_storage_to_the_runner(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run_sweep(sweep, workers, storage):
-        seen.update(name=sweep.name, workers=workers, storage=storage)
+    def fake_run_sweep(sweep, workers, storage, gpus):
+        seen.update(name=sweep.name, workers=workers, storage=storage, gpus=gpus)
         return sweep_module.Summary(sweep, [sweep_module.CellStatus(c, "waiting") for c in sweep.cells])
 
     monkeypatch.setattr(sweep_module, "run_sweep", fake_run_sweep)
     path = str(write_sweep(tmp_path))
     assert launch.main(["sweep", path, "--workers", "3", "--storage", "sqlite:///x.db"]) == 0
-    assert seen == {"name": "grid", "workers": 3, "storage": "sqlite:///x.db"}
+    assert seen == {"name": "grid", "workers": 3, "storage": "sqlite:///x.db", "gpus": None}
     assert "grid: 0 done, 0 failed, 8 left of 8 cells" in capsys.readouterr().out
+    assert launch.main(["sweep", path, "--workers", "2", "--devices", "2,3"]) == 0 and seen["gpus"] == ["2", "3"]
+    assert launch.main(["sweep", path, "--devices", "cpu"]) == 0 and seen["gpus"] == []
+    assert launch.main(["sweep", path, "--devices", "0,zero"]) == 2  # a usage error
+    assert "--devices '0,zero': 'zero' is not a GPU index or UUID" in capsys.readouterr().err
+
+
+def test_each_worker_computes_on_its_own_gpu_round_robin(tmp_path, calls, monkeypatch):
+    # Four fake GPUs, as CUDA_VISIBLE_DEVICES lists them; three workers take 0, 1 and 2, each alone in its process.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    assert sweep_module.visible_gpus() == ["0", "1", "2", "3"]
+    sweep = load_sweep(write_sweep(tmp_path))
+    run_sweep(sweep, workers=3, objective=sweep_fakes.record_gpu, **FAST)
+    seen = {path.read_text().split("|")[1] for path in calls.iterdir() if ".call." in path.name}
+    assert seen <= {"0", "1", "2"} and len(seen) >= 2  # every cell on one worker's own GPU; at least two workers ran
+    by_process = {}
+    for path in calls.iterdir():
+        by_process.setdefault(path.name.split(".")[2], set()).add(path.read_text().split("|")[1])
+    assert all(len(gpus) == 1 for gpus in by_process.values())  # a worker keeps its GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert sweep_module.visible_gpus() == []  # none visible: CPU workers, nothing changes
 
 
 # ---------------------------------------------------------------------------------------------------------------------
