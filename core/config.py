@@ -172,6 +172,8 @@ class TrackingConfig:
     """W&B tags"""
     frames: int = 4
     """test sequences drawn in the frame grids and GIF"""
+    artifacts: bool = False
+    """log the final checkpoint and the test frames as W&B artifacts (offline too: `wandb sync` uploads them)"""
 
 
 FIDELITY = 2
@@ -593,7 +595,8 @@ def to_yaml(cfg: Config) -> str:
 
 
 UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
-             "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames"}  # fmt: skip
+             "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames",
+             "tracking.artifacts"}  # fmt: skip
 """Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash."""
 BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
                 "train.threads": None, "train.lr_schedule": "constant", "train.lr_warmup": 0,

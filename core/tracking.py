@@ -112,9 +112,14 @@ class Tracker:
             WANDB_MODE, else ``offline`` (:func:`wandb_mode_from_env`).
         resume: continue the run in ``run_dir``: keep metrics.jsonl (call :meth:`truncate_after` with the checkpoint's
             step) and the start time, and continue the same W&B run id. Otherwise metrics.jsonl starts empty.
+        console: W&B captures the terminal output (``wrap``) unless the environment's WANDB_CONSOLE says otherwise;
+            off by default, since a progress bar redrawn in place would fill W&B's log (the trainer asks for it when
+            it shows none: in sweeps, with ``--quiet``).
     """
 
-    def __init__(self, run_dir: str | Path, cfg: Config, mode: str | None = None, resume: bool = False) -> None:
+    def __init__(
+        self, run_dir: str | Path, cfg: Config, mode: str | None = None, resume: bool = False, console: bool = False
+    ) -> None:
         mode = mode or cfg.tracking.wandb or wandb_mode_from_env()
         if mode not in WANDB_MODES:
             raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
@@ -122,6 +127,7 @@ class Tracker:
         self.cfg = cfg
         self.mode = mode
         self.resume = resume
+        self.console = console
         self.wandb_id: str | None = None
         self._hash = config_hash(cfg)
         self._axes = axes(cfg)
@@ -266,6 +272,26 @@ class Tracker:
             json.dump(record, handle)
         return path
 
+    def log_artifacts(self, checkpoints: list[Path], frames: list[Path]) -> list[str]:
+        """With ``tracking.artifacts`` on and W&B recording: the checkpoints as a ``model`` artifact and the test
+        frames (PNG, GIF, raw npz) as a ``predictions`` artifact, each named after the W&B run id and aliased
+        ``final``. Missing files are left out. Returns the names logged (none when off)."""
+        self._check_open()
+        if self._run is None or not self.cfg.tracking.artifacts:
+            return []
+        wandb = import_wandb()
+        logged = []
+        for kind, files in (("model", checkpoints), ("predictions", frames)):
+            files = [Path(file) for file in files if Path(file).is_file()]
+            if not files:
+                continue
+            artifact = wandb.Artifact(f"{self.wandb_id}-{kind}", type=kind, metadata={"config_hash": self._hash})
+            for file in files:
+                artifact.add_file(str(file), name=file.name)
+            self._run.log_artifact(artifact, aliases=["final"])
+            logged.append(artifact.name)
+        return logged
+
     def summary(self, status: str, metrics: Mapping[str, Any] | None = None, **extra: Any) -> None:
         """Set the status and merge in final ``metrics`` and ``extra`` fields; rewrites summary.json, updates W&B's."""
         self._check_open()
@@ -393,6 +419,8 @@ class Tracker:
             resume="allow" if self.resume else None,
             reinit="create_new",  # several runs in one process (a search) must not hand back an earlier run
             job_type=job_type(self.cfg),
+            # The user's WANDB_CONSOLE wins; else capture unless a progress bar would fill the log with its redraws.
+            settings=None if "WANDB_CONSOLE" in os.environ else wandb.Settings(console="wrap" * self.console or "off"),
         )
         # W&B's run and sweep tables rank by the summary: the best validation value, as our ledger does, not the last.
         for name in ("mse", "mae", "psnr", "ssim"):
@@ -505,7 +533,6 @@ def _wandb_for(mode: str) -> Any:
     os.environ["WANDB_MODE"] = mode
     os.environ["WANDB_ERROR_REPORTING"] = "false"
     os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")  # the progress bar would fill the log with output records
     return import_wandb()
 
 

@@ -333,7 +333,7 @@ def _train(cfg: Config, run_dir: Path, on_eval: EvalCallback | None, progress: b
                 f"(fidelity {FIDELITY}: {FIDELITY_CHANGES}); finetuning from its weights as they are",
                 stacklevel=2,
             )
-    with Tracker(run_dir, cfg, mode=cfg.tracking.wandb, resume=start > 0) as tracker:
+    with Tracker(run_dir, cfg, mode=cfg.tracking.wandb, resume=start > 0, console=not progress) as tracker:
         if start > 0:
             tracker.truncate_after(start)
         started_from = {"init_from": initialised} if initialised else {}
@@ -479,6 +479,9 @@ def _loop(
                 save_checkpoint(checkpoints / "best.pt", model, optimizer, done, cfg, best_val_mse)
             postfix["val_mse"] = f"{scores.mse:.1f}"
             bar.set_postfix(postfix)
+            if not progress:  # one line per evaluation instead of a bar: readable in a log, and W&B's console
+                print(f"{run_dir.name}: step {done}/{t.steps}, val MSE {scores.mse:.2f}, SSIM {scores.ssim:.3f}",
+                      flush=True)  # fmt: skip
             if on_eval is not None and on_eval(done, scores):
                 save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)
                 bar.close()
@@ -502,9 +505,15 @@ def _final_test(cfg, runner, data, device, tracker, step, best_val_mse, progress
     pictures, baselines = result.pictures, result.baselines
     metrics = result.scores.to_dict("test/")
     tracker.log(metrics, step=step)
-    if pictures:
-        tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step)
+    drawn = tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step) if (
+        pictures) else None  # fmt: skip
+    frames = [*drawn, drawn[0].with_suffix(".npz")] if drawn else []
+    # The final weights (last.pt, which this test scored) and the best validation's (best.pt).
+    tracker.log_artifacts([tracker.run_dir / "checkpoints" / name for name in ("last.pt", "best.pt")], frames)
     tracker.log_by_sequence(data.test_name, result.scores.by_sequence)  # before the summary says finished
+    if not progress:
+        print(f"{tracker.run_dir.name}: test MSE {metrics['test/mse']:.2f}, SSIM {metrics['test/ssim']:.3f} on "
+              f"{data.test_name}", flush=True)  # fmt: skip
     flag = worse_than_blank(metrics["test/mse"], baselines["blank"]["mse"])
     tracker.summary(
         "finished", metrics=metrics, baselines=baselines, test_set=data.test_name, step=step, best_val_mse=best_val_mse,

@@ -106,11 +106,13 @@ def read_run_logs(path: str | Path, load_proto: Callable[[], Any]) -> dict[str, 
     process: they are read in order of start time, a later part's history replacing the earlier parts' rows from its
     first step on (as :meth:`core.tracking.Tracker.truncate_after` does locally), config and summary updated in order.
 
-    Returns ``{"id", "project", "group", "job_type", "name", "tags", "config", "history", "summary", "exit_code",
-    "complete", "parts"}``: history is a list of rows (dicts with ``_step``, ``_runtime``, ``_timestamp`` and the logged
-    keys), config and summary dicts without W&B's internal ``_wandb`` entries. Media values (``{"_type": "image-file",
-    "path": ...}``, tables, videos) get a ``local_path``: the absolute path of the file. ``complete`` is whether the
-    last part holds its exit record. ``load_proto`` returns W&B's protobuf module (``wandb.proto.wandb_internal_pb2``).
+    Returns ``{"id", "project", "group", "job_type", "name", "tags", "config", "history", "summary", "console",
+    "artifacts", "exit_code", "complete", "parts"}``: history is a list of rows (dicts with ``_step``, ``_runtime``,
+    ``_timestamp`` and the logged keys), config and summary dicts without W&B's internal ``_wandb`` entries, console
+    the captured terminal output of all parts, artifacts ``{"name", "type", "aliases", "files"}`` per logged one.
+    Media values (``{"_type": "image-file", "path": ...}``, tables, videos) get a ``local_path``: the absolute path of
+    the file. ``complete`` is whether the last part holds its exit record. ``load_proto`` returns W&B's protobuf
+    module (``wandb.proto.wandb_internal_pb2``).
     """
     files = offline_run_files(path)
     if not files:
@@ -146,6 +148,8 @@ def read_run_logs(path: str | Path, load_proto: Callable[[], Any]) -> dict[str, 
         config=config,
         history=history,
         summary=summary,
+        console="".join(line for part in parts for line in part["console"]),
+        artifacts=[artifact for part in parts for artifact in part["artifacts"]],
         exit_code=last["exit_code"],
         complete=last["exit_code"] is not None,
         parts=[
@@ -179,6 +183,8 @@ def _decode_log(pb: Any, file: Path) -> dict[str, Any]:
         "config": [],
         "summary": [],
         "history": [],
+        "console": [],
+        "artifacts": [],
         "exit_code": None,
     }
     for raw in records:
@@ -206,6 +212,13 @@ def _decode_log(pb: Any, file: Path) -> dict[str, Any]:
             for value in row.values():
                 _add_local_paths(value, part["media_root"])
             part["history"].append(row)
+        elif kind in ("output_raw", "output"):
+            part["console"].append(getattr(record, kind).line)
+        elif kind == "artifact":
+            artifact = record.artifact
+            files = sorted(entry.path for entry in artifact.manifest.contents)
+            part["artifacts"].append({"name": artifact.name, "type": artifact.type, "aliases": list(artifact.aliases),
+                                      "files": files})  # fmt: skip
         elif kind == "exit":
             part["exit_code"] = int(record.exit.exit_code)
     return part

@@ -483,3 +483,41 @@ def test_under_a_wandb_agent_the_variant_stays_a_name(tmp_path):
     assert run["summary"]["variant"] == "e2d"
     rows = collect_wandb_offline(tmp_path / "runs")
     assert list(rows["variant"]) == ["e2d"]
+
+
+@pytest.mark.slow
+def test_a_quiet_run_gives_wandb_its_console_output_and_on_request_its_checkpoints_and_frames(tmp_path, mnist_npz):
+    from test_trainer import tiny_overrides
+
+    pytest.importorskip("wandb")
+    command = [sys.executable, "launch.py", "train", "ablations/moving_mnist/e3d_baseline.yaml", "--quiet",
+               *tiny_overrides(tmp_path, mnist_npz, "--tracking.wandb=offline", "--tracking.artifacts=true",
+                               "--train.run_name=kept")]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, env=_offline_env(tmp_path, OMP_NUM_THREADS="1"), check=True, timeout=300)
+    run = read_offline_run(tmp_path / "runs" / "kept")
+    assert "kept: step 6/6, val MSE " in run["console"] and "kept: test MSE " in run["console"]  # captured by W&B
+    artifacts = {artifact["type"]: artifact for artifact in run["artifacts"]}
+    assert artifacts["model"]["files"] == ["best.pt", "last.pt"] and "final" in artifacts["model"]["aliases"]
+    assert artifacts["predictions"]["files"] == ["test_step6.gif", "test_step6.npz", "test_step6.png"]
+    assert artifacts["model"]["name"] == f"{run['id']}-model"
+
+
+def test_wandb_mode_online_from_the_environment_reaches_wandb(tmp_path, monkeypatch):
+    """W&B's own settings, read at init, see the environment's online mode when the config says nothing (the run
+    would go online; here init is stopped before it reaches a server)."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def init(**kwargs):
+        seen.update(mode=wandb.Settings().mode, project=kwargs["project"])
+        raise Stop
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setenv("WANDB_PROJECT", "their-project")
+    with pytest.raises(Stop):
+        Tracker(tmp_path / "run", _config())  # tracking.wandb and tracking.project unset
+    assert seen == {"mode": "online", "project": "their-project"}
