@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 import warnings
@@ -378,16 +379,29 @@ def vouch_for_local_workers(storage, study_id: int) -> None:
 
 
 class _Heartbeat:
-    """Records the trial's heartbeat every interval from a thread while the cell runs."""
+    """Records the trial's heartbeat every interval from a thread while the cell runs, and fences the claim.
+
+    A worker on another machine whose beats came too late may have had its cell declared dead and handed to another
+    worker. At each beat the thread reads the trial back: once it is no longer RUNNING, the claim is lost, ``lost``
+    is set and the main thread is interrupted (KeyboardInterrupt), so this worker stops the cell within one interval
+    instead of training it beside its new owner (whose run folder lock, :func:`core.io.folder_lock`, keeps the two
+    apart where the file system honours locks)."""
 
     def __init__(self, storage, trial_id: int, interval: float) -> None:
         self._stop = threading.Event()
+        self.lost = False
         self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
 
     def _beat(self, storage, trial_id: int, interval: float) -> None:
+        running = _optuna().trial.TrialState.RUNNING
         while True:
             try:
                 storage.record_heartbeat(trial_id)
+                if storage.get_trial(trial_id).state != running and not self._stop.is_set():
+                    self.lost = True
+                    # A real signal, not _thread.interrupt_main(): it also cuts short a sleep or a wait in progress.
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
             except Exception as exc:  # a busy database must not silence the cell for good: try again next beat
                 print(f"heartbeat of trial {trial_id} failed ({type(exc).__name__}: {exc}); retrying", flush=True)
             if self._stop.wait(interval):
@@ -397,9 +411,14 @@ class _Heartbeat:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        """Stop beating (and fencing): before this worker itself changes the trial's state."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _requeue(study, storage, trial_id: int, reason: str) -> None:

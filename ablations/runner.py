@@ -46,7 +46,17 @@ from ablations.ledger import (
     vouch_for_local_workers,
 )
 from ablations.progress import SweepProgress
-from ablations.sweep_file import SEARCH_METHODS, Cell, Sweep, SweepError, _check_stage1_finished, cell_config
+from ablations.sweep_file import (
+    SEARCH_METHODS,
+    Cell,
+    Sweep,
+    SweepError,
+    _check_stage1_finished,
+    cell_config,
+    load_sweep,
+    stage1_file,
+    stage1_unfinished,
+)
 from core.io import FolderBusy, atomic_write
 from core.records import read_metrics
 
@@ -265,7 +275,7 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
         trial.report(float(value), step)
         return trial.should_prune()
 
-    with _Heartbeat(storage, trial_id, ledger.heartbeat_interval):
+    with _Heartbeat(storage, trial_id, ledger.heartbeat_interval) as heartbeat:
         try:
             value = float(objective(cell, sweep.metric, report))
         except CellFailed as exc:
@@ -274,15 +284,21 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
                 reason = f"pruned at step {reported[-1]}"
                 storage.set_trial_user_attr(trial_id, "step", reported[-1])
         except KeyboardInterrupt:
+            if heartbeat.lost:  # fenced: the cell is another worker's now; this one goes on with the next cell
+                print(f"worker {worker}: {cell.name} was declared dead and handed on while it ran here (its "
+                      "heartbeats came late); stopped it", flush=True)  # fmt: skip
+                return
             # Interrupted, not broken: hand the cell back so the next run of the sweep picks it up at once. A second
             # signal (Ctrl-C and the parent's SIGTERM both arrive) must not cut the hand-back short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            heartbeat.stop()  # the hand-back ends the claim: no fencing interrupt for it
             _requeue(study, storage, trial_id, "interrupted")
             raise
         except FolderBusy as exc:
             # A live process trains this cell's run folder: the worker whose late heartbeat lost it the claim. Hand
             # the cell back untouched; a later claim finds that run finished (and copies its result) or resumes it.
+            heartbeat.stop()
             _requeue(study, storage, trial_id, "busy")
             print(f"worker {worker}: {cell.name} is still trained by another process ({exc}); back to the queue",
                   flush=True)  # fmt: skip
@@ -346,6 +362,20 @@ def parse_gpus(text: str) -> list[str]:
     return entries
 
 
+def _run_stage1(sweep: Sweep, workers: int, storage: str | None, objective: Objective, *settings) -> None:
+    """A stage-2 sweep whose stage-1 cells have not all finished runs its stage-1 sweep first, with the same workers,
+    storage (its own study in it) and objective, so one command runs the whole staged sweep. A stage-1 cell it
+    finetunes from that still has no best checkpoint then stops it before its ledger is made, saying how that cell
+    ended in stage 1's ledger and why."""
+    if stage1_file(sweep) is None or not stage1_unfinished(sweep):
+        return
+    stage1 = load_sweep(stage1_file(sweep))  # read again, checked: a stage file's cells are cached unchecked by a plan
+    print(f"{sweep.name}: its stage 1 ({stage1.path}) has not finished; running it first", flush=True)
+    summary = run_sweep(stage1, workers, storage, objective, *settings)
+    _check_stage1_finished(sweep, {c.cell.name: (c.status, c.reason) for c in summary.cells})
+    print(f"{sweep.name}: stage 1 done; stage 2 starts", flush=True)
+
+
 def run_sweep(
     sweep: Sweep,
     workers: int = 1,
@@ -364,7 +394,7 @@ def run_sweep(
     processes); tests pass a cheap fake."""
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
-    _check_stage1_finished(sweep)
+    _run_stage1(sweep, workers, storage, objective, heartbeat_interval, grace_period, max_retry, poll_s, gpus)
     ledger = Ledger(storage or default_storage(sweep), sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
     prepare(sweep, ledger)
     before = summarize(sweep, ledger)

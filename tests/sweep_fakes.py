@@ -118,3 +118,29 @@ def record_gpu(cell: Cell, metric: str, report=None) -> float:
     (folder / f"{cell.id}.call.{os.getpid()}.{next(_calls)}").write_text(f"{cell.name}|{gpu}")
     time.sleep(0.05)
     return metric_of(cell)
+
+
+def finish_with_checkpoint(cell: Cell, metric: str, report=None) -> float:
+    """Leaves what a trained cell leaves for a stage-2 sweep: a finished summary and a best checkpoint."""
+    run_dir = Path(cell.run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"fake weights")
+    (run_dir / "summary.json").write_text('{"status": "finished"}')
+    return count_calls(cell, metric, report)
+
+
+def stage1_baseline_diverges(cell: Cell, metric: str, report=None) -> float:
+    """A stage-1 cell without residuals (the one a stage-2 sweep finetunes from) diverges; every other cell finishes
+    with a checkpoint."""
+    if "stage1" not in cell.params and not cell.params.get("model.residual"):
+        _record(cell)
+        raise CellFailed("diverged", "loss became nan at step 3")
+    return finish_with_checkpoint(cell, metric, report)
+
+
+def slow_on_one(cell: Cell, metric: str, report=None) -> float:
+    """Like :func:`slow_silent` on the cell named by SWEEP_HANG_CELL (SWEEP_SLOW_S seconds after a 'started' mark),
+    :func:`count_calls` on the others."""
+    if cell.id == os.environ["SWEEP_HANG_CELL"]:
+        return slow_silent(cell, metric, report)
+    return count_calls(cell, metric, report)

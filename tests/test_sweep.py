@@ -505,6 +505,24 @@ def test_a_live_workers_cell_is_not_taken_from_it_when_its_beats_come_late(tmp_p
     assert [c.status for c in summarize(sweep, ledger).cells] == ["done"]
 
 
+def test_a_worker_whose_cell_was_declared_dead_elsewhere_stops_it_within_a_beat(tmp_path, calls, monkeypatch):
+    """Fencing: another machine's worker failed this worker's trial as stale (its beats came late); at its next beat
+    this worker finds the claim gone, stops the cell before finishing it, records nothing and goes on."""
+    sweep = load_sweep(write_sweep(tmp_path))
+    monkeypatch.setenv("SWEEP_SLOW_S", "30")
+    monkeypatch.setenv("SWEEP_HANG_CELL", sweep.cells[0].id)
+    ledger, worker = start_hanging_worker(tmp_path, sweep, sweep_fakes.slow_on_one, calls)
+    storage = ledger_module._storage(ledger)
+    study_id = storage.get_study_id_from_name("grid")
+    (running,) = storage.get_all_trials(study_id, states=(ledger_module._optuna().trial.TrialState.RUNNING,))
+    taken = time.monotonic()
+    storage.set_trial_state_values(running._trial_id, state=ledger_module._optuna().trial.TrialState.FAIL)
+    worker.join(timeout=60)
+    assert worker.exitcode == 0 and time.monotonic() - taken < 20  # not the 30 s the cell would have taken
+    assert sweep.cells[0].id not in call_counts(calls)  # it never finished here
+    assert call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells[1:]})  # the worker went on
+
+
 def test_a_stopped_worker_hands_its_cell_back_at_once(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))
     monkeypatch.setenv("SWEEP_HANG_CELL", sweep.cells[0].id)
@@ -683,8 +701,9 @@ def test_stage_two_finetunes_from_the_best_checkpoint_of_a_stage_one_cell(tmp_pa
         cell_config(cell).train.init_from == str(best)
         and Path(cell.run_dir) == tmp_path / "runs/two" / f"{cell.name}-{cell.id}"
     )
-    with pytest.raises(SweepError) as error:  # stage 1 has not run: refused before anything starts
-        run_sweep(stage2, objective=sweep_fakes.count_calls, **FAST)
+    # Stage 1 has not run: refused (run_sweep runs stage 1 first; tests/test_plan.py runs both stages).
+    with pytest.raises(SweepError) as error:
+        sweep_file_module._check_stage1_finished(stage2)
     message = str(error.value)
     assert "stage-1 cell 'residual=false-seed=0'" in message and "is not started" in message
     assert f"launch.py sweep {one}" in message and not (tmp_path / "runs/two").exists()
