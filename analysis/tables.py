@@ -7,11 +7,12 @@ numbers, and the Seeds column says how many of its runs finished and what became
 the trivial baselines (copy-last-frame, blank) the runs recorded on the same test set, then optionally the published
 numbers of design.md section 1, marked ``(published)``, never bold.
 
-Honest comparisons: every table states its test set and SSIM convention per dataset in its caption; runs of one dataset
-evaluated on different test sets or under different SSIM conventions never share a column: :func:`study_table` raises
-:class:`IncomparableRunsError` naming them, or with ``split_by_test_set=True`` returns one table per test set and
-convention. Two runs with the same axes and seed (e.g. two sweeps with different profiles collected together) raise
-too, rather than being averaged as if they were two seeds. Every cell keeps the run folders it came from (the CSV's
+Honest comparisons: every table states its test set and SSIM convention per dataset in its caption (LaTeX: in the
+notes under it, its caption being one sentence); runs of one dataset evaluated on different test sets or under different
+SSIM conventions never share a column: :func:`study_table` raises :class:`IncomparableRunsError` naming them, or with
+``split_by_test_set=True`` returns one table per test set and convention. Two runs with the same axes and
+seed (e.g. two sweeps with different profiles collected together) raise too, rather than being averaged as if they
+were two seeds. Every cell keeps the run folders it came from (the CSV's
 ``run_dirs`` column; each folder's ``config.yaml`` and the collected ``command`` regenerate it).
 """
 
@@ -82,7 +83,8 @@ class StudyTable:
     rows: tuple[Row, ...]
     test_sets: Mapping[str, str | None]  # dataset -> the test set every number of its columns was computed on
     ssim_conventions: Mapping[str, str | None]  # dataset -> the SSIM convention of its SSIM column
-    caption: str
+    caption: str  # Markdown and HTML: the title and every convention
+    title: str = "E3D-LSTM variants"  # LaTeX's short caption starts with it; its conventions go to a notes paragraph
 
     @property
     def columns(self) -> list[tuple[str, str]]:
@@ -110,15 +112,36 @@ class StudyTable:
         return "\n".join(lines) + "\n"
 
     def to_latex(self, label: str = "tab:study") -> str:
-        """A ``table`` environment around a booktabs ``tabular`` (``\\usepackage{booktabs}``); bold: ``\\textbf``."""
+        """A booktabs table sized for one column of a two-column paper: a one-sentence caption, the conventions in a
+        notes paragraph under the bottom rule. A table with several datasets is a ``table*`` across both columns.
+
+        Needs ``\\usepackage{booktabs}`` and ``\\usepackage{tabularx}`` (both in TeX Live's basic LaTeX sets; the
+        written file says so in a comment at its top). Bold: ``\\textbf``. What makes it fit (a study table is many
+        numbers wide): ``\\footnotesize``, ``\\tabcolsep`` 3pt, each ``± std`` one size smaller under its mean
+        (``\\meanstd``, defined in the file, so a column is as wide as its means), a Seeds column of ``n`` or
+        ``finished/all``, a status spanning the metric columns of a row that never finished, and a variant column
+        (``tabularx``'s ``X``) that takes the width the numbers leave and wraps long names.
+        """
+        float_env = "table" if len(self.datasets) == 1 else "table*"  # 4 metrics x 2 datasets never fit one column
         width = len(self.metrics) + 1
-        spec = "l" + "r" * len(self.columns)
         lines = [
-            r"\begin{table}[t]",
-            r"\centering",
-            rf"\caption{{{_latex_escape(self.caption)}}}",
+            "% The study's table from mentalsim (`launch.py report`). Preamble: \\usepackage{booktabs} (rules) and",
+            "% \\usepackage{tabularx} (the variant column takes the width the numbers leave), both in TeX Live's basic",
+            "% LaTeX (Debian: texlive-latex-recommended). One dataset: fits a column of a two-column article; several:",
+            "% a table* across both columns. The Markdown and CSV beside this file hold the same numbers.",
+            "% \\meanstd{mean}{std} sets the std under its mean (narrow columns); to change that, define it before the",
+            "% \\input, e.g. \\newcommand{\\meanstd}[2]{#1{\\scriptsize$\\pm$#2}} for both on one line.",
+            r"\providecommand{\meanstd}[2]{\begin{tabular}[t]{@{}r@{}}#1\\[-1pt]{\scriptsize$\pm$#2}\end{tabular}}",
+            rf"\begin{{{float_env}}}[t]",
+            rf"\caption{{{self._latex_caption()}}}",
             rf"\label{{{_latex_escape(label)}}}",
-            rf"\begin{{tabular}}{{{spec}}}",
+            r"\smallskip",  # article puts no space below a caption set above its table
+            r"\footnotesize",
+            r"\setlength{\tabcolsep}{3pt}",
+            # a wrapped variant name's further lines are indented, apart from the next row and from a std line
+            r"\begin{tabularx}{\linewidth}{@{}>{\raggedright\arraybackslash\hangindent=1em\hangafter=1}X"
+            + "r" * len(self.columns)
+            + "@{}}",
             r"\toprule",
         ]
         if len(self.datasets) > 1:
@@ -129,21 +152,64 @@ class StudyTable:
             lines.append(
                 "".join(rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(self.datasets)))
             )
-        labels = ["Seeds" if metric == "seeds" else METRIC_LABELS[metric] for _, metric in self.columns]
+        labels = [r"$n$" if metric == "seeds" else METRIC_LABELS[metric] for _, metric in self.columns]
         lines.append(" & ".join(["Variant", *labels]) + r" \\")
         previous_kind = None
         for row in self.rows:
             if row.kind != previous_kind:
                 lines.append(r"\midrule")
                 previous_kind = row.kind
-            texts = []
-            for column in self.columns:
-                cell = row.cells.get(column, Cell(NOT_RUN))
-                text = _latex_escape(cell.text)
-                texts.append(rf"\textbf{{{text}}}" if cell.bold else text)
-            lines.append(" & ".join([_latex_escape(row.name), *texts]) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+            texts = [_latex_escape(row.name)]
+            for dataset in self.datasets:
+                cells = [row.cells.get((dataset, metric), Cell(NOT_RUN)) for metric in self.metrics]
+                stopped = row.kind == "variant" and all(
+                    c.n == 0 and c.status and c.text == cells[0].text for c in cells
+                )
+                if stopped:  # no run of the row finished: its status once, across the metric columns
+                    texts.append(rf"\multicolumn{{{len(cells)}}}{{c}}{{{_latex_escape(cells[0].text)}}}")
+                else:
+                    texts += [_latex_number(cell) for cell in cells]
+                texts.append(_latex_seeds(row.cells.get((dataset, "seeds"), Cell(NOT_RUN))))
+            lines.append(" & ".join(texts) + r" \\")
+        lines += [
+            r"\bottomrule",
+            r"\end{tabularx}",
+            r"\par\smallskip\raggedright",
+            self._latex_notes(),
+            rf"\end{{{float_env}}}",
+        ]
         return "\n".join(lines) + "\n"
+
+    def _latex_caption(self) -> str:
+        """One sentence: what the table compares, where, and what a cell is; the conventions go to the notes."""
+        where = " and ".join(_latex_escape(DATASET_LABELS.get(d, d)) for d in self.datasets)
+        return f"{_latex_escape(self.title)} on {where} (test scores; mean $\\pm$ std over seeds)."
+
+    def _latex_notes(self) -> str:
+        """The caption's conventions, condensed: test set and SSIM per dataset, the metrics' definitions, what a cell,
+        bold and the reference rows mean, and which runs did not finish."""
+        notes = [_dataset_note(d, self.test_sets, self.ssim_conventions) for d in self.datasets]
+        notes.append(CONVENTIONS_NOTE)
+        notes = [_latex_escape(note) for note in notes]
+        notes.append(  # LaTeX already: math italics for the symbols of the Seeds column
+            r"Cells: mean $\pm$ sample std (ddof=1) over the $n$ finished seeds; $a/b$: $a$ of $b$ runs finished. "
+            r"Bold: the best mean per column (lower MSE/MAE, higher SSIM/PSNR is better), only where Welch's 95\% "
+            r"interval of its gap to the next row excludes zero."
+        )
+        if any(row.kind == "baseline" for row in self.rows):
+            notes.append(_latex_escape(BASELINES_NOTE))
+        if any(row.kind == "published" for row in self.rows):
+            notes.append(_latex_escape(_published_note(self.rows)))
+        stopped = [
+            f"{row.name}{'' if len(self.datasets) == 1 else ' on ' + DATASET_LABELS.get(d, d)} ({cell.status})"
+            for row in self.rows
+            if row.kind == "variant"
+            for d in self.datasets
+            if (cell := row.cells.get((d, "seeds"))) is not None and cell.status
+        ]
+        if stopped:
+            notes.append(_latex_escape(f"Runs that did not finish: {'; '.join(stopped)}."))
+        return " ".join(notes)
 
     def to_html(self, link: Callable[[str], str | None] | None = None) -> str:
         """An HTML ``<table>`` with the caption; bold as ``<strong>``. With ``link``, each number cell links to the
@@ -378,7 +444,7 @@ def _build(
 
     rows = _formatted(raw_rows, datasets, metrics)
     caption = _caption(title, datasets, test_sets, conventions, with_published, rows)
-    return StudyTable(datasets, metrics, tuple(rows), test_sets, conventions, caption)
+    return StudyTable(datasets, metrics, tuple(rows), test_sets, conventions, caption, title)
 
 
 def _single(values: pd.Series) -> str | None:
@@ -494,6 +560,29 @@ def _mean_std_text(cell: Cell, decimals: int, baseline: bool = False) -> str:
     return f"{text} ± {cell.std:.{decimals}f}"
 
 
+BASELINES_NOTE = "Copy last frame and blank frame: trivial predictions scored on the same test set."
+
+
+def _dataset_note(dataset: str, test_sets: Mapping[str, str | None], conventions: Mapping[str, str | None]) -> str:
+    """The test set and SSIM convention a dataset's columns were computed on."""
+    convention = conventions.get(dataset)
+    described = f"{convention} ({SSIM_CONVENTIONS[convention]})" if convention in SSIM_CONVENTIONS else "none"
+    return (
+        f"{DATASET_LABELS.get(dataset, dataset)}: test set {test_sets.get(dataset) or 'unknown'}; "
+        f"SSIM convention {described}."
+    )
+
+
+def _published_note(rows: Iterable[Row]) -> str:
+    rows = list(rows)
+    marked = any(PUBLISHED_SSIM_MARK in cell.text for row in rows for cell in row.cells.values())
+    return (
+        "(published): numbers as printed by their authors, on their own test sets, SSIM under the release "
+        "convention; not recomputed here and never bold."
+        + (f" {PUBLISHED_SSIM_MARK}: not comparable with our SSIM column's convention." if marked else "")
+    )
+
+
 def _caption(
     title: str,
     datasets: tuple[str, ...],
@@ -502,14 +591,8 @@ def _caption(
     with_published: bool,
     rows: list[Row],
 ) -> str:
-    parts = [f"{title}."]
-    for dataset in datasets:
-        convention = conventions.get(dataset)
-        described = f"{convention} ({SSIM_CONVENTIONS[convention]})" if convention in SSIM_CONVENTIONS else "none"
-        parts.append(
-            f"{DATASET_LABELS.get(dataset, dataset)}: test set {test_sets.get(dataset) or 'unknown'}; "
-            f"SSIM convention {described}."
-        )
+    """The Markdown and HTML caption: the title and every convention (LaTeX: :meth:`StudyTable._latex_notes`)."""
+    parts = [f"{title}.", *(_dataset_note(dataset, test_sets, conventions) for dataset in datasets)]
     parts.append(CONVENTIONS_NOTE)
     parts.append(
         "Cells: mean ± sample standard deviation (ddof=1) over seeds, the mean alone for one seed; Seeds: finished "
@@ -518,14 +601,9 @@ def _caption(
         "95% interval of the gap excludes zero; a row with one seed has no measured noise and is never bold)."
     )
     if any(row.kind == "baseline" for row in rows):
-        parts.append("Copy last frame and blank frame: trivial predictions scored on the same test set.")
+        parts.append(BASELINES_NOTE)
     if with_published and any(row.kind == "published" for row in rows):
-        marked = any(PUBLISHED_SSIM_MARK in cell.text for row in rows for cell in row.cells.values())
-        parts.append(
-            "(published): numbers as printed by their authors, on their own test sets, SSIM under the release "
-            "convention; not recomputed here and never bold."
-            + (f" {PUBLISHED_SSIM_MARK}: not comparable with our SSIM column's convention." if marked else "")
-        )
+        parts.append(_published_note(rows))
     return " ".join(parts)
 
 
@@ -556,3 +634,17 @@ _LATEX_SPECIAL = {
 
 def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
+
+
+def _latex_number(cell: Cell) -> str:
+    """``mean ± std`` as ``\\meanstd{mean}{std}`` (the written file defines it: the std one size smaller, under the
+    mean, so that a column is as wide as its means), or the cell's text as it is."""
+    mean, spread, std = cell.text.partition(" ± ")
+    text = rf"\meanstd{{{_latex_escape(mean)}}}{{{_latex_escape(std)}}}" if spread else _latex_escape(cell.text)
+    return rf"\textbf{{{text}}}" if cell.bold else text
+
+
+def _latex_seeds(cell: Cell) -> str:
+    """Finished seeds, or ``finished/all`` where some runs stopped (what became of them is in the notes)."""
+    finished, of, rest = cell.text.partition(" of ")
+    return _latex_escape(f"{finished}/{rest.split(' ', 1)[0]}" if of else cell.text)

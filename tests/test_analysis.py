@@ -228,7 +228,7 @@ def test_bold_only_beyond_seed_noise(tmp_path):
     table = study_table(collect(tmp_path / "far"))
     assert table.cell("E3D-LSTM", "moving_mnist", "mse").bold and not table.cell("E2D-LSTM", "moving_mnist", "mse").bold
     assert "| E3D-LSTM | **41.0 ± 1.0** | **82.0 ± 2.0** |" in table.to_markdown()
-    assert r"\textbf{41.0 $\pm$ 1.0}" in table.to_latex()
+    assert r"\textbf{\meanstd{41.0}{1.0}}" in table.to_latex()
     assert not table.cell("E3D-LSTM", "moving_mnist", "psnr").bold  # every row 20.0: a tie is no best
     _seeds(tmp_path / "near", "a", (), [40.0, 44.0, 38.0])
     _seeds(tmp_path / "near", "b", ("--model.conv=2d",), [42.0, 45.0, 41.0])  # 2 worse, spread 3: within noise
@@ -260,16 +260,31 @@ def test_latex_is_booktabs_and_well_formed(study):
     for char in latex.replace(r"\{", "").replace(r"\}", ""):
         depth += {"{": 1, "}": -1}.get(char, 0)
         assert depth >= 0
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrr}", r"\caption{"):
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabularx}{\linewidth}", r"X" + "r" * 5 + "@{}}"):
         assert rule in latex
+    assert r"\begin{table}[t]" in latex and r"\usepackage{booktabs}" in latex and r"\usepackage{tabularx}" in latex
     assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
     body = latex[latex.index(r"\toprule") : latex.index(r"\bottomrule")]
     rows = [line for line in body.splitlines() if line.endswith(r"\\")]
     assert len(rows) == 1 + 6 + 1  # header, our 4 variants and 2 baselines, 1 published
-    assert all(line.count("&") - line.count(r"\&") == 5 for line in rows)
+    for line in rows:  # 6 columns, a \multicolumn{k} counting as k
+        spans = sum(int(k) - 1 for k in re.findall(r"\\multicolumn\{(\d+)\}", line))
+        assert line.count("&") - line.count(r"\&") + spans == 5, line
     mse = [40.0, 44.0, 45.5]
-    assert rf"{np.mean(mse):.1f} $\pm$ {np.std(mse, ddof=1):.1f}" in latex and r"\textbf" not in latex  # no best
+    assert rf"\meanstd{{{np.mean(mse):.1f}}}{{{np.std(mse, ddof=1):.1f}}}" in latex and r"\textbf" not in latex
     assert "data\\_range" in latex and "±" not in latex
+
+
+def test_latex_caption_is_one_sentence_and_the_conventions_are_notes(study):
+    latex = study_table(study, published=True).to_latex()
+    caption = re.search(r"\\caption\{(.*)\}$", latex, re.MULTILINE).group(1)
+    assert caption == r"E3D-LSTM variants on Moving MNIST (test scores; mean $\pm$ std over seeds)."
+    notes = latex[latex.index(r"\end{tabularx}") : latex.index(r"\end{table}")]
+    for convention in (MNIST_TEST, "data\\_range=1", "summed over the pixels", "ddof=1", "Welch", "(published)"):
+        assert convention in notes, convention
+    # a row whose runs all stopped says so once; the Seeds column keeps finished/all, the notes what became of them
+    assert r"E3D-LSTM + residuals, finetuned & \multicolumn{4}{c}{failed} & 0/1 \\" in latex
+    assert "E2D-LSTM (1 diverged); E3D-LSTM + residuals, finetuned (1 failed)." in notes
 
 
 def test_latex_with_two_datasets_groups_columns(tmp_path):
@@ -277,6 +292,7 @@ def test_latex_with_two_datasets_groups_columns(tmp_path):
     record_run(tmp_path, "k", ("--data.dataset=kth", "--data.root=/data/kth"), test_set=KTH_TEST)
     table = study_table(collect(tmp_path))
     latex = table.to_latex()
+    assert r"\begin{table*}[t]" in latex and latex.rstrip().endswith(r"\end{table*}")  # both columns of a paper
     assert r"\multicolumn{5}{c}{Moving MNIST} & \multicolumn{5}{c}{KTH} \\" in latex
     assert r"\cmidrule(lr){2-6}\cmidrule(lr){7-11}" in latex
     body = latex[latex.index(r"\midrule") : latex.index(r"\bottomrule")]

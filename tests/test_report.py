@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_analysis import KTH_TEST, record_run
+from test_latex import compile_table
 
 import launch
 from analysis import figures
@@ -287,6 +288,13 @@ def test_report_writes_tables_effects_points_and_runs(report, sweep):
     assert "CUDA out of memory" in runs_csv
     best = report.sections[0].bests["l1_weight"]["moving_mnist"]
     assert best["status"] in ("finished", "pruned")
+
+
+def test_report_table_tex_compiles_in_one_column(report, tmp_path):
+    """The table.tex the report wrote, as written: pdflatex in a two-column article, no line wider than its column."""
+    latex = (report.out_dir / "table.tex").read_text()
+    assert r"\begin{table}" in latex and "E3D-LSTM, l2 only" in latex
+    compile_table(latex, tmp_path / "tex")
 
 
 def test_report_page_embeds_everything_and_marks_failed_runs(report, sweep):
