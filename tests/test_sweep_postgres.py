@@ -4,6 +4,7 @@ Starts a throwaway PostgreSQL server (Debian's `postgresql`, which .ci/run insta
 folder. On a developer machine without PostgreSQL the test skips with the reason; under CI=true it must run.
 """
 
+import contextlib
 import glob
 import os
 import shutil
@@ -33,8 +34,34 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+class Server:
+    """A throwaway PostgreSQL server: its URL, and stop/start for outage tests."""
+
+    def __init__(self, binaries: Path, data: Path, port: int, as_postgres: list[str]) -> None:
+        self.binaries, self.data, self.port, self.as_postgres = binaries, data, port, as_postgres
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/sweeps"
+
+    def run(self, *command: str) -> None:
+        done = subprocess.run([*self.as_postgres, *command], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
+        self.run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "log"), "-o", options,
+                 "-w", "start")  # fmt: skip
+
+    def stop(self, mode: str = "immediate") -> None:
+        self.run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
 @pytest.fixture
-def postgres_url(tmp_path):
+def postgres_url(postgres_server):
+    return postgres_server.url
+
+
+@pytest.fixture
+def postgres_server(tmp_path):
     binaries = _server_binaries()
     if binaries is None:
         if os.environ.get("CI") == "true":
@@ -50,21 +77,15 @@ def postgres_url(tmp_path):
     data = Path(tempfile.mkdtemp(prefix="mentalsim-pg-"))
     if as_postgres:
         shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-
-    def run(*command: str) -> None:
-        done = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}")
-
-    run(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data}"
-    run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-o", options, "-w", "start")
+    server = Server(binaries, data, _free_port(), as_postgres)
+    server.run(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    server.start()
     try:
-        run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "sweeps")
-        yield f"postgresql://postgres@127.0.0.1:{port}/sweeps"
+        server.run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "sweeps")
+        yield server
     finally:
-        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        with contextlib.suppress(RuntimeError):  # already stopped by a test that failed mid-outage
+            server.stop()
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -105,3 +126,28 @@ def test_the_ledger_lock_excludes_other_sessions(postgres_url):
     other = Ledger(postgres_url, "another study", **FAST)  # a lock per study: others are not held up
     with ledger_module._exclusive(ledger), ledger_module._exclusive(other):
         pass
+
+
+def test_workers_ride_out_a_postgresql_restart_and_run_every_cell_once(tmp_path, postgres_server, calls, monkeypatch):
+    """The ledger's server stops mid-sweep (kill -9 of its processes: an immediate shutdown) and comes back 6 s later:
+    the workers wait it out and every cell still runs exactly once."""
+    sweep = load_sweep(write_sweep(tmp_path))
+    monkeypatch.setenv("SWEEP_SLOW_S", "1")  # each cell takes a second: the outage falls mid-cell
+    outage = {}
+
+    def restart() -> None:
+        while not call_counts(calls, "started"):
+            time.sleep(0.05)
+        postgres_server.stop("immediate")
+        outage["down"] = time.monotonic()
+        time.sleep(6)
+        postgres_server.start()
+        outage["up"] = time.monotonic()
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    summary = run_sweep(sweep, workers=2, storage=postgres_server.url, objective=sweep_fakes.slow_silent, **FAST)
+    thread.join()
+    assert outage["up"] - outage["down"] >= 6
+    assert call_counts(calls) == {cell.id: 1 for cell in sweep.cells}
+    assert (summary.done, summary.failed, summary.left) == (len(sweep.cells), 0, 0)
