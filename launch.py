@@ -134,10 +134,31 @@ def _sweep(args: argparse.Namespace) -> None:
     from ablations.runner import parse_gpus
     from ablations.sweep import format_summary, load_sweep, run_sweep
 
+    if args.dry_run:
+        from ablations.plan import format_plan, plan_sweep
+
+        # Missing data is listed, not refused: a plan can be read before the data is in place.
+        print(format_plan(plan_sweep(load_sweep(args.sweep, check_files=False), workers=args.workers)))
+        return
     _stop_on_sigterm()
     sweep = load_sweep(args.sweep)  # validates every cell's config before anything runs
+    if args.launcher == "slurm":
+        _sweep_on_slurm(args, sweep)
+        return
+    if args.slurm:
+        raise ValueError(f"--slurm {args.slurm[0]}: SLURM settings need --launcher slurm")
     gpus = parse_gpus(args.devices) if args.devices is not None else None
     print(format_summary(run_sweep(sweep, workers=args.workers, storage=args.storage, gpus=gpus)))
+
+
+def _sweep_on_slurm(args: argparse.Namespace, sweep) -> None:
+    from ablations.slurm import run_slurm_sweep, slurm_settings
+    from ablations.sweep import format_summary
+
+    if getattr(args, "devices", None) is not None:
+        raise ValueError("--devices is for local workers; SLURM gives each job its own GPUs: --slurm gpus_per_job=N")
+    settings = slurm_settings(sweep, args.slurm)
+    print(format_summary(run_slurm_sweep(sweep, workers=args.workers, storage=args.storage, settings=settings)))
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -270,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--storage", help="the ledger's database URL (default: sqlite:///<runs_dir>/<name>/study.db)")
     sweep.add_argument("--devices", help="the GPUs the workers share out, round-robin, one per worker process (e.g. "
                        "0,1,2,3; default: every visible GPU; cpu: none)")  # fmt: skip
+    sweep.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                       help="local: worker processes here (default); slurm: each worker a SLURM job")  # fmt: skip
+    sweep.add_argument("--slurm", action="append", default=[], metavar="NAME=VALUE",
+                       help="a SLURM job setting, repeatable, over the sweep file's slurm.NAME parameters: "
+                       "partition, account, time (minutes or [D-]HH:MM:SS; default 60), gpus_per_job (default 0), "
+                       "cpus_per_job (default 1)")  # fmt: skip
+    sweep.add_argument("--dry-run", action="store_true", help="print the cells of every stage, their steps, estimated "
+                       "CPU- and GPU-hours and run folders; train nothing, write nothing")  # fmt: skip
     sweep.set_defaults(run=_sweep)
 
     report = commands.add_parser(

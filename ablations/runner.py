@@ -362,16 +362,16 @@ def parse_gpus(text: str) -> list[str]:
     return entries
 
 
-def _run_stage1(sweep: Sweep, workers: int, storage: str | None, objective: Objective, *settings) -> None:
-    """A stage-2 sweep whose stage-1 cells have not all finished runs its stage-1 sweep first, with the same workers,
-    storage (its own study in it) and objective, so one command runs the whole staged sweep. A stage-1 cell it
+def run_stage1(sweep: Sweep, run: Callable[[Sweep], Summary]) -> None:
+    """A stage-2 sweep whose stage-1 cells have not all finished runs its stage-1 sweep first, through ``run`` (the
+    same launcher, workers, storage and objective), so one command runs the whole staged sweep. A stage-1 cell it
     finetunes from that still has no best checkpoint then stops it before its ledger is made, saying how that cell
     ended in stage 1's ledger and why."""
     if stage1_file(sweep) is None or not stage1_unfinished(sweep):
         return
     stage1 = load_sweep(stage1_file(sweep))  # read again, checked: a stage file's cells are cached unchecked by a plan
     print(f"{sweep.name}: its stage 1 ({stage1.path}) has not finished; running it first", flush=True)
-    summary = run_sweep(stage1, workers, storage, objective, *settings)
+    summary = run(stage1)
     _check_stage1_finished(sweep, {c.cell.name: (c.status, c.reason) for c in summary.cells})
     print(f"{sweep.name}: stage 1 done; stage 2 starts", flush=True)
 
@@ -394,7 +394,8 @@ def run_sweep(
     processes); tests pass a cheap fake."""
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
-    _run_stage1(sweep, workers, storage, objective, heartbeat_interval, grace_period, max_retry, poll_s, gpus)
+    run_stage1(sweep, lambda stage1: run_sweep(stage1, workers, storage, objective, heartbeat_interval, grace_period,
+                                               max_retry, poll_s, gpus))  # fmt: skip
     ledger = Ledger(storage or default_storage(sweep), sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
     prepare(sweep, ledger)
     before = summarize(sweep, ledger)

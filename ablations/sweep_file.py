@@ -17,6 +17,7 @@ Nothing here imports Optuna or torch.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import functools
@@ -86,7 +87,9 @@ REFUSED_DISTRIBUTIONS = {
 }
 # Ours, not config keys: which variant file, under which profile; a stage-2 sweep's stage-1 file and the stage-1 cell
 # whose best checkpoint its cells finetune from (train.init_from, resolved by the local runner only).
-OWN_PARAMETERS = ("variant", "profile", "stage1", "init_from_cell")
+# The SLURM launcher's job settings (ablations/slurm.py) too: constants, never part of a cell's config or id.
+LAUNCHER_PARAMETERS = ("slurm.partition", "slurm.account", "slurm.time", "slurm.gpus_per_job", "slurm.cpus_per_job")
+OWN_PARAMETERS = ("variant", "profile", "stage1", "init_from_cell", *LAUNCHER_PARAMETERS)
 # Every field of a W&B parameter: ours, those of refused distributions (named in their refusal rather than as unknown),
 # and ``parameters``, W&B's nesting (``model: {parameters: {residual: ...}}`` is our dotted key ``model.residual``).
 PARAMETER_FIELDS = ("value", "values", "distribution", "min", "max", "q", "probabilities", "mu", "sigma", "a", "b",
@@ -205,9 +208,24 @@ class Sweep:
         return (self.run_cap or 0) if self.method in SEARCH_METHODS else len(self.cells)
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate a sweep file; every grid cell's config is loaded once, so a bad value fails here."""
-    path = Path(path)
+# Whether loading a cell checks that the files its runs would open exist; a dry run (ablations/plan.py) turns it off
+# and reports them instead, so a plan can be read before the data is in place.
+_CHECK_FILES = contextvars.ContextVar("check_files", default=True)
+
+
+def load_sweep(path: str | Path, check_files: bool = True) -> Sweep:
+    """Read and validate a sweep file; every grid cell's config is loaded once, so a bad value fails here.
+
+    ``check_files=False`` skips the check that the data files each cell's runs would open exist (:func:`missing_files`
+    lists them): everything else is checked as before."""
+    token = _CHECK_FILES.set(check_files and _CHECK_FILES.get())
+    try:
+        return _load_sweep(Path(path))
+    finally:
+        _CHECK_FILES.reset(token)
+
+
+def _load_sweep(path: Path) -> Sweep:
     where = str(path)
     if not path.is_file():
         raise SweepError(f"{where}: no such sweep file")
@@ -307,10 +325,23 @@ def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
         raise SweepError(f"{where}: parameters.variant is required (e.g. variant: {{value: ablations/.../x.yaml}})")
     for own in OWN_PARAMETERS:
         spec = next((p for p in parameters if p.name == own), None)
-        if spec is not None and (spec.kind == "distribution" or not all(isinstance(v, str) for v in spec.values)):
+        if spec is not None and own in LAUNCHER_PARAMETERS:
+            _check_launcher_parameter(spec, f"{where}: parameters.{own}")
+        elif spec is not None and (spec.kind == "distribution" or not all(isinstance(v, str) for v in spec.values)):
             raise SweepError(f"{where}: parameters.{own} must be a file, profile or cell name as value or values")
     _check_stage(parameters, where)
     return tuple(parameters)
+
+
+def _check_launcher_parameter(spec: Parameter, key: str) -> None:
+    """A SLURM setting is one constant (every worker's job asks for the same), of the type the launcher needs."""
+    from ablations.slurm import launcher_parameter_problem
+
+    if spec.kind != "value":
+        raise SweepError(f"{key}: a SLURM setting is a constant {{value: X}}, not an axis or a distribution")
+    problem = launcher_parameter_problem(spec.name, spec.values[0])
+    if problem:
+        raise SweepError(f"{key}: {problem}")
 
 
 def _flatten(raw: dict, where: str, prefix: str = "") -> list[tuple[str, Any]]:
@@ -374,19 +405,55 @@ def stage1_checkpoint(params: dict[str, Any]) -> Path | None:
     return Path(_stage1_cells(params["stage1"])[params["init_from_cell"]].run_dir) / "checkpoints" / "best.pt"
 
 
-def _check_stage1_finished(sweep: Sweep) -> None:
-    """Before any stage-2 cell runs: every stage-1 cell it finetunes from has finished with a best checkpoint."""
+def stage1_file(sweep: Sweep) -> str | None:
+    """The stage-1 sweep file a stage-2 sweep finetunes from (None for a sweep that starts from scratch)."""
+    return next((p.values[0] for p in sweep.parameters if p.name == "stage1"), None)
+
+
+def stage1_unfinished(sweep: Sweep) -> list[str]:
+    """The stage-1 cells this sweep finetunes from that have no finished run with a best checkpoint yet."""
     names = next((p.values for p in sweep.parameters if p.name == "init_from_cell"), ())
-    stage1 = next((p.values[0] for p in sweep.parameters if p.name == "stage1"), None)
-    for name in names:
+    stage1 = stage1_file(sweep)
+    return [name for name in names if _stage1_status(stage1, name) != "finished"]
+
+
+def _stage1_status(stage1: str, name: str) -> str:
+    """The stage-1 cell's run as its summary says (``not started`` without one), ``no checkpoint`` when it finished
+    without a best checkpoint."""
+    summary = Path(_stage1_cells(stage1)[name].run_dir) / "summary.json"
+    status = json.loads(summary.read_text()).get("status", "unknown") if summary.is_file() else "not started"
+    if status == "finished" and not stage1_checkpoint({"stage1": stage1, "init_from_cell": name}).is_file():
+        return "finished without a best checkpoint"
+    return status
+
+
+def _check_stage1_finished(sweep: Sweep, ran: dict[str, tuple[str, str]] | None = None) -> None:
+    """Before any stage-2 cell runs: every stage-1 cell it finetunes from has finished with a best checkpoint.
+
+    ``ran`` maps stage-1 cell names to ``(status, reason)`` in stage 1's ledger once stage 1 has just run
+    (:func:`ablations.runner.run_sweep` runs it first): the refusal then says how that cell ended and why."""
+    stage1 = stage1_file(sweep)
+    for name in stage1_unfinished(sweep):
         cell = _stage1_cells(stage1)[name]
-        summary = Path(cell.run_dir) / "summary.json"
-        status = json.loads(summary.read_text()).get("status", "unknown") if summary.is_file() else "not started"
-        if status != "finished" or not stage1_checkpoint({"stage1": stage1, "init_from_cell": name}).is_file():
+        head = f"{sweep.path}: parameters.init_from_cell: stage-1 cell {name!r} of {stage1}"
+        status, reason = (ran or {}).get(name, ("", ""))
+        if ran is None:
             raise SweepError(
-                f"{sweep.path}: parameters.init_from_cell: stage-1 cell {name!r} of {stage1} is {status}, so there is "
-                f"no best checkpoint in {cell.run_dir} to finetune from; run `python launch.py sweep {stage1}` first"
+                f"{head} is {_stage1_status(stage1, name)}, so there is no best checkpoint in {cell.run_dir} to "
+                f"finetune from; run `python launch.py sweep {stage1}` first"
             )
+        if status == "done":  # done in the ledger, yet its run folder here holds no finished run with a checkpoint
+            raise SweepError(
+                f"{head} is done in stage 1's ledger, but its run folder {cell.run_dir} here is "
+                f"{_stage1_status(stage1, name)}: was it trained on a machine whose run folders this one does not see?"
+            )
+        why = f" ({reason})" if reason else ""
+        raise SweepError(
+            f"{head} ended {status or 'without a record'}{why} when stage 1 ran, so there is no best checkpoint in "
+            f"{cell.run_dir} to finetune from; stage 2 did not start. A failed cell is not run again: fix the cause, "
+            f"then start stage 1 over (remove its ledger, {Path(cell.run_dir).parent / 'study.db'} by default) and "
+            "run this command again"
+        )
 
 
 def _parameter(name: str, spec: dict, key: str, method: str) -> Parameter:
@@ -585,14 +652,16 @@ def _load_params(params: dict[str, Any], where: str) -> Config:
     except ConfigError as exc:
         raise SweepError(f"{where}: {exc}") from exc
     # Files every run of the cell would open: missing now, every cell would fail later, one by one.
-    for key, path in (
-        ("data.test_path", cfg.data.test_path),
-        ("data.mnist", cfg.data.mnist),
-        ("data.root", cfg.data.root),
-    ):
-        if path and not Path(path).exists():
-            raise SweepError(f"{where}: {key} names {path}, which does not exist")
+    missing = missing_files(cfg) if _CHECK_FILES.get() else []
+    if missing:
+        raise SweepError(f"{where}: {missing[0][0]} names {missing[0][1]}, which does not exist")
     return cfg
+
+
+def missing_files(cfg: Config) -> list[tuple[str, str]]:
+    """``(key, path)`` of each data file or folder the config names that does not exist."""
+    named = (("data.test_path", cfg.data.test_path), ("data.mnist", cfg.data.mnist), ("data.root", cfg.data.root))
+    return [(key, str(path)) for key, path in named if path and not Path(path).exists()]
 
 
 def _make_cell(sweep: Sweep, params: dict[str, Any], axes: dict[str, Any], where: str, prefix: str = "") -> Cell:
