@@ -119,12 +119,13 @@ class SweepProgress:
         return gained / elapsed_s if gained > 0 and elapsed_s > 0 else None
 
     def line(self, snap: Snapshot, elapsed_s: float) -> str:
-        """``sweep NAME: 1234/4000 steps (31%), 2.10 it/s, ETA 22 min; cells: 2 running, 3 done, ...``"""
+        """``sweep NAME: 1234/4000 steps (31%), 2.10 it/s, ETA 22 min; cells: 2 running, 3 done, ...`` (the cells alone
+        while no steps are planned: checkpoints scored as they are, a search before its first trial)."""
         rate = self.rate(snap, elapsed_s)
         share = f" ({100 * snap.steps_done / snap.steps_total:.0f}%)" if snap.steps_total else ""
         speed = f", {rate:.2f} it/s, ETA {_duration((snap.steps_total - snap.steps_done) / rate)}" if rate else ""
-        steps = f"{snap.steps_done}/{snap.steps_total} steps{share}{speed}"
-        return f"sweep {self.sweep.name}: {steps}; cells: {snap.counts()}"
+        steps = f"{snap.steps_done}/{snap.steps_total} steps{share}{speed}; " if snap.steps_total else ""
+        return f"sweep {self.sweep.name}: {steps}cells: {snap.counts()}"
 
     def _show(self, snap: Snapshot, elapsed_s: float) -> None:
         if self.terminal:

@@ -74,6 +74,15 @@ def test_a_log_file_gets_plain_lines_only_when_something_moved(tmp_path, monkeyp
     assert speed and 5 < float(speed[1]) <= 10 and 3 <= int(speed[2]) <= 8  # 100 steps in a little over 10 s
 
 
+def test_a_sweep_without_training_steps_shows_its_cells_alone(tmp_path, monkeypatch):
+    sweep = load_sweep(write_sweep(tmp_path, **{"train.steps": {"value": 0}}))
+    monkeypatch.setattr(progress_module, "summarize", lambda sweep, ledger: Summary(
+        sweep, [CellStatus(cell, "waiting") for cell in sweep.cells]))  # fmt: skip
+    log = io.StringIO()
+    SweepProgress(sweep, ledger=None, stream=log).poll()
+    assert log.getvalue() == "sweep grid: cells: 0 running, 0 done, 0 failed, 0 pruned, 8 waiting\n"
+
+
 def test_a_terminal_gets_one_bar_redrawn_in_place(tmp_path, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path))
     monkeypatch.setattr(
