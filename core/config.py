@@ -466,8 +466,29 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
         else:
             key, value = arg[2:], "true"  # a bare flag switches a boolean on
             index += 1
-        pairs.append((key.replace("-", "_"), value))
+        key = key.replace("-", "_")
+        pairs.extend(_nested(key, value) if key in SECTIONS and value.lstrip().startswith("{") else [(key, value)])
     return pairs
+
+
+def _nested(section: str, text: str) -> list[tuple[str, str]]:
+    """``--model={'residual': True, 'hidden': [64, 64]}``, how `wandb agent` passes a sweep's nested parameters
+    (Python's str of a dict), as the dotted pairs ``model.residual=true``, ``model.hidden=64,64``."""
+    try:
+        tree = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"command line: --{section}={text!r} is not a mapping of {section} keys") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"command line: --{section}={text!r} is not a mapping of {section} keys")
+
+    def flat(prefix: str, value: Any) -> list[tuple[str, str]]:
+        if isinstance(value, dict):
+            return [pair for key, item in value.items() for pair in flat(f"{prefix}.{key}", item)]
+        if isinstance(value, list | tuple):
+            return [(prefix, ",".join(str(item) for item in value))]
+        return [(prefix, "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value))]
+
+    return flat(section, tree)
 
 
 def _build(cls: type, tree: dict) -> Any:

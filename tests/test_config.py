@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from core import config as C
-from core.config import ConfigError
+from core.config import ConfigError, load, parse_overrides
 
 
 def _write(path, data):
@@ -220,3 +220,15 @@ def test_an_empty_variant_file_is_refused_not_read_as_the_paper_defaults(tmp_pat
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"empty\.yaml: sets nothing"):
         C.load(path)
+
+
+def test_nested_sections_as_wandb_agent_passes_them_become_dotted_overrides():
+    # A sweep file's nested parameters reach the command line as one flag per section, holding Python's str of a dict.
+    args = ["--model={'residual': True, 'hidden': [16, 16]}", "--train={'lr': 0.001, 'threads': None}"]
+    assert parse_overrides(args) == [("model.residual", "true"), ("model.hidden", "16,16"), ("train.lr", "0.001"),
+                                     ("train.threads", "none")]  # fmt: skip
+    cfg = load(None, args)
+    assert cfg.model.residual is True and cfg.model.hidden == (16, 16) and cfg.train.lr == 0.001
+    assert cfg.train.threads is None
+    with pytest.raises(ConfigError, match=r"--model=\"\{'residual'\" is not a mapping of model keys"):
+        parse_overrides(["--model={'residual'"])
