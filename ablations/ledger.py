@@ -518,6 +518,15 @@ def summarize(sweep: Sweep, ledger: Ledger) -> Summary:
     return Summary(sweep, statuses)
 
 
+def format_start(summary: Summary, ledger: Ledger, workers: str) -> str:
+    """The line a sweep starts with: what it is, where it stands, who runs it (``2 workers``, ``8 SLURM jobs``)."""
+    sweep = summary.sweep
+    what = f"a {sweep.method} search of {sweep.planned} trials" if sweep.method in SEARCH_METHODS else (
+        f"{len(sweep.cells)} cells")  # fmt: skip
+    return (f"{sweep.name}: {what}, {summary.done} done, {summary.failed} failed, {summary.pruned} pruned, "
+            f"{summary.left} to run; {workers}; ledger {ledger.url}")  # fmt: skip
+
+
 def format_summary(summary: Summary) -> str:
     """The end-of-sweep table: every cell, its status and metric, then the counts and the best cell."""
     sweep = summary.sweep

@@ -41,6 +41,7 @@ from ablations.ledger import (
     _sampler,
     _storage,
     default_storage,
+    format_start,
     prepare,
     summarize,
     vouch_for_local_workers,
@@ -399,10 +400,7 @@ def run_sweep(
     ledger = Ledger(storage or default_storage(sweep), sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
     prepare(sweep, ledger)
     before = summarize(sweep, ledger)
-    what = f"a {sweep.method} search of {sweep.planned} trials" if sweep.method in SEARCH_METHODS else (
-        f"{len(sweep.cells)} cells")  # fmt: skip
-    print(f"{sweep.name}: {what}, {before.done} done, {before.failed} failed, {before.pruned} pruned, "
-          f"{before.left} to run; {workers} worker{'s' * (workers > 1)}; ledger {ledger.url}", flush=True)  # fmt: skip
+    print(format_start(before, ledger, f"{workers} worker{'s' * (workers > 1)}"), flush=True)
     if before.left == 0:
         return before  # every cell is done or failed: nothing to start workers for
     # spawn, not fork: a forked child would inherit the parent's open database connections and torch's threads.

@@ -34,10 +34,11 @@ from ablations.ledger import (
     Ledger,
     Summary,
     default_storage,
+    format_start,
     prepare,
     summarize,
 )
-from ablations.sweep_file import SEARCH_METHODS, Sweep, SweepError
+from ablations.sweep_file import Sweep, SweepError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "slurm."  # the sweep file's parameters for the launcher: slurm.partition, slurm.time, ...
@@ -303,10 +304,7 @@ def run_slurm_sweep(
     ledger = Ledger(url, sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
     prepare(sweep, ledger)  # once, here: the jobs only load the study (concurrent first creation races)
     before = summarize(sweep, ledger)
-    what = f"a {sweep.method} search of {sweep.planned} trials" if sweep.method in SEARCH_METHODS else (
-        f"{len(sweep.cells)} cells")  # fmt: skip
-    print(f"{sweep.name}: {what}, {before.done} done, {before.failed} failed, {before.pruned} pruned, {before.left} "
-          f"to run; {workers} SLURM job{'s' * (workers > 1)}; ledger {ledger.url}", flush=True)  # fmt: skip
+    print(format_start(before, ledger, f"{workers} SLURM job{'s' * (workers > 1)}"), flush=True)
     if before.left == 0:
         return before
     import submitit
