@@ -104,7 +104,10 @@ def run_label(run: pd.Series, with_seed: bool, axes: tuple[Axis, ...]) -> str:
 def loss_figure(runs: pd.DataFrame) -> Figure:
     """Training loss over steps (log scale, EMA-smoothed over the raw values drawn faintly) and validation MSE, one
     line per run in its variant's colour and marker, its seeds told apart by the line; runs that did not finish are
-    dashed and labelled with their status."""
+    dashed and labelled with their status. Runs that trained no step (checkpoints scored as they are) have no curve:
+    when no run has one, a DataError says so and nothing is drawn."""
+    if not any(_listed(history) for history in runs["loss_history"]):
+        raise DataError("no run trained a step (checkpoints scored as they are): no training curve to draw")
     figure, (loss_axis, val_axis) = plt.subplots(
         1, 2, figsize=(figure_width("loss"), PANEL_HEIGHT_IN), layout="constrained"
     )

@@ -32,6 +32,7 @@ from analysis.style import (
     variant_style,
 )
 from core.axes import axis
+from core.io import DataError
 
 VARIANTS = {  # folder: overrides; E3D-LSTM over two seeds
     "e3d_seed0": (),
@@ -218,3 +219,11 @@ def test_an_unknown_variants_style_is_the_same_in_another_process():
         for seed in ("1", "2")
     }
     assert outputs == {f"{variant_style('E3D-LSTM, model.window=3')}\n"}
+
+
+def test_no_training_curve_is_drawn_when_no_run_trained_a_step(runs_dir):
+    """Checkpoints scored as they are (0 steps) have no loss history: an empty panel would say nothing."""
+    runs = collect(runs_dir)
+    assert figures.loss_figure(runs) is not None  # trained runs: drawn
+    with pytest.raises(DataError, match="no run trained a step"):
+        figures.loss_figure(runs.assign(loss_history=[[] for _ in range(len(runs))]))
