@@ -628,22 +628,23 @@ read with this value, and the hash leaves the field out at this value, so every 
 KTH runs validated on test windows, which no value of data.val_persons describes; their fidelity says so.)"""
 
 
-def portable(cfg: Config) -> Config:
-    """``cfg`` with every :data:`UNHASHED` field (where and how a run was recorded or executed) at its default: what
-    a shipped checkpoint keeps, so that the same training run from any folder ships the same bytes."""
-    default = Config()
-    sections = {}
-    for dotted in UNHASHED:
-        section, name = dotted.split(".")
-        sections.setdefault(section, {})[name] = getattr(getattr(default, section), name)
-    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)
-                                       for section, values in sections.items()})  # fmt: skip
+def hashed_fields(cfg: Config) -> dict:
+    """What ``cfg`` computes, as nested dicts: every field except the :data:`UNHASHED` ones and those at their
+    :data:`BEFORE_FIELD` value. :func:`config_hash` hashes it, and a shipped checkpoint stores it, so a field added
+    later (unhashed, or at the value runs had before it) changes neither a run's id nor a shipped file's bytes.
+    :func:`from_dict` reads it back as ``cfg`` with the unhashed fields at their defaults."""
+    out: dict = {}
+    for dotted, value in _flatten(to_dict(cfg), "config"):
+        if dotted in UNHASHED or BEFORE_FIELD.get(dotted, object()) == value:
+            continue
+        section, _, name = dotted.rpartition(".")
+        (out.setdefault(section, {}) if section else out)[name] = value
+    return out
 
 
 def config_hash(cfg: Config, length: int = 8) -> str:
     """A stable short hash of what the run computes, so a re-run finds the same run folder."""
-    flat = {k: v for k, v in _flatten(to_dict(cfg), "hash")
-            if k not in UNHASHED and BEFORE_FIELD.get(k, object()) != v}  # fmt: skip
+    flat = dict(_flatten(hashed_fields(cfg), "hash"))
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:length]
 
 

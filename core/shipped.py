@@ -2,9 +2,10 @@
 
 :func:`ship` writes two files for a finished run:
 
-- ``<name>-<sha8>.pt``: the weights, the step and the resolved config (no optimiser or RNG state: a fraction of the
-  run's own checkpoint), named by the first 8 hex digits of its sha256, so a retrained baseline is a new file and
-  whatever names it (a finetune sweep's ``train.init_from``) is a new config, never mistaken for the old one;
+- ``<name>-<sha8>.pt``: the weights, the step and the config fields that decide what the run computed
+  (:func:`core.config.hashed_fields`; no optimiser or RNG state: a fraction of the run's own checkpoint), named by
+  the first 8 hex digits of its sha256, so a retrained baseline is a new file and whatever names it (a finetune
+  sweep's ``train.init_from``) is a new config, never mistaken for the old one;
 - ``<name>.json``: the manifest: that file and its sha256, the resolved config, the command that trained it, the CPU
   and thread count it trained on, its validation history, the trainer's test summary, and a check: the test MSE of the
   first :data:`CHECK_SEQUENCES` test sequences, which :func:`verify` recomputes.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from core.config import from_dict, portable, to_dict
+from core.config import from_dict, hashed_fields, to_dict
 from core.data.sources import build_data
 from core.io import atomic_write, sha256_of
 from core.models import build_model
@@ -71,7 +72,8 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> P
         raise CheckpointError(f"{run_dir}: checkpoints/last.pt holds step {state['step']}, the summary's test step "
                               f"{summary.get('step')}: not the weights its test scored")  # fmt: skip
     slim = {key: state[key] for key in ("format", "step", "best_val_mse", "model")}
-    slim["config"] = to_dict(portable(from_dict(state["config"], state["path"])))  # the same bytes from any run folder
+    # What the run computed, no more: the same bytes from any run folder, and after fields are added to the config.
+    slim["config"] = hashed_fields(from_dict(state["config"], state["path"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{name}.pt.partial"
     with atomic_write(staging) as handle:

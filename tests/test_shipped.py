@@ -1,6 +1,7 @@
 """Shipped checkpoints: a tiny trained run shipped, verified, tampered with."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from test_trainer import tiny, tiny_overrides
 
 from ablations.variants import load_variant
-from core.config import ConfigError
+from core.config import ConfigError, config_hash, from_dict
 from core.shipped import CHECK_SEQUENCES, cpu_name, ship, verify
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
 
@@ -76,6 +77,25 @@ def test_ship_and_verify_from_the_command_line(shipped, tmp_path, capsys):
     manifest.write_text(json.dumps({**tampered, "check": {**tampered["check"], "mse": tampered["check"]["mse"] + 1}}))
     assert launch.main(["verify", str(manifest)]) == 2
     assert "missed their recorded check MSE" in capsys.readouterr().err
+
+
+def test_a_run_recorded_under_an_older_or_newer_config_schema_ships_the_same_bytes(shipped, tmp_path):
+    run, manifest_path = shipped
+    first = json.loads(manifest_path.read_text())
+    # The same training recorded elsewhere, by a version of the code that lacked a field added since (an unhashed
+    # one, and one at the value runs had before it) and set unhashed fields of its own.
+    copy = tmp_path / "run"
+    shutil.copytree(run.run_dir, copy)
+    state = torch.load(copy / "checkpoints" / "last.pt", weights_only=True)
+    config = state["config"]
+    del config["tracking"]["artifacts"], config["train"]["lr_warmup"]
+    config["tracking"]["tags"], config["train"]["runs_dir"], config["data"]["num_workers"] = ["elsewhere"], "/x", 3
+    torch.save(state, copy / "checkpoints" / "last.pt")
+    again = json.loads(ship(copy, tmp_path / "out", "tiny_baseline", command="").read_text())
+    assert again["sha256"] == first["sha256"]
+    stored = load_checkpoint(manifest_path.parent / first["file"])["config"]
+    assert "tracking" not in stored and "lr_warmup" not in stored["train"]  # what the run computed, no more
+    assert config_hash(from_dict(stored)) == json.loads((run.run_dir / "summary.json").read_text())["config_hash"]
 
 
 def test_a_variant_finetunes_from_a_manifest_as_the_checkpoint_file_it_names(shipped, tmp_path, mnist_npz):
