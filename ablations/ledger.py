@@ -15,6 +15,7 @@ Optuna is imported lazily, here and in ``ablations/runner.py`` through :func:`_o
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import functools
@@ -385,12 +386,18 @@ class _Heartbeat:
     worker. At each beat the thread reads the trial back: once it is no longer RUNNING, the claim is lost, ``lost``
     is set and the main thread is interrupted (KeyboardInterrupt), so this worker stops the cell within one interval
     instead of training it beside its new owner (whose run folder lock, :func:`core.io.folder_lock`, keeps the two
-    apart where the file system honours locks)."""
+    apart where the file system honours locks).
+
+    The interrupt is a signal of its own, :data:`FENCE_SIGNAL`, handled while the cell runs: a real signal also cuts
+    short a sleep or a wait in progress (``_thread.interrupt_main`` does not), and SIGINT is ignored in a worker that a
+    script started in the background (``launch.py sweep ... &`` without job control, as in a batch script)."""
 
     def __init__(self, storage, trial_id: int, interval: float) -> None:
         self._stop = threading.Event()
         self.lost = False
         self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
+        self._signalled = False  # whether FENCE_SIGNAL is ours while the cell runs (only the main thread handles it)
+        self._previous: Any = signal.SIG_DFL
 
     def _beat(self, storage, trial_id: int, interval: float) -> None:
         running = _optuna().trial.TrialState.RUNNING
@@ -399,8 +406,10 @@ class _Heartbeat:
                 storage.record_heartbeat(trial_id)
                 if storage.get_trial(trial_id).state != running and not self._stop.is_set():
                     self.lost = True
-                    # A real signal, not _thread.interrupt_main(): it also cuts short a sleep or a wait in progress.
-                    os.kill(os.getpid(), signal.SIGINT)
+                    if self._signalled:
+                        os.kill(os.getpid(), FENCE_SIGNAL)
+                    else:  # a worker outside the main thread: its next bytecode, once a sleep or wait has ended
+                        _thread.interrupt_main()
                     return
             except Exception as exc:  # a busy database must not silence the cell for good: try again next beat
                 print(f"heartbeat of trial {trial_id} failed ({type(exc).__name__}: {exc}); retrying", flush=True)
@@ -408,6 +417,8 @@ class _Heartbeat:
                 return
 
     def __enter__(self) -> _Heartbeat:
+        if threading.current_thread() is threading.main_thread():
+            self._previous, self._signalled = signal.signal(FENCE_SIGNAL, _claim_lost), True
         self._thread.start()
         return self
 
@@ -419,6 +430,17 @@ class _Heartbeat:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        if self._signalled:
+            signal.signal(FENCE_SIGNAL, signal.SIG_DFL if self._previous is None else self._previous)
+
+
+FENCE_SIGNAL = signal.SIGUSR1
+"""The signal a worker's heartbeat thread sends its own process when the cell's claim is lost (see :class:`_Heartbeat`;
+SIGUSR2 is submitit's preemption signal)."""
+
+
+def _claim_lost(signum, frame) -> None:
+    raise KeyboardInterrupt("the cell's claim was lost: declared dead and handed on elsewhere")
 
 
 def _requeue(study, storage, trial_id: int, reason: str) -> None:

@@ -505,13 +505,19 @@ def test_a_live_workers_cell_is_not_taken_from_it_when_its_beats_come_late(tmp_p
     assert [c.status for c in summarize(sweep, ledger).cells] == ["done"]
 
 
-def test_a_worker_whose_cell_was_declared_dead_elsewhere_stops_it_within_a_beat(tmp_path, calls, monkeypatch):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_a_worker_whose_cell_was_declared_dead_elsewhere_stops_it_within_a_beat(tmp_path, calls, monkeypatch, sigint):
     """Fencing: another machine's worker failed this worker's trial as stale (its beats came late); at its next beat
-    this worker finds the claim gone, stops the cell before finishing it, records nothing and goes on."""
+    this worker finds the claim gone, stops the cell before finishing it, records nothing and goes on. Also where
+    SIGINT is ignored, as in a worker a script started in the background (``launch.py sweep ... &``)."""
     sweep = load_sweep(write_sweep(tmp_path))
     monkeypatch.setenv("SWEEP_SLOW_S", "30")
     monkeypatch.setenv("SWEEP_HANG_CELL", sweep.cells[0].id)
-    ledger, worker = start_hanging_worker(tmp_path, sweep, sweep_fakes.slow_on_one, calls)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
+    try:  # the spawned worker inherits an ignored SIGINT
+        ledger, worker = start_hanging_worker(tmp_path, sweep, sweep_fakes.slow_on_one, calls)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     storage = ledger_module._storage(ledger)
     study_id = storage.get_study_id_from_name("grid")
     (running,) = storage.get_all_trials(study_id, states=(ledger_module._optuna().trial.TrialState.RUNNING,))
