@@ -5,9 +5,12 @@ The marginal effect of setting an axis to ``value`` instead of its ``reference``
 seed fixes the initial weights and the data stream, so each pair differs in the axis alone): a paired difference, so
 an unbalanced grid compares like with like. ``pairs`` says how many pairs there were, ``std`` is their sample standard
 deviation (ddof=1), and ``low``/``high`` the 95% t interval of the mean (:mod:`analysis.stats`), which carries the
-seed noise and the spread over the other axes' cells. ``verdict`` says it in a word: ``better`` or ``worse`` when the
-interval excludes zero, ``noise`` when it does not, ``one pair`` when there is no interval. The reference is the
-release's value of the axis when it was run (3d, no residuals, ...), else the smallest value.
+seed noise and the spread over the other axes' cells. ``interval`` says what it is over: ``seeds`` (pairs of two or
+more seeds), ``cells of one seed`` (every pair shares one seed, so the interval holds how the effect varies across
+the other axes, not the seed noise), ``<n> test sequences`` (one pair, scored sequence by sequence). ``verdict``
+says it in a word: ``better`` or ``worse`` when the interval excludes zero, ``noise`` when it does not, ``one pair``
+when there is no interval. The reference is the release's value of the axis when it was run (3d, no residuals, ...),
+else the smallest value.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
                 change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
                 changed = cells[cells[each.name] == value].set_index(keys)
                 paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
+                seeds = paired.index.get_level_values("seed").nunique()
                 one_pair = (
                     _by_sequence(paired["run_dir"].iloc[0], paired["run_dir_reference"].iloc[0])
                     if len(paired) == 1 else None
@@ -76,7 +80,7 @@ def axis_effects(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
                 for metric in metrics:
                     diffs = (paired[metric] - paired[f"{metric}_reference"]).dropna().to_numpy(dtype=float)
                     effect, low, high = mean_interval(diffs)
-                    interval = "seeds" if len(diffs) > 1 else ""
+                    interval = "" if len(diffs) < 2 else "seeds" if seeds > 1 else ONE_SEED
                     if len(diffs) == 1 and one_pair is not None and metric in one_pair:
                         # One pair of trained models: the interval of its mean difference over the test sequences.
                         _, low, high = mean_interval(one_pair[metric])
@@ -137,7 +141,7 @@ def effects_tables(effects: pd.DataFrame) -> list[tuple[str, list[str], list[lis
             texts = [effect_text(by_metric.loc[m, "effect"], by_metric.loc[m, "low"], by_metric.loc[m, "high"], m)
                      for m in metrics]  # fmt: skip
             pairs = str(int(group["pairs"].max()))
-            rows.append([change, *texts, pairs + ("†" if _over_sequences(group["interval"].iloc[0]) else "")])
+            rows.append([change, *texts, pairs + MARKS.get(_interval_kind(group["interval"].iloc[0]), "")])
         tables.append((f"Axis effects on {DATASET_LABELS.get(dataset, dataset)}. {EFFECTS_NOTE}", header, rows))
     return tables
 
@@ -154,15 +158,23 @@ def effects_markdown(effects: pd.DataFrame) -> str:
 EFFECTS_NOTE = (
     "Mean paired difference (changed minus reference) over the pairs of finished runs that share the other axes and "
     "the seed; in brackets its 95% confidence interval (Student t over the pairs), which holds the seed noise. An "
-    "interval that contains 0 is an effect not distinguishable from seed noise. † one pair of trained models: its "
-    "interval is over the test sequences (each scored by both models), so it holds the test set's noise but not the "
-    "seed noise; one pair without per-sequence scores has no interval."
+    "interval that contains 0 is an effect not distinguishable from seed noise. ‡ every pair shares one seed: the "
+    "interval holds how the effect varies across the other axes' cells, not the seed noise. † one pair of trained "
+    "models: its interval is over the test sequences (each scored by both models), so it holds the test set's noise "
+    "but not the seed noise; one pair without per-sequence scores has no interval."
 )
 
+ONE_SEED = "cells of one seed"
+MARKS = {"sequences": "†", "one seed": "‡"}
+"""The pairs column's mark for an interval that is not over seeds (see :data:`EFFECTS_NOTE`)."""
 
-def _over_sequences(interval: Any) -> bool:
-    """Whether an effect row's interval is over the test sequences of one pair (not over seeds)."""
-    return isinstance(interval, str) and interval.endswith("test sequences")
+
+def _interval_kind(interval: Any) -> str:
+    """``seeds``, ``one seed`` (pairs across the other axes' cells, all of one seed), ``sequences`` (one pair's test
+    sequences) or ``""`` (no interval)."""
+    if not isinstance(interval, str) or not interval:
+        return ""
+    return "sequences" if interval.endswith("test sequences") else "one seed" if interval == ONE_SEED else "seeds"
 
 
 def effect_text(effect: float, low: float, high: float, metric: str) -> str:
@@ -187,9 +199,13 @@ def verdicts(effects: pd.DataFrame, metric: str = "mse") -> list[str]:
         bounds = f"95% CI {row['low']:+.{decimals}f} to {row['high']:+.{decimals}f}"
         noise = "seed noise"
         interval = f"{bounds}, {row['pairs']} pairs"
-        if _over_sequences(row.get("interval")):
+        kind = _interval_kind(row.get("interval"))
+        if kind == "sequences":
             noise = "the test set's noise (one trained pair: seed noise not measured, run more seeds)"
             interval = f"{bounds} over {row['interval']}"
+        elif kind == "one seed":
+            noise = "its spread across the other axes (one seed: seed noise not measured, run more seeds)"
+            interval = f"{bounds}, {row['pairs']} pairs of one seed"
         what = {
             "better": f"{'lowers' if LOWER_IS_BETTER[metric] else 'raises'} {label} by {size:.{decimals}f} "
             f"({interval}): beyond {noise}",

@@ -135,6 +135,23 @@ def test_effects_within_seed_noise_say_so(tmp_path):
     assert "on one pair: no interval (run more seeds)" in verdicts(axis_effects(collect(single)))[0]
 
 
+def test_pairs_of_one_seed_are_not_called_seed_noise(tmp_path):
+    """Pairs across the other axes' cells, all of seed 0: their spread is how the effect varies with those axes."""
+    for residual, (off, on) in ((False, (100.0, 104.0)), (True, (110.0, 108.0))):
+        for l1, mse in ((0.0, off), (0.5, on)):
+            record_run(tmp_path, f"{residual}-{l1}", (f"--model.residual={residual}", f"--loss.l1_weight={l1}"),
+                       {"mse": mse, "mae": mse, "psnr": 20.0, "ssim": 0.5})  # fmt: skip
+    effects = axis_effects(collect(tmp_path))
+    weight = effect(effects, "l1_weight", "mse")
+    assert weight["pairs"] == 2 and weight["effect"] == pytest.approx(1.0) and weight["interval"] == "cells of one seed"
+    line = next(line for line in verdicts(effects) if line.startswith("l1 weight"))
+    assert line.endswith("2 pairs of one seed): not distinguishable from its spread across the other axes (one seed: "
+                         "seed noise not measured, run more seeds) at this budget.")  # fmt: skip
+    assert "seed noise at this budget" not in line and "| 2‡ |" in effects_markdown(effects)
+    grid(tmp_path / "seeds", seeds=(0, 1))
+    assert set(axis_effects(collect(tmp_path / "seeds"))["interval"]) == {"seeds"}
+
+
 def test_one_pair_with_per_sequence_scores_gets_an_interval_over_its_test_sequences(tmp_path):
     """One trained model each way (one seed): the interval is over the test sequences both models scored, labelled so,
     and none is given when the two were tested on different sets."""
