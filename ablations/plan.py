@@ -70,7 +70,7 @@ def measure(key: StepKey, steps: int = 1, channels: int = 1, context_frames: int
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from bench.bench_train import _flop_counter  # the bench's counter, so the figures agree with bench/RESULTS.md
+    from bench.bench_train import flop_counter  # the figures agree with bench/RESULTS.md
     from core.config import ModelConfig
     from core.losses import prediction_loss
     from core.models import build_model
@@ -106,7 +106,7 @@ def measure(key: StepKey, steps: int = 1, channels: int = 1, context_frames: int
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     ops = CountOps()
-    with _flop_counter() as counter, ops:
+    with flop_counter() as counter, ops:
         loss = prediction_loss(model(frames, context_frames, mask), frames[:, 1:], 2 / 3)["loss"]
         loss.backward()  # forward and backward only: a GPU's Adam is a few fused multi-tensor kernels
     return {"cpu_s": sorted(times)[len(times) // 2], "process_s": sorted(cpu_times)[len(times) // 2],

@@ -41,7 +41,9 @@ def _median_seconds(work, repeats: int, device: str = "cpu") -> float:
     return statistics.median(times)
 
 
-def _flop_counter():
+def flop_counter():
+    """A ``FlopCounterMode`` that also counts the CPU flash-attention kernels the recall calls (with the formulas of
+    PyTorch's fused attention): the bench's and ``launch.py sweep --dry-run``'s FLOPs both come from it."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
@@ -133,7 +135,7 @@ def _measure(
         peak_gib = torch.cuda.max_memory_allocated(where) / 2**30
     else:
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    with _flop_counter() as counter:
+    with flop_counter() as counter:
         step()
     with torch.no_grad(), precision_context(precision, where):
         eval_frames = torch.cat([stream.batch(k) for k in range(4)]).to(where)  # (4B, T, 1, H, W)
