@@ -418,7 +418,7 @@ class _Heartbeat:
 
     def __enter__(self) -> _Heartbeat:
         if threading.current_thread() is threading.main_thread():
-            self._previous, self._signalled = signal.signal(FENCE_SIGNAL, _claim_lost), True
+            self._previous, self._signalled = signal.signal(FENCE_SIGNAL, self._claim_lost), True
         self._thread.start()
         return self
 
@@ -428,19 +428,26 @@ class _Heartbeat:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
-    def __exit__(self, *exc) -> None:
+    def _claim_lost(self, signum, frame) -> None:
+        if not self._stop.is_set():  # a signal handled after the cell ended (and stop()) has nothing left to stop
+            raise ClaimLost("the cell's claim was lost: declared dead and handed on elsewhere")
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
         self.stop()
         if self._signalled:
             signal.signal(FENCE_SIGNAL, signal.SIG_DFL if self._previous is None else self._previous)
+        # The claim was lost just as the cell ended, between its last line and here: what comes next (recording the
+        # cell, which finds the trial no longer this worker's) says so; the worker goes on with the next cell.
+        return exc_type is not None and issubclass(exc_type, ClaimLost)
+
+
+class ClaimLost(KeyboardInterrupt):
+    """Raised in a worker's main thread when its heartbeat finds the cell's claim lost (see :class:`_Heartbeat`)."""
 
 
 FENCE_SIGNAL = signal.SIGUSR1
 """The signal a worker's heartbeat thread sends its own process when the cell's claim is lost (see :class:`_Heartbeat`;
 SIGUSR2 is submitit's preemption signal)."""
-
-
-def _claim_lost(signum, frame) -> None:
-    raise KeyboardInterrupt("the cell's claim was lost: declared dead and handed on elsewhere")
 
 
 def _requeue(study, storage, trial_id: int, reason: str) -> None:

@@ -529,6 +529,32 @@ def test_a_worker_whose_cell_was_declared_dead_elsewhere_stops_it_within_a_beat(
     assert call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells[1:]})  # the worker went on
 
 
+def test_a_claim_lost_as_the_cell_ends_does_not_stop_the_worker():
+    """The fence's signal can land after the cell's last line: once the heartbeat has stopped it does nothing, and
+    between the cell's end and the heartbeat's exit it is swallowed (recording then finds the trial gone)."""
+
+    class Running:  # a storage whose trial stays RUNNING: the heartbeat never fences by itself
+        state = ledger_module._optuna().trial.TrialState.RUNNING
+
+        def record_heartbeat(self, trial_id):
+            pass
+
+        def get_trial(self, trial_id):
+            return self
+
+    before = signal.getsignal(ledger_module.FENCE_SIGNAL)
+    with ledger_module._Heartbeat(Running(), 0, 60) as heartbeat:
+        heartbeat.stop()
+        os.kill(os.getpid(), ledger_module.FENCE_SIGNAL)  # handled here, after stop(): nothing to stop
+        time.sleep(0.05)
+    with ledger_module._Heartbeat(Running(), 0, 60):
+        with pytest.raises(ledger_module.ClaimLost):  # while the cell runs: it stops the cell ...
+            os.kill(os.getpid(), ledger_module.FENCE_SIGNAL)
+            time.sleep(5)
+        raise ledger_module.ClaimLost("landed after the cell's last line")  # ... but not the worker
+    assert signal.getsignal(ledger_module.FENCE_SIGNAL) == before
+
+
 def test_a_stopped_worker_hands_its_cell_back_at_once(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))
     monkeypatch.setenv("SWEEP_HANG_CELL", sweep.cells[0].id)
