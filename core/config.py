@@ -477,7 +477,7 @@ def _nested(section: str, text: str) -> list[tuple[str, str]]:
     try:
         tree = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        raise ConfigError(f"command line: --{section}={text!r} is not a mapping of {section} keys") from None
+        tree = None
     if not isinstance(tree, dict):
         raise ConfigError(f"command line: --{section}={text!r} is not a mapping of {section} keys")
 
