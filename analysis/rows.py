@@ -14,7 +14,7 @@ import pandas as pd
 
 from core.axes import IDENTITY, STUDY_AXES, Axis, axis, canonical, is_present, variant_name
 
-_FIXED_KEYS = {a.key for a in (*STUDY_AXES, *IDENTITY)}
+_FIXED_KEYS = {key for a in (*STUDY_AXES, *IDENTITY) for key in (a.key, *a.reads)}
 
 
 def row_axes(runs: pd.DataFrame) -> tuple[Axis, ...]:

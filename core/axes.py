@@ -74,6 +74,8 @@ class Axis:
     """the axis value from the config value"""
     derive: Callable[[Mapping[str, Any]], Any] | None = None
     """the axis value from the whole config, where one key does not say it (``init``)"""
+    reads: tuple[str, ...] = ()
+    """other config keys ``derive`` reads that belong to this axis alone, so they make no axis of their own"""
 
     def of(self, config: Mapping[str, Any] | None) -> Any:
         """This axis's value in a resolved config given as nested dicts (``to_dict``, config.yaml); None if absent."""
@@ -103,6 +105,21 @@ def _init(config: Mapping[str, Any]) -> str:
     return "pretrained" if train.get("steps") == 0 else "finetuned"
 
 
+def _residual(config: Mapping[str, Any]) -> Any:
+    """``False`` without residual skips, ``True`` with the study's fixed ones, ``"gated"`` with zero-started gates
+    (``model.residual_gate: zero``): one axis of three levels, so each kind of skip is compared with none."""
+    model = config.get("model") or {}
+    if "residual" not in model:
+        return None
+    if not model["residual"]:
+        return False
+    return "gated" if model.get("residual_gate", "fixed") == "zero" else True
+
+
+def _residual_phrase(value: Any) -> str:
+    return "gated residuals" if value == "gated" else "residuals" if value else "plain"
+
+
 def _weight(value: Any) -> str:
     weight = float(value)
     return "l1 only" if weight == 1 else "l2 only" if weight == 0 else f"l1+l2 (w={weight:.2g})"
@@ -110,7 +127,15 @@ def _weight(value: Any) -> str:
 
 STUDY_AXES: tuple[Axis, ...] = (
     Axis("conv", "model.conv", "convolution", "3d", shapes=True, phrase=lambda v: f"{v} convolution"),
-    Axis("residual", "model.residual", "residual connections", False, phrase=lambda v: "residuals" if v else "plain"),
+    Axis(
+        "residual",
+        "model.residual",
+        "residual connections",
+        False,
+        phrase=_residual_phrase,
+        derive=_residual,
+        reads=("model.residual_gate",),
+    ),
     Axis("memory_flow", "model.memory_flow", "memory flow", "released", phrase=lambda v: f"{v} memory flow"),
     Axis("recall", "model.recall", "recall", "released", phrase=lambda v: "no recall" if v == "off" else f"{v} recall"),
     Axis("output_gate", "model.output_gate", "output gate", "released", phrase=lambda v: f"{v} output gate"),
@@ -201,7 +226,7 @@ def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES)
     """
     name = "E2D-LSTM" if values.get("conv") == "2d" else "E3D-LSTM"
     if values.get("residual"):
-        name += " + residuals"
+        name += f" + {_residual_phrase(values['residual'])}"
     details = []
     for each in axes:
         value = values.get(each.name)

@@ -89,6 +89,9 @@ class ModelConfig:
     """variance epsilon of those layer norms (the release's 1e-12; runs recorded before this key used 1e-5)"""
     residual: bool = False
     """the study's residuals: layer 2 (every even layer) adds H_{l-2} to its input; the decoder gets H_{L-1}+H_{L-2}"""
+    residual_gate: Literal["fixed", "zero"] = "fixed"
+    """fixed: each skip adds H_{l-2} as it is (the study's); zero: times a learnable scalar that starts at 0, so a
+    model finetuned from one trained without skips starts by computing exactly what it computed (ours)"""
     memory_flow: Literal["released", "zigzag"] = "released"
     """released: the cell returns the incoming M (so M stays zero); zigzag: M' flows up the stack and on in time"""
     recall: Literal["released", "scaled", "off"] = "released"
@@ -145,7 +148,9 @@ class TrainConfig:
     eval_batch_size: int = 16
     """sequences per evaluation batch"""
     init_from: str | None = None
-    """finetune: start from this checkpoint file or run folder (its weights only)"""
+    """finetune: start from this checkpoint file or run folder (its weights; Adam's state too with init_optimizer)"""
+    init_optimizer: Literal["fresh", "restore"] = "fresh"
+    """finetune: a fresh Adam, or Adam's moments and step count restored from init_from's checkpoint (the study's)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where to train: auto picks cuda when available"""
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -539,6 +544,16 @@ def validate(cfg: Config) -> Config:
         (len(m.hidden) >= 1 and min(m.hidden) >= 1, "model.hidden", "must list at least one positive size"),
         (not m.residual or len(m.hidden) >= 2, "model.residual", "needs at least 2 layers"),
         (not m.residual or len(set(m.hidden)) == 1, "model.residual", "needs equal hidden sizes in every layer"),
+        (
+            m.residual or m.residual_gate == "fixed",
+            "model.residual_gate",
+            f"'{m.residual_gate}' gates the residual skips, so it needs model.residual=true",
+        ),  # fmt: skip
+        (
+            t.init_optimizer == "fresh" or t.init_from is not None,
+            "train.init_optimizer",
+            "'restore' reads Adam's state from train.init_from's checkpoint, so it needs train.init_from",
+        ),  # fmt: skip
         (m.filter_size >= 1 and m.filter_size % 2 == 1, "model.filter_size", "must be odd and positive"),
         (m.window >= 1, "model.window", "must be at least 1"),
         (m.layer_norm_eps > 0, "model.layer_norm_eps", "must be positive"),
@@ -621,7 +636,7 @@ UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile",
 """Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash."""
 BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
                 "train.threads": None, "train.lr_schedule": "constant", "train.lr_warmup": 0,
-                "train.lr_min": 0.0}  # fmt: skip
+                "train.lr_min": 0.0, "model.residual_gate": "fixed", "train.init_optimizer": "fresh"}  # fmt: skip
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
 read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
 (its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them. (Fidelity-1

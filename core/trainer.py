@@ -176,10 +176,13 @@ def checkpoint_in(run_dir: Path) -> Path:
     raise CheckpointError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt in this folder")
 
 
-def load_weights(model: torch.nn.Module, state: dict) -> None:
-    """Load a checkpoint's weights into ``model``; a missing, extra or differently shaped weight is a clear error."""
+def load_weights(model: torch.nn.Module, state: dict, finetune: bool = False) -> list[str]:
+    """Load a checkpoint's weights into ``model``; a missing, extra or differently shaped weight is a clear error.
+    With ``finetune``, the weights the model starts fresh (its ``fresh_weights()``, e.g. zero-started skip gates) may
+    be missing and keep their initial values; returns those it kept."""
     own, theirs = model.state_dict(), state["model"]
-    missing = sorted(set(own) - set(theirs))
+    fresh = sorted(set(getattr(model, "fresh_weights", set)()) - set(theirs)) if finetune else []
+    missing = sorted(set(own) - set(theirs) - set(fresh))
     extra = sorted(set(theirs) - set(own))
     shapes = [f"{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(theirs)) if own[k].shape != theirs[k].shape]  # fmt: skip
@@ -192,7 +195,42 @@ def load_weights(model: torch.nn.Module, state: dict) -> None:
             ) if part
         )  # fmt: skip
         raise CheckpointError(f"{state.get('path', 'checkpoint')}: does not fit this model ({details})")
-    model.load_state_dict(theirs)
+    model.load_state_dict({**{name: own[name] for name in fresh}, **theirs})
+    return fresh
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, state: dict) -> int:
+    """Adam's per-weight state (moments and step count) from a checkpoint's optimizer, for a finetune that goes on
+    where the checkpoint's training stopped; returns how many weights got theirs. The learning rate and betas stay
+    this run's config's. Weights the checkpoint's model lacked (:meth:`fresh_weights`, registered after every other
+    one, so the checkpoint's weights are a prefix of this model's) start with no state, as Adam starts any weight."""
+    where = state.get("path", "checkpoint")
+    saved = state.get("optimizer")
+    if not isinstance(saved, dict) or "state" not in saved:
+        raise CheckpointError(
+            f"{where}: carries no optimizer state (a shipped file keeps the weights only unless shipped with "
+            "--with-optimizer), so train.init_optimizer=restore cannot restore Adam's; use train.init_optimizer=fresh"
+        )
+    params = list(model.parameters())
+    names = [name for name, _ in model.named_parameters()]
+    fresh = getattr(model, "fresh_weights", set)()
+    kept = [index for index, name in enumerate(names) if name not in fresh or name in state["model"]]
+    if kept != list(range(len(kept))):
+        raise CheckpointError(f"{where}: this model's fresh weights are not its last; cannot map the optimizer state")
+    restored = 0
+    for index, value in saved["state"].items():
+        index = int(index)
+        if index >= len(kept):
+            raise CheckpointError(f"{where}: its optimizer state has weight {index}; this model has {len(kept)}")
+        for key, tensor in value.items():
+            if key != "step" and tuple(tensor.shape) != tuple(params[index].shape):
+                raise CheckpointError(
+                    f"{where}: optimizer state {key} of {names[index]} has shape {tuple(tensor.shape)}, the weight "
+                    f"{tuple(params[index].shape)}"
+                )
+        optimizer.state[params[index]] = {k: v.to(params[index].device).clone() for k, v in value.items()}
+        restored += 1
+    return restored
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -321,12 +359,15 @@ def _train(cfg: Config, run_dir: Path, on_eval: EvalCallback | None, progress: b
         random.setstate(state["rng"]["python"])
     elif cfg.train.init_from:
         source = load_checkpoint(cfg.train.init_from, device)
-        load_weights(model, source)
+        fresh = load_weights(model, source, finetune=True)
         initialised = {
             "checkpoint": source["path"],
             "step": int(source["step"]),
             "fidelity": checkpoint_fidelity(source),
+            **({"fresh_weights": fresh} if fresh else {}),
         }
+        if cfg.train.init_optimizer == "restore":
+            initialised["optimizer_restored"] = restore_optimizer(optimizer, model, source)
         if initialised["fidelity"] < FIDELITY:
             warnings.warn(
                 f"{source['path']}: trained by fidelity-{initialised['fidelity']} code, before the release fixes "

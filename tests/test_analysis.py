@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from analysis.collect import COLUMNS, collect, find_run_dirs
+from analysis.rows import row_axes
 from analysis.tables import IncomparableRunsError, study_table
-from core.axes import variant_name
-from core.config import load
+from core.axes import axis_values, recorded_axes, variant_name
+from core.config import load, to_dict
 from core.tracking import Tracker
 
 MNIST_TEST = "generated Moving MNIST test set (test digits, seed 1, 2000 sequences)"
@@ -167,10 +168,25 @@ def test_find_run_dirs_needs_a_folder(tmp_path):
         ({"conv": "3d", "residual": False, "l1_weight": 0.0, "init": "scratch"}, "E3D-LSTM, l2 only"),
         ({"conv": "3d", "residual": False, "l1_weight": 0.25, "init": "scratch"}, "E3D-LSTM, l1+l2 (w=0.25)"),
         ({"conv": "3d", "recall": "off", "memory_flow": "zigzag"}, "E3D-LSTM, zigzag memory flow, no recall"),
+        ({"conv": "3d", "residual": "gated", "l1_weight": 0.0, "init": "finetuned"},
+         "E3D-LSTM + gated residuals, l2 only, finetuned"),  # fmt: skip
     ],
 )
 def test_variant_name(axes, name):
     assert variant_name(axes) == name
+
+
+def test_the_residual_axis_has_a_level_per_kind_of_skip():
+    """None, the study's fixed skips, zero-started gated ones: one axis, so each kind is compared with none; the
+    gate's own key is no separate row axis."""
+    def recorded(*overrides):
+        return recorded_axes(to_dict(load(None, list(overrides))))["residual"]
+
+    assert recorded() is False and recorded("--model.residual=true") is True
+    assert recorded("--model.residual=true", "--model.residual_gate=zero") == "gated"
+    configs = [to_dict(load(None, o)) for o in ([], ["--model.residual=true", "--model.residual_gate=zero"])]
+    runs = pd.DataFrame({"config": [dict(axis_values(c)) for c in configs]})
+    assert "model.residual_gate" not in {each.key for each in row_axes(runs)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

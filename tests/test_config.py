@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from core import config as C
-from core.config import ConfigError, load, parse_overrides
+from core.config import ConfigError, config_hash, hashed_fields, load, parse_overrides
 
 
 def _write(path, data):
@@ -232,3 +232,22 @@ def test_nested_sections_as_wandb_agent_passes_them_become_dotted_overrides():
     assert cfg.train.threads is None
     with pytest.raises(ConfigError, match=r"--model=\"\{'residual'\" is not a mapping of model keys"):
         parse_overrides(["--model={'residual'"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--model.residual_gate=zero"], r"model\.residual_gate 'zero' gates the residual skips, so it needs model\."),
+        (["--train.init_optimizer=restore"], r"train\.init_optimizer 'restore' .* needs train\.init_from"),
+    ],
+)
+def test_switches_that_need_another_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load(None, overrides)
+
+
+def test_residual_gate_and_init_optimizer_at_their_defaults_leave_run_ids_alone():
+    cfg = load(None, ["--model.residual=true"])
+    assert "residual_gate" not in hashed_fields(cfg)["model"] and "init_optimizer" not in hashed_fields(cfg)["train"]
+    gated = load(None, ["--model.residual=true", "--model.residual_gate=zero"])
+    assert config_hash(gated) != config_hash(cfg)

@@ -486,3 +486,44 @@ def test_runs_under_bfloat16_autocast_close_to_float32():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert teacher.dtype == torch.bfloat16
     torch.testing.assert_close(teacher.float(), reference, atol=0.05, rtol=0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Zero-started residual gates
+
+
+@pytest.mark.parametrize("layers", [2, 3, 4])
+def test_zero_gated_residuals_start_as_the_model_without_skips(layers):
+    """A finetune that adds gated skips to a model trained without them computes exactly that model at step 0, the
+    mask of scheduled sampling included; the study's fixed skips do not (the shock the gate exists to avoid)."""
+    plain = make(tiny(hidden=(4,) * layers))
+    gated = build_model(tiny(hidden=(4,) * layers, residual=True, residual_gate="zero"), 1, SIZE)
+    assert sorted(gated.fresh_weights()) == sorted(
+        f"skip_gates.{name}" for name in (["layer2"] if layers >= 3 else []) + ["decoder"]
+    )
+    gated.load_state_dict({**plain.state_dict(), **{k: v for k, v in gated.state_dict().items() if "gate" in k}})
+    fixed = build_model(tiny(hidden=(4,) * layers, residual=True), 1, SIZE)
+    fixed.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        expected = plain(frames(), CONTEXT, mixed_mask())
+        assert torch.allclose(gated(frames(), CONTEXT, mixed_mask()), expected, rtol=0, atol=1e-6)
+        assert not torch.allclose(fixed(frames(), CONTEXT, mixed_mask()), expected, atol=1e-3)
+
+
+def test_residual_gates_learn_and_scale_the_skip():
+    """The gates get gradients from the first step, and a gate at 1 is the study's fixed skip."""
+    gated = make(tiny(hidden=(4, 4, 4), residual=True, residual_gate="zero"))
+    with torch.no_grad():
+        for gate in gated.skip_gates.values():
+            gate.zero_()
+    gated(frames(), CONTEXT).square().mean().backward()
+    assert all(gate.grad is not None and gate.grad.abs() > 0 for gate in gated.skip_gates.values())
+    fixed = build_model(tiny(hidden=(4, 4, 4), residual=True), 1, SIZE)
+    fixed.load_state_dict({k: v for k, v in gated.state_dict().items() if "gate" not in k})
+    with torch.no_grad():
+        for gate in gated.skip_gates.values():
+            gate.fill_(1.0)
+        assert torch.allclose(gated(frames(), CONTEXT), fixed(frames(), CONTEXT), rtol=0, atol=1e-6)
+    # the gates follow every other weight, so an optimizer state of the model without them is a prefix
+    names = [name for name, _ in gated.named_parameters()]
+    assert names[-len(gated.skip_gates) :] == [f"skip_gates.{name}" for name in gated.skip_gates]

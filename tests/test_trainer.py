@@ -255,3 +255,47 @@ def test_trains_on_a_kth_tree(tmp_path):
         and "KTH test persons 17-25" in json.loads((result.run_dir / "summary.json").read_text())["test_set"]
     )
     assert result.test["test/num_sequences"] == 2  # person 17: one window of 6 frames in 8, for each action
+
+
+def test_a_zero_gated_residual_finetune_starts_where_its_baseline_ended(tmp_path, mnist_npz):
+    """Scored at step 0, skips behind zero-started gates leave the baseline's validation MSE as it was; the study's
+    fixed skips change it. The gates are recorded as the weights the finetune started fresh."""
+    base = train(tiny(tmp_path, mnist_npz), progress=False)
+    scored = {}
+    for gate in ("zero", "fixed"):
+        cell = tiny(tmp_path, mnist_npz, f"--train.init_from={base.run_dir}", "--model.residual=true",
+                    f"--model.residual_gate={gate}", "--train.steps=0")  # fmt: skip
+        scored[gate] = train(cell, progress=False)
+    assert scored["zero"].best_val_mse == pytest.approx(base.best_val_mse, rel=0, abs=1e-6)
+    assert abs(scored["fixed"].best_val_mse - base.best_val_mse) > 1e-3
+    summary = json.loads((scored["zero"].run_dir / "summary.json").read_text())
+    assert summary["init_from"]["fresh_weights"] == ["skip_gates.decoder"]
+    tuned = train(tiny(tmp_path, mnist_npz, f"--train.init_from={base.run_dir}", "--model.residual=true",
+                       "--model.residual_gate=zero", "--train.steps=2"), progress=False)  # fmt: skip
+    assert float(weights(tuned.run_dir)["skip_gates.decoder"]) != 0.0  # the gate trains
+
+
+def test_init_optimizer_restore_continues_adams_state(tmp_path, mnist_npz):
+    """train.init_optimizer=restore takes the checkpoint's Adam moments and step counts (the study's finetune); the
+    gates a finetune adds start without state; a checkpoint without optimizer state is a clear error."""
+    base = train(tiny(tmp_path, mnist_npz), progress=False)
+    source = load_checkpoint(base.run_dir / "checkpoints" / "best.pt")
+    cfg = tiny(tmp_path, mnist_npz, f"--train.init_from={base.run_dir}", "--model.residual=true",
+               "--model.residual_gate=zero", "--train.init_optimizer=restore", "--train.steps=0")  # fmt: skip
+    model = build_model(cfg.model, 1, 32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    trainer_module.load_weights(model, source, finetune=True)
+    params = list(model.parameters())
+    assert trainer_module.restore_optimizer(optimizer, model, source) == len(params) - 1
+    for index, saved in source["optimizer"]["state"].items():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(optimizer.state[params[int(index)]][key], saved[key])
+    assert params[-1] not in optimizer.state  # the decoder's gate: no state, as Adam starts any weight
+    assert optimizer.param_groups[0]["lr"] == cfg.train.lr  # this run's learning rate, not the checkpoint's
+    summary = json.loads((train(cfg, progress=False).run_dir / "summary.json").read_text())
+    assert summary["init_from"]["optimizer_restored"] == len(params) - 1
+    weights_only = tmp_path / "weights_only.pt"
+    torch.save({k: v for k, v in source.items() if k not in ("optimizer", "path")}, weights_only)
+    with pytest.raises(CheckpointError, match=r"weights_only\.pt: carries no optimizer state"):
+        train(tiny(tmp_path, mnist_npz, f"--train.init_from={weights_only}", "--train.init_optimizer=restore",
+                   "--train.steps=1"), progress=False)  # fmt: skip

@@ -154,6 +154,12 @@ class E3DLSTM(nn.Module):
         self.cells = nn.ModuleList(E3DCell(inputs[l], hidden[l], memory_in[l], cfg) for l in range(len(hidden)))
         # Collapses the window to one frame: kernel and stride (window, 1, 1).
         self.decoder = nn.Conv3d(hidden[-1], folded, kernel_size=(cfg.window, 1, 1), stride=(cfg.window, 1, 1))
+        # residual_gate zero: one learnable scalar per skip ("layer<l>", "decoder"), multiplying the H_{l-2} it adds.
+        # Registered last, so their parameters follow every other one (an optimizer state of the same model without
+        # them is a prefix of this one's). Started at 0: the skips are off until training opens them.
+        gated = cfg.residual and cfg.residual_gate == "zero"
+        skips = [position for position in range(2, len(hidden) + 1) if gated and self._takes_skip(position)]
+        self.skip_gates = nn.ParameterDict({self._skip_name(p): nn.Parameter(torch.zeros(())) for p in skips})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -174,6 +180,23 @@ class E3DLSTM(nn.Module):
         if not self.cfg.residual or position < 2:
             return False
         return position == len(self.cells) or position % 2 == 0
+
+    def _skip_name(self, position: int) -> str:
+        return "decoder" if position == len(self.cells) else f"layer{position}"
+
+    def _skip(self, h: list[Tensor], position: int) -> Tensor:
+        """What position ``position`` (a layer, or the decoder at ``len(cells)``) reads: H_{l-1}, plus H_{l-2} where
+        it takes a skip, times its gate where the skips are gated."""
+        below = h[position - 1]
+        if not self._takes_skip(position):
+            return below
+        gate = self.skip_gates[self._skip_name(position)] if self.skip_gates else None
+        return below + (h[position - 2] if gate is None else gate * h[position - 2])
+
+    def fresh_weights(self) -> set[str]:
+        """Weights a checkpoint of a model without them may lack when finetuning: the skip gates, which then start
+        at 0 (so the finetune's first step computes what the checkpoint's model computed)."""
+        return {f"skip_gates.{name}" for name in self.skip_gates}
 
     def forward(self, frames: Tensor, context_frames: int, true_mask: Tensor | None = None) -> Tensor:
         batch, length = frames.shape[:2]
@@ -205,11 +228,11 @@ class E3DLSTM(nn.Module):
             inputs = torch.stack(fed, dim=2)  # window x (B, C*p*p, H', W') -> (B, C*p*p, window, H', W')
             for l, cell in enumerate(self.cells):
                 if l > 0:
-                    inputs = h[l - 1] + h[l - 2] if self._takes_skip(l) else h[l - 1]
+                    inputs = self._skip(h, l)
                 h[l], c[l], m = cell(inputs, h[l], c[l], m, histories[l])
                 if histories[l] is not None:
                     histories[l].append(c[l])  # C'_t: from step t + 1 on, this layer recalls it too
-            top = h[-1] + h[-2] if self._takes_skip(layers) else h[-1]
+            top = self._skip(h, layers)
             predictions.append(self.decoder(top).squeeze(2))  # (B, C*p*p, 1, H', W') -> (B, C*p*p, H', W')
         out = torch.stack(predictions, dim=1)  # (T-1) x (B, C*p*p, H', W') -> (B, T-1, C*p*p, H', W')
         return patch_unfold(out, cfg.patch_size)  # -> (B, T-1, C, H, W)
