@@ -112,7 +112,7 @@ def _ship(args: argparse.Namespace) -> None:
     from core.shipped import ship
 
     command = args.command_line or f"python launch.py train {Path(args.run_dir) / 'config.yaml'}"
-    manifest = ship(args.run_dir, args.out, args.name, command)
+    manifest = ship(args.run_dir, args.out, args.name, command, with_optimizer=args.with_optimizer)
     print(f"shipped {args.run_dir} as {manifest.parent / json.loads(manifest.read_text())['file']} ({manifest})")
 
 
@@ -183,7 +183,11 @@ def _report(args: argparse.Namespace) -> None:
     for section in report.sections:
         if section.effects is not None and not section.effects.empty:
             print(f"{section.title}: axis effects on MSE")
-            print("".join(f"  {line}\n" for line in verdicts(section.effects)), end="")
+            lines = verdicts(section.effects, interactions=section.interactions)
+            print("".join(f"  {line}\n" for line in lines), end="")
+        if section.baseline_losses:
+            print(f"{section.title}: against the trivial baselines")
+            print("".join(f"  {line}\n" for line in section.baseline_losses), end="")
         for name, bests in section.bests.items():
             for dataset, best in bests.items():
                 on = f" on {dataset}" if len(bests) > 1 else ""
@@ -273,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--name", required=True, help="the shipped name, e.g. e3d_baseline (<name>-<sha8>.pt, .json)")
     ship.add_argument("--out", required=True, help="the folder to write into")
     ship.add_argument("--command-line", help="the command that trained it, for the manifest (default: its config)")
+    ship.add_argument(
+        "--with-optimizer",
+        action="store_true",
+        help="keep Adam's state too, for finetunes with --train.init_optimizer=restore (3x the size)",
+    )
     ship.set_defaults(run=_ship)
 
     verify = commands.add_parser("verify", help="check shipped checkpoints: sha256, and their recorded check MSE")

@@ -3,7 +3,8 @@
 :func:`ship` writes two files for a finished run:
 
 - ``<name>-<sha8>.pt``: the weights, the step and the config fields that decide what the run computed
-  (:func:`core.config.hashed_fields`; no optimiser or RNG state: a fraction of the run's own checkpoint), named by
+  (:func:`core.config.hashed_fields`; no RNG state, and no optimiser state unless shipped ``with_optimizer``, so a
+  finetune can continue Adam's with ``train.init_optimizer: restore``: a fraction of the run's own checkpoint), named by
   the first 8 hex digits of its sha256, so a retrained baseline is a new file and whatever names it (a finetune
   sweep's ``train.init_from``) is a new config, never mistaken for the old one;
 - ``<name>.json``: the manifest: that file and its sha256, the resolved config, the command that trained it, the CPU
@@ -57,10 +58,11 @@ def check_mse(state: dict[str, Any], threads: int = 1) -> float:
         return float(evaluate_model(model, subset, data.context_frames, 16, torch.device("cpu")).scores.mse)
 
 
-def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> Path:
+def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with_optimizer: bool = False) -> Path:
     """Write ``run_dir``'s final weights (``checkpoints/last.pt``, which its test scored) as
     ``<out_dir>/<name>-<sha8>.pt`` with its manifest ``<out_dir>/<name>.json`` (see the module's doc); returns the
-    manifest's path. The run must have finished."""
+    manifest's path. The run must have finished. ``with_optimizer`` keeps Adam's per-weight state (its moments and
+    step counts; three times the weights' size), not its learning rate, which a finetune's config sets."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -72,6 +74,8 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> P
         raise CheckpointError(f"{run_dir}: checkpoints/last.pt holds step {state['step']}, the summary's test step "
                               f"{summary.get('step')}: not the weights its test scored")  # fmt: skip
     slim = {key: state[key] for key in ("format", "step", "best_val_mse", "model")}
+    if with_optimizer:
+        slim["optimizer"] = {"state": state["optimizer"]["state"]}
     # What the run computed, no more: the same bytes from any run folder, and after fields are added to the config.
     slim["config"] = hashed_fields(from_dict(state["config"], state["path"]))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +91,7 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str) -> P
         "file": weights.name,
         "sha256": digest,
         "step": int(slim["step"]),
+        "optimizer": with_optimizer,
         "command": command,
         "cpu": cpu_name(),
         "threads": summary.get("threads"),

@@ -162,3 +162,20 @@ def test_the_shipped_e3d_baseline_beats_the_blank_frame_at_every_predicted_frame
         "context_frames"]  # fmt: skip
     assert all(m < b for m, b in zip(model, blank, strict=True)), list(zip(model, blank, strict=True))
     assert manifest["test_set"].endswith("2000 sequences)")  # the whole generated test set
+
+
+def test_shipped_with_its_optimizer_a_finetune_continues_adams_state(shipped, tmp_path, mnist_npz):
+    """``ship --with-optimizer`` keeps Adam's per-weight state, which ``train.init_optimizer=restore`` continues; the
+    manifest says so. Without it, restore is refused with the way out."""
+    run, _ = shipped
+    manifest_path = ship(run.run_dir, tmp_path / "pretrained", "tiny_adam", command="", with_optimizer=True)
+    manifest = json.loads(manifest_path.read_text())
+    state = load_checkpoint(manifest_path.parent / manifest["file"])
+    own = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")["optimizer"]["state"]
+    assert manifest["optimizer"] is True and "param_groups" not in state["optimizer"]
+    assert all(torch.equal(state["optimizer"]["state"][i]["exp_avg"], own[i]["exp_avg"]) for i in own)
+    restored = train(tiny(tmp_path, mnist_npz, f"--train.init_from={manifest_path.parent / manifest['file']}",
+                          "--train.init_optimizer=restore", "--train.steps=1"), progress=False)  # fmt: skip
+    summary = json.loads((restored.run_dir / "summary.json").read_text())
+    assert summary["init_from"]["optimizer_restored"] == len(own)
+    assert json.loads(shipped[1].read_text())["optimizer"] is False
