@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench data demo pretrain sweep report lint format clean
+.PHONY: setup test test-fast bench data demo pretrain sweep finetune-long report lint format clean
 
 setup: $(STAMP)  ## create .venv and install the pinned requirements
 
@@ -46,11 +46,15 @@ pretrain-%: $(STAMP)
 
 SWEEPS ?= runs/baselines runs/finetune runs/search
 
-sweep: $(STAMP)  ## the showcase's stage 2: shipped baselines scored, residuals x l1 finetune grid with seeds, an Optuna search of the l1 weight, the report
+sweep: $(STAMP)  ## the showcase's stage 2: shipped baselines scored, no/fixed/gated skips x l1 finetune grid with seeds, an Optuna search of the l1 weight, the report
 	$(PY) launch.py sweep sweeps/baselines.yaml --workers 2
 	$(PY) launch.py sweep sweeps/finetune.yaml --workers 2
 	$(PY) launch.py sweep sweeps/search.yaml --workers 2
 	$(PY) launch.py report $(SWEEPS) --out runs/report --wandb offline
+
+finetune-long: $(STAMP)  ## the finetune grid of make sweep at 500 steps, one seed (6 cells, ~45 min on 2 cores), and its report
+	$(PY) launch.py sweep sweeps/finetune_long.yaml --workers 2
+	$(PY) launch.py report runs/finetune_long --out runs/report_long --wandb offline
 
 report: $(STAMP)  ## tables, axis effects, figures and runs/report/report.html from the sweeps in SWEEPS
 	$(PY) launch.py report $(SWEEPS) --out runs/report --wandb offline

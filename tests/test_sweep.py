@@ -116,11 +116,13 @@ def test_the_showcase_sweeps_start_from_the_shipped_baselines():
         ("3d", 0, shipped["mmnist_e3d_baseline"]), ("2d", 0, shipped["mmnist_e2d"])]  # fmt: skip
     grid = load_sweep(ROOT / "sweeps/finetune.yaml")
     configs = [cell_config(c) for c in grid.cells]
-    assert len({c.id for c in grid.cells}) == 8
-    assert {(c.model.residual, round(c.loss.l1_weight, 4), c.train.seed) for c in configs} == {
-        (r, w, s) for r in (False, True) for w in (0.0, 0.6667) for s in (0, 1)}  # fmt: skip
+    assert len({c.id for c in grid.cells}) == 12
+    # no skips, the study's fixed skips, zero-gated skips: each x l1 weight 0 and 2/3 x 2 seeds
+    skips = {(False, "fixed"), (True, "fixed"), (True, "zero")}
+    assert {(c.model.residual, c.model.residual_gate, round(c.loss.l1_weight, 4), c.train.seed) for c in configs} == {
+        (*k, w, s) for k in skips for w in (0.0, 0.6667) for s in (0, 1)}  # fmt: skip
     assert {(c.train.init_from, c.train.steps, c.model.conv) for c in configs} == {
-        (shipped["mmnist_e3d_baseline"], 50, "3d")}  # fmt: skip
+        (shipped["mmnist_e3d_baseline"], 20, "3d")}  # fmt: skip
     # every stage-2 cell trains the shipped model's shapes (the pretrain profile's), and the baseline scored at 0
     # steps is tested on the same sequences as the finetuned cells
     pretrained = manifests["mmnist_e3d_baseline"]["config"]
@@ -263,7 +265,7 @@ def test_hyperband_comes_from_early_terminate_in_training_steps(tmp_path):
 def test_the_showcase_search_file():
     sweep = load_sweep(ROOT / "sweeps/search.yaml")
     assert (sweep.method, sweep.metric, sweep.goal, sweep.run_cap, sweep.seed) == ("bayes", "val/mse", "minimize", 3, 0)
-    assert sweep.pruner == {"type": "hyperband", "min_resource": 25, "max_resource": 50, "reduction_factor": 3}
+    assert sweep.pruner == {"type": "hyperband", "min_resource": 10, "max_resource": 20, "reduction_factor": 3}
     assert set(sweep.raw) <= set(TOP_LEVEL_KEYS)
     assert sweep.first == {"loss.l1_weight": 0.0}  # the finetune profile's own l1 weight: a cell of finetune.yaml
     grid = {c.id for c in load_sweep(ROOT / "sweeps/finetune.yaml").cells}
