@@ -10,6 +10,10 @@ A search (``bayes``, ``random``) asks the study for new trials (TPE or random sa
 each trial a cell with its own run folder; the pruner (median, or hyperband from ``early_terminate``) may stop it.
 :func:`summarize` reads each cell's state back.
 
+A trial's parameters are what the sweep compares (a grid's axes, a search's sampled values); its seed is never one of
+them: a seed is a repeat of a cell, not a setting to rank, so Optuna's importances and optuna-dashboard's views must
+not see it. Every trial records its cell's seed as the user attribute ``seed`` instead (a grid over ``train.seed`` too).
+
 Optuna is imported lazily, here and in ``ablations/runner.py`` through :func:`_optuna` (``core/`` knows nothing of it).
 """
 
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.sweep_file import CELL_METHODS, SEARCH_METHODS, Cell, Sweep, SweepError, _text, search_cell
+from core.config import ALIASES
 from core.io import atomic_write
 from core.records import SWEEP_CELLS
 
@@ -39,6 +44,7 @@ from core.records import SWEEP_CELLS
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 MAX_RETRY = 3  # a cell that kills its worker this many times is left failed rather than retried forever
+CELL_ATTRS = ("cell_id", "cell_name", "slot", "values", "seed")  # a trial's user attributes that its retry keeps
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -89,7 +95,8 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
 
     Enqueueing skips a cell that already has a trial in any state, so re-running the sweep adds nothing for finished,
     failed or waiting cells, and only new cells of an edited file. Each cell's trial carries its axis values as
-    categorical parameters (:func:`_grid_params`), so Optuna's importances and optuna-dashboard see the grid."""
+    categorical parameters (:func:`_grid_params`), so Optuna's importances and optuna-dashboard see the grid, and its
+    seed as the user attribute ``seed`` (never a parameter: see the module's docstring)."""
     optuna = _optuna()
     Path(sweep.folder).mkdir(parents=True, exist_ok=True)
     if ledger.url.startswith("sqlite:///"):
@@ -108,12 +115,16 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
         cells = {cell.id: cell for cell in sweep.cells}
         for trial in trials:
             cell = cells.get(trial.user_attrs.get("cell_id"))
-            if cell is not None and not trial.params and trial.state == optuna.trial.TrialState.WAITING:
+            if cell is None or trial.state != optuna.trial.TrialState.WAITING:
+                continue
+            if not trial.params:
                 # Enqueued before cells carried their parameters: a waiting one gets them now (a finished one cannot).
                 params, cell_distributions = _grid_params(cell, distributions)
                 for name, value in params.items():
                     distribution = cell_distributions[name]
                     storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(value), distribution)
+            if "seed" not in trial.user_attrs:  # enqueued before trials recorded their seed
+                storage.set_trial_user_attr(trial._trial_id, "seed", cell.seed)
         # Every trial of a cell (a retry too) records its id: a cell with a trial in any state is not enqueued again.
         enqueued = {trial.user_attrs.get("cell_id") for trial in trials}
         for cell in sweep.cells:
@@ -126,7 +137,7 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
                     params=params,
                     distributions=cell_distributions,
                     system_attrs={"fixed_params": _fixed_params(cell)},
-                    user_attrs={"cell_id": cell.id, "cell_name": cell.name},
+                    user_attrs={"cell_id": cell.id, "cell_name": cell.name, "seed": cell.seed},
                 )
             )
         if sweep.method in CELL_METHODS:  # what a report reads to tell current cells from stale ones
@@ -149,26 +160,36 @@ def _describe(study, sweep: Sweep) -> None:
 
 
 def _grid_distributions(sweep: Sweep, trials) -> dict[str, Any]:
-    """Each axis of a grid or ablation as a categorical over its values in the file's order (:func:`_choice`).
+    """Each axis of a grid or ablation but the seed as a categorical over its values in the file's order
+    (:func:`_choice`).
 
     Optuna holds one distribution per parameter name in a study and refuses another: an axis the study has recorded
     keeps its recorded distribution, even after the file changed its values (see :func:`_grid_params`)."""
     optuna = _optuna()
     recorded = {name: distribution for trial in trials for name, distribution in trial.distributions.items()}
     return {p.name: recorded.get(p.name) or optuna.distributions.CategoricalDistribution([_choice(v) for v in p.values])
-            for p in sweep.parameters if p.kind == "values"}  # fmt: skip
+            for p in sweep.parameters if p.kind == "values" and not is_seed(p.name)}  # fmt: skip
 
 
 def _grid_params(cell: Cell, distributions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A cell's axis values as Optuna parameters, with their distributions. A value its axis's distribution lacks (a
-    value added to the file after the study recorded the axis) is left out: that cell goes without the parameter."""
+    """A cell's axis values but its seed as Optuna parameters, with their distributions. A value its axis's
+    distribution lacks (a value added to the file after the study recorded the axis) is left out: that cell goes
+    without the parameter."""
     categorical = _optuna().distributions.CategoricalDistribution
     params, chosen = {}, {}
     for name, value in cell.axes.items():
+        if is_seed(name):
+            continue
         distribution = distributions[name]
         if isinstance(distribution, categorical) and _choice(value) in distribution.choices:
             params[name], chosen[name] = _choice(value), distribution
     return params, chosen
+
+
+def is_seed(name: str) -> bool:
+    """Whether a sweep parameter is the seed (``train.seed``, by any of its names): a trial's attribute, never one of
+    its Optuna parameters."""
+    return ALIASES.get(name, name) == "train.seed"
 
 
 def _sampler(sweep: Sweep, worker: int):
@@ -339,7 +360,7 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int,
             study.tell(trial, state=state.FAIL)
             print(f"trial {trial.number} failed before it ran: {exc}", flush=True)
             continue
-        for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values)):
+        for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values), ("seed", cell.seed)):
             trial.set_user_attr(key, value)
         return trial._trial_id, trial.number, cell, trial
 
@@ -461,7 +482,7 @@ def _requeue(study, storage, trial_id: int, reason: str) -> None:
             params=frozen.params,  # a search trial's sampled values: its retry runs the same cell
             distributions=frozen.distributions,
             system_attrs={"fixed_params": frozen.system_attrs.get("fixed_params", {})},
-            user_attrs={k: v for k, v in frozen.user_attrs.items() if k in ("cell_id", "cell_name", "slot", "values")},
+            user_attrs={k: v for k, v in frozen.user_attrs.items() if k in CELL_ATTRS},
         )
     )
 

@@ -176,6 +176,7 @@ class Cell:
     axes: dict[str, Any]  # the ones that vary across the grid
     run_dir: str
     overrides: tuple[str, ...]  # ``--key=value`` for load_variant, group and tags included
+    seed: int = 0  # its resolved config's train.seed (the ledger records it as the trial's attribute, not a parameter)
 
 
 @dataclass(frozen=True)
@@ -682,7 +683,7 @@ def _make_cell(sweep: Sweep, params: dict[str, Any], axes: dict[str, Any], where
                  *([f"--tracking.tags={tags}"] * bool(tags)))  # fmt: skip
     identity = config_hash(cfg)
     run_dir = str(Path(cfg.train.runs_dir) / sweep.name / f"{name}-{identity}")
-    return Cell(identity, name, params, axes, run_dir, overrides)
+    return Cell(identity, name, params, axes, run_dir, overrides, cfg.train.seed)
 
 
 def _with_cells(sweep: Sweep, combos: list[dict[str, Any]]) -> Sweep:

@@ -37,6 +37,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
+from analysis.collect import BASELINES  # noqa: E402
 from analysis.effects import best_point, search_points  # noqa: E402
 from analysis.labels import BASELINE_LABELS, METRIC_LABELS  # noqa: E402
 from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # noqa: E402
@@ -54,6 +55,7 @@ VALIDATION_COLOR = "0.35"  # the search figure's points: dark grey, no variant's
 TEST_COLOR = "black"
 NAME_WRAP = 34  # characters: a longer row name takes two lines beside its strip in the qualitative grid
 PANEL_HEIGHT_IN = 2.2  # the plotting area of a row of panels, at print size; legends and notes add to it
+BASELINE_STYLES = (":", "--")  # copy last frame, blank frame: grey, dashed, in every figure
 SEED_LINES = ("-", "-.", ":")  # a variant's 1st, 2nd, 3rd... seed in the loss figure (its colour is the variant's)
 
 
@@ -143,8 +145,9 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
 @_paper
 def per_frame_figure(runs: pd.DataFrame) -> Figure:
     """Test MSE and SSIM per predicted frame: one line per variant in its colour and marker (mean over its finished
-    seeds, shaded ± std when there are several). Variants without a finished run are listed in the title instead of
-    drawn."""
+    seeds, shaded ± std when there are several), and in every panel both trivial baselines on the same test set (copy
+    last frame dotted, blank frame dashed, grey: :func:`_baseline_curves`). Variants without a finished run are listed
+    in the title instead of drawn."""
     figure, panels = plt.subplots(1, 2, figsize=(figure_width("per_frame"), PANEL_HEIGHT_IN), layout="constrained")
     axes = row_axes(runs)
     finished = runs[(runs["status"] == "finished") & runs["mse_by_frame"].notna()]
@@ -296,28 +299,31 @@ def _ema(values: np.ndarray) -> np.ndarray:
     return smoothed
 
 
-def _baseline_lines(axis, runs: pd.DataFrame, metric: str, note: str = "") -> None:
-    """Dashed levels for the trivial baselines' mean test score; ``note`` is added to their labels."""
-    for baseline, style in zip(BASELINE_LABELS, (":", "--"), strict=True):
+def _baseline_lines(axis, runs: pd.DataFrame, metric: str, note: str = "", only: tuple[str, ...] = BASELINES) -> None:
+    """Dashed levels for the trivial baselines' mean test score (those in ``only``); ``note`` is added to their
+    labels."""
+    for baseline, style in zip(BASELINE_LABELS, BASELINE_STYLES, strict=True):
         values = runs[f"{baseline}_{metric}"].dropna() if f"{baseline}_{metric}" in runs else pd.Series(dtype=float)
-        if values.empty:
+        if baseline not in only or values.empty:
             continue
         axis.axhline(values.mean(), color="gray", linestyle=style, linewidth=1, label=BASELINE_LABELS[baseline] + note)
 
 
 def _baseline_curves(axis, runs: pd.DataFrame, metric: str) -> None:
-    """The trivial baselines per predicted frame (mean over the runs that recorded them), dashed; levels for runs
-    recorded before their curves were stored."""
-    stored = [c for c in runs["baseline_curves"] if isinstance(c, dict)]
-    if not stored:
-        _baseline_lines(axis, runs, metric)
-        return
-    for baseline, style in zip(BASELINE_LABELS, (":", "--"), strict=True):
-        curves = [c[baseline][metric] for c in stored if metric in c.get(baseline, {})]
+    """Both trivial baselines per predicted frame (mean over the runs that recorded their curves), dashed grey; a
+    baseline whose curve no run stored (records from before the curves were) is drawn as its level instead."""
+    stored = [c for c in runs["baseline_curves"] if isinstance(c, dict)] if "baseline_curves" in runs else []
+    levels = []
+    for baseline, style in zip(BASELINE_LABELS, BASELINE_STYLES, strict=True):
+        curves = [c[baseline][metric] for c in stored if metric in (c.get(baseline) or {})]
         if curves and len({len(curve) for curve in curves}) == 1:
             mean = np.mean(np.array(curves, dtype=float), axis=0)
             axis.plot(np.arange(1, len(mean) + 1), mean, color="gray", linestyle=style, linewidth=1,
                       label=BASELINE_LABELS[baseline])  # fmt: skip
+        else:
+            levels.append(baseline)
+    if levels:
+        _baseline_lines(axis, runs, metric, only=tuple(levels))
 
 
 def _legend(figure: Figure, *axes: Axes, note: Text | None = None) -> None:

@@ -100,11 +100,14 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
             )
     for table in section.tables:
         parts.append(table.to_html(lambda run_dir: link(by_dir[run_dir]) if run_dir in by_dir else None))
+    if section.baseline_losses:
+        parts.append('<p>Against the trivial baselines (test set, per predicted frame):</p><ul class="baselines">'
+                     + "".join(f"<li>{_e(line)}</li>" for line in section.baseline_losses) + "</ul>")  # fmt: skip
     if section.effects is not None and not section.effects.empty:
+        lines = verdicts(section.effects, interactions=section.interactions)
         parts.append("<h3>Axis effects</h3>")
-        parts.append(_effects_html(section.effects))
-        parts.append('<ul class="verdicts">' + "".join(f"<li>{_e(line)}</li>" for line in verdicts(section.effects))
-                     + "</ul>")  # fmt: skip
+        parts.append(_effects_html(section.effects, section.interactions))
+        parts.append('<ul class="verdicts">' + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
     for name, title in section.figure_titles.items():
         if name in section.figures:
             parts.append(_figure(section.figures[name], title))
@@ -121,9 +124,9 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
     return "\n".join(parts)
 
 
-def _effects_html(effects: pd.DataFrame) -> str:
+def _effects_html(effects: pd.DataFrame, interactions: pd.DataFrame | None = None) -> str:
     blocks = []
-    for caption, header, rows in effects_tables(effects):
+    for caption, header, rows in effects_tables(effects, interactions):
         head = "".join(f"<th>{_e(h)}</th>" for h in header)
         body = "".join(
             f'<tr><th scope="row">{_e(row[0])}</th>' + "".join(f"<td>{_e(c)}</td>" for c in row[1:]) + "</tr>"

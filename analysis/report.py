@@ -4,7 +4,10 @@
 (``<out>/`` itself when there is one section):
 
 - ``table.{md,tex,csv}`` (``table-2...`` when runs were scored on several test sets or conventions: never merged);
-- ``effects.{md,csv}``: each axis's marginal effect (:mod:`analysis.effects`), when an axis varies;
+- ``effects.{md,csv}``: each axis's marginal effect (:mod:`analysis.effects`), when an axis varies, with the effect
+  within each level of another axis where it depends on that axis, and ``interactions.csv``: the tests that decide it;
+  effects.md ends with the sentences of :func:`analysis.baselines.baseline_losses` (where a row loses to a trivial
+  baseline, frame by frame);
 - ``<axis>.csv`` (``l1_weight.csv``, ``lr.csv``): every run as a point of metric against each number the section's runs
   vary (:func:`analysis.effects.searched_axes`), and the best value;
 - ``runs.csv``: every run (finished or not) with its status, numbers, folder and the command that trains it again;
@@ -27,8 +30,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
+from analysis.baselines import baseline_losses
 from analysis.collect import AXES, collect
-from analysis.effects import axis_effects, effects_markdown, search_points, searched_axes
+from analysis.effects import effects_and_interactions, effects_markdown, search_points, searched_axes
 from analysis.html import render_page
 from analysis.labels import DATASET_LABELS
 from analysis.rows import row_axes, with_axes
@@ -123,11 +127,17 @@ def _write_section(title: str, everything: pd.DataFrame, folder: Path, published
     runs = everything[everything["status"] != "stale"]
     section.tables = study_table(runs, published=published, split_by_test_set=True)
     section.written += _write_tables(section.tables, folder)
-    section.effects = axis_effects(runs)
+    section.effects, section.interactions = effects_and_interactions(runs)
+    section.baseline_losses = baseline_losses(runs)
     if not section.effects.empty:
-        _write_text(folder / "effects.md", effects_markdown(section.effects))
+        text = effects_markdown(section.effects, section.interactions)
+        if section.baseline_losses:
+            text += "\nAgainst the trivial baselines (test set, per predicted frame):\n\n"
+            text += "".join(f"- {line}\n" for line in section.baseline_losses)
+        _write_text(folder / "effects.md", text)
         section.effects.to_csv(folder / "effects.csv", index=False)
-        section.written += [folder / "effects.md", folder / "effects.csv"]
+        section.interactions.to_csv(folder / "interactions.csv", index=False)
+        section.written += [folder / "effects.md", folder / "effects.csv", folder / "interactions.csv"]
     for searched in searched_axes(runs):
         section.searched[searched.name] = searched
         section.points[searched.name] = search_points(runs, searched)
@@ -170,6 +180,8 @@ def _log_to_wandb(section: Section, mode: str, project: str) -> Path | None:
               for i, table in enumerate(section.tables)}  # fmt: skip
     if section.effects is not None and not section.effects.empty:
         tables["axis_effects"] = _rows(section.effects)
+    if section.interactions is not None and not section.interactions.empty:
+        tables["axis_interactions"] = _rows(section.interactions)
     for name, points in section.points.items():
         tables[f"{name}_points"] = _rows(points)
     tables["runs"] = _rows(section.runs[list(RUNS_CSV_COLUMNS)])

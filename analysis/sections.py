@@ -22,6 +22,8 @@ class Section:
     folder: Path
     tables: list[StudyTable] = field(default_factory=list)
     effects: pd.DataFrame | None = None
+    interactions: pd.DataFrame | None = None  # whether each axis's effect differs between another axis's levels
+    baseline_losses: list[str] = field(default_factory=list)  # where a row loses to a trivial baseline, in words
     points: dict[str, pd.DataFrame] = field(default_factory=dict)  # searched axis name -> metric-versus-value points
     searched: dict[str, Axis] = field(default_factory=dict)  # searched axis name -> its axis
     figure_titles: dict[str, str] = field(default_factory=dict)  # figure name (stem[-dataset]) -> title, in order

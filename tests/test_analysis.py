@@ -168,8 +168,10 @@ def test_find_run_dirs_needs_a_folder(tmp_path):
         ({"conv": "3d", "residual": False, "l1_weight": 0.0, "init": "scratch"}, "E3D-LSTM, l2 only"),
         ({"conv": "3d", "residual": False, "l1_weight": 0.25, "init": "scratch"}, "E3D-LSTM, l1+l2 (w=0.25)"),
         ({"conv": "3d", "recall": "off", "memory_flow": "zigzag"}, "E3D-LSTM, zigzag memory flow, no recall"),
-        ({"conv": "3d", "residual": "gated", "l1_weight": 0.0, "init": "finetuned"},
-         "E3D-LSTM + gated residuals, l2 only, finetuned"),  # fmt: skip
+        (
+            {"conv": "3d", "residual": "gated", "l1_weight": 0.0, "init": "finetuned"},
+            "E3D-LSTM + gated residuals, l2 only, finetuned",
+        ),
     ],
 )
 def test_variant_name(axes, name):
@@ -179,6 +181,7 @@ def test_variant_name(axes, name):
 def test_the_residual_axis_has_a_level_per_kind_of_skip():
     """None, the study's fixed skips, zero-started gated ones: one axis, so each kind is compared with none; the
     gate's own key is no separate row axis."""
+
     def recorded(*overrides):
         return recorded_axes(to_dict(load(None, list(overrides))))["residual"]
 

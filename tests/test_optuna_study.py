@@ -33,7 +33,7 @@ def test_grid_trials_carry_their_axes_and_importances_see_them(tmp_path, calls):
     assert len(trials) == 8
     for trial in trials:
         cell = next(c for c in sweep.cells if c.id == trial.user_attrs["cell_id"])
-        assert trial.params == cell.axes
+        assert trial.params == cell.axes and trial.user_attrs["seed"] == cell.seed == 0
         assert trial.distributions["model.conv"] == optuna.distributions.CategoricalDistribution(["3d", "2d"])
         assert trial.value == sweep_fakes.metric_of(cell)
     assert study.best_trial.params == {"model.conv": "3d", "model.residual": True, "loss.l1_weight": 0.5}
@@ -47,6 +47,39 @@ def test_grid_trials_carry_their_axes_and_importances_see_them(tmp_path, calls):
     assert len(study.get_trials()) == 8
     assert work(sweep, ledger, sweep_fakes.count_calls) == 0
     assert call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells})
+
+
+def test_a_grid_over_seeds_records_each_seed_as_an_attribute_never_a_parameter(tmp_path, calls):
+    """A seed is a repeat of a cell, not a setting: Optuna's importances must never rank it."""
+    sweep = load_sweep(write_sweep(tmp_path, **{"model.conv": None, "train.seed": {"values": [0, 1]}}))
+    assert len(sweep.cells) == 8 and {cell.seed for cell in sweep.cells} == {0, 1}
+    ledger = run_in_process(tmp_path, sweep)
+    study = optuna.load_study(study_name=ledger.study_name, storage=ledger.url)
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 8
+    for trial in trials:
+        cell = next(c for c in sweep.cells if c.id == trial.user_attrs["cell_id"])
+        assert "train.seed" not in trial.params and "train.seed" not in trial.distributions
+        assert trial.params == {"model.residual": cell.axes["model.residual"], "loss.l1_weight": cell.axes[
+            "loss.l1_weight"]}  # fmt: skip
+        assert trial.user_attrs["seed"] == cell.params["train.seed"] == cell.seed
+    assert sorted(trial.user_attrs["seed"] for trial in trials) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert set(optuna.importance.get_param_importances(study)) == {"model.residual", "loss.l1_weight"}
+    prepare(sweep, ledger)  # a rerun finds every cell, by its id, and enqueues nothing
+    assert len(study.get_trials()) == 8
+
+
+def test_a_search_records_its_constant_seed_as_an_attribute_never_a_parameter(tmp_path, calls):
+    sweep = load_sweep(write_search(tmp_path, run_cap=3, **{"train.seed": {"value": 5}}))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
+    prepare(sweep, ledger)
+    assert work(sweep, ledger, sweep_fakes.quadratic) == 3
+    study = optuna.load_study(study_name="grid", storage=ledger.url)
+    trials = study.get_trials()
+    assert len(trials) == 3
+    for trial in trials:
+        assert set(trial.params) == set(trial.distributions) == {"loss.l1_weight"}
+        assert trial.user_attrs["seed"] == 5 and trial.user_attrs["cell_name"].endswith("-seed=5")
 
 
 def test_list_and_none_values_become_categorical_choices_in_an_ablation(tmp_path, calls):

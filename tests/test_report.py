@@ -12,14 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_analysis import KTH_TEST, record_run
+from test_analysis import BASELINE_SCORES, KTH_TEST, record_run
 from test_latex import compile_table
 
 import launch
 from analysis import figures
+from analysis.baselines import baseline_losses
 from analysis.collect import collect
-from analysis.effects import axis_effects, best_point, effects_markdown, search_points, searched_axes, verdicts
+from analysis.effects import (
+    axis_effects,
+    axis_interactions,
+    best_point,
+    effects_and_interactions,
+    effects_markdown,
+    search_points,
+    searched_axes,
+    verdicts,
+)
 from analysis.report import write_report
+from analysis.stats import levels_differ
 from analysis.tables import study_table
 from core.axes import axis
 from core.config import load
@@ -188,6 +199,190 @@ def test_axis_effects_compare_only_cells_run_both_ways(tmp_path):
     assert spread["pairs"] == 2 and math.isfinite(spread["std"])
 
 
+# The showcase's finetune grid, as `make sweep` measured it (residuals off/on x l1 weight 0 / 2/3 x 2 seeds): test MSE
+# and MAE per seed. Without residuals l1+l2 raises MSE by about 22, with them it lowers it by about 6: averaged over
+# all four pairs, the l1 weight's effect on MSE looks like noise.
+SHOWCASE = {
+    (False, 0.0): ((107.0, 240.0), (107.2, 253.4)),
+    (False, 2 / 3): ((127.9, 197.3), (130.7, 197.7)),
+    (True, 0.0): ((194.5, 553.2), (201.5, 578.4)),
+    (True, 2 / 3): ((188.6, 518.4), (195.2, 552.0)),
+}
+
+
+def showcase(root: Path, seeds=(0, 1)) -> Path:
+    for (residual, weight), per_seed in SHOWCASE.items():
+        for seed in seeds:
+            mse, mae = per_seed[seed]
+            record_run(
+                root, f"{residual}-{weight:.2f}-{seed}",
+                (f"--model.residual={residual}", f"--loss.l1_weight={weight}", f"--train.seed={seed}"),
+                {"mse": mse, "mae": mae, "psnr": 30 - mse / 10, "ssim": 0.5},
+            )  # fmt: skip
+    return root
+
+
+def rows_of(effects, axis, metric):
+    return effects[(effects["axis"] == axis) & (effects["metric"] == metric)]
+
+
+def test_an_effect_that_differs_between_levels_of_another_axis_gets_no_pooled_verdict(tmp_path):
+    effects, interactions = effects_and_interactions(collect(showcase(tmp_path)))
+    weight = rows_of(effects, "l1_weight", "mse")
+    assert list(weight["within"]) == ["", "residual connections off", "residual connections on"]
+    pooled, off, on = (row for _, row in weight.iterrows())
+    assert pooled["verdict"] == "depends" and pooled["better"] is None
+    assert pooled["interaction"] == "residual connections" and pooled["pairs"] == 4
+    assert pooled["effect"] == pytest.approx(-8.05)  # still the mean over the 4 pairs, in the CSV, but no verdict
+    assert off["change"] == "l1 weight: 0.666667 → 0, with residual connections off" and off["pairs"] == 2
+    assert off["effect"] == pytest.approx(-22.2) and off["high"] < 0 and off["verdict"] == "better"
+    assert on["change"] == "l1 weight: 0.666667 → 0, with residual connections on" and on["pairs"] == 2
+    assert on["effect"] == pytest.approx(6.1) and on["low"] > 0 and on["verdict"] == "worse"
+    assert off["interaction"] == on["interaction"] == "residual connections"
+
+    test = interactions[(interactions["axis"] == "l1_weight") & (interactions["metric"] == "mse")].iloc[0]
+    assert (test["by"], test["levels"], test["pairs"], test["test"]) == ("residual", "off, on", "2, 2", "welch t")
+    _, low, high = gap_interval_of([194.5 - 188.6, 201.5 - 195.2], [107.0 - 127.9, 107.2 - 130.7])
+    assert test["difference"] == pytest.approx(28.3) and test["verdict"] == "differs" and 0 < test["low"]
+    assert (test["low"], test["high"]) == pytest.approx((low, high))
+
+    # MAE: the l1 weight's effect does not differ beyond noise between the levels: the pooled row keeps its verdict
+    mae = rows_of(effects, "l1_weight", "mae")
+    assert mae.iloc[0]["verdict"] == "worse" and mae.iloc[0]["interaction"] == ""  # l2 alone: MAE +39.9
+    assert list(mae["within"]) == ["", "residual connections off", "residual connections on"]  # shown, not decisive
+    assert set(mae["interaction"]) == {""}
+
+    text = effects_markdown(effects, interactions)
+    assert "| l1 weight: 0.666667 → 0 | depends on residual connections | +39.90 [" in text
+    assert "| l1 weight: 0.666667 → 0, with residual connections off | -22.20 [" in text
+    assert "| l1 weight: 0.666667 → 0, with residual connections on | +6.10 [" in text
+    lines = verdicts(effects, interactions=interactions)
+    at = next(i for i, line in enumerate(lines) if line.startswith("l1 weight: 0.666667 → 0:"))
+    assert lines[at].startswith(
+        "l1 weight: 0.666667 → 0: its effect on MSE depends on residual connections (with residual connections on "
+        f"minus off: +28.30, 95% CI {low:+.2f} to {high:+.2f}, Welch's t over 2 and 2 pairs): "
+    )
+    assert "so no pooled verdict" in lines[at] and "not distinguishable" not in lines[at]
+    assert lines[at + 1].startswith("l1 weight: 0.666667 → 0, with residual connections off: lowers MSE by 22.20 (")
+    assert lines[at + 2].startswith("l1 weight: 0.666667 → 0, with residual connections on: raises MSE by 6.10 (")
+    # In a 2 x 2 grid the interaction is one number: the residual's effect depends on the l1 weight as much.
+    assert rows_of(effects, "residual", "mse").iloc[0]["interaction"] == "l1 weight"
+
+
+def gap_interval_of(second: list[float], first: list[float]) -> tuple[float, float, float]:
+    """Welch's interval of mean(second) - mean(first), by scipy's own t test (the reference for analysis.stats)."""
+    from scipy import stats
+
+    result = stats.ttest_ind(second, first, equal_var=False)
+    low, high = result.confidence_interval(0.95)
+    return float(np.mean(second) - np.mean(first)), float(low), float(high)
+
+
+def test_an_effect_the_same_at_every_level_keeps_its_pooled_row(tmp_path):
+    noise = {0: (0.8, -1.1, 0.3, 1.9), 1: (-0.6, 1.4, -0.9, -0.2), 2: (0.1, 0.7, -1.3, 0.5)}
+    for seed, jitter in noise.items():
+        for k, (residual, weight) in enumerate(((False, 0.0), (False, 0.5), (True, 0.0), (True, 0.5))):
+            mse = 100 + 10 * residual + 4 * weight * 2 + seed + jitter[k]
+            record_run(tmp_path, f"{residual}-{weight}-{seed}",
+                       (f"--model.residual={residual}", f"--loss.l1_weight={weight}", f"--train.seed={seed}"),
+                       {"mse": mse, "mae": mse, "psnr": 20.0, "ssim": 0.5})  # fmt: skip
+    effects, interactions = effects_and_interactions(collect(tmp_path))
+    assert set(effects["within"]) == {""} and set(effects["interaction"]) == {""}  # one row per axis and metric
+    assert len(rows_of(effects, "l1_weight", "mse")) == 1 and len(rows_of(effects, "residual", "mse")) == 1
+    assert set(interactions["verdict"]) == {"same"} and set(interactions["by"]) == {"residual", "l1_weight"}
+    residual = rows_of(effects, "residual", "mse").iloc[0]
+    assert residual["verdict"] == "worse" and residual["pairs"] == 6
+    assert verdicts(effects, interactions=interactions) == verdicts(effects)  # today's sentences, nothing added
+    assert "depends" not in effects_markdown(effects, interactions).split("**\n", 1)[1]
+    assert "§" not in effects_markdown(effects, interactions).split("**\n", 1)[1]
+
+
+def test_with_one_seed_per_cell_the_interaction_cannot_be_tested_and_says_so(tmp_path):
+    effects, interactions = effects_and_interactions(collect(showcase(tmp_path, seeds=(0,))))
+    assert set(interactions["verdict"]) == {"untestable"} and set(interactions["pairs"]) == {"1, 1"}
+    weight = rows_of(effects, "l1_weight", "mse")
+    assert len(weight) == 1 and weight.iloc[0]["interval"] == "cells of one seed"  # the pooled row, as before
+    line = next(line for line in verdicts(effects, interactions=interactions) if line.startswith("l1 weight"))
+    assert line.endswith(
+        "Whether it depends on residual connections cannot be tested: one pair at a level of it (no replication "
+        "within a level; run more seeds)."
+    )
+    assert "| l1 weight: 0.666667 → 0 | " in effects_markdown(effects, interactions)
+    assert "| 2‡§ |" in effects_markdown(effects, interactions)
+
+
+def test_an_interaction_with_an_axis_of_three_levels_uses_welchs_one_way_test(tmp_path):
+    """The l1 weight helps at lr 0.001, does nothing at 0.002 and hurts at 0.004 (other config keys are axes too)."""
+    for lr, slope in ((0.001, -10.0), (0.002, 0.0), (0.004, 10.0)):
+        for seed, jitter in enumerate((0.4, -0.3, 0.1)):
+            for weight in (0.0, 1.0):
+                mse = 100 + slope * weight + jitter * (1 + weight)
+                record_run(tmp_path, f"{lr}-{weight}-{seed}",
+                           (f"--train.lr={lr}", f"--loss.l1_weight={weight}", f"--train.seed={seed}"),
+                           {"mse": mse, "mae": mse, "psnr": 20.0, "ssim": 0.5})  # fmt: skip
+    effects, interactions = effects_and_interactions(collect(tmp_path))
+    test = interactions[(interactions["axis"] == "l1_weight") & (interactions["metric"] == "mse")].iloc[0]
+    assert (test["by"], test["test"], test["levels"], test["verdict"]) == ("lr", "welch anova", "0.001, 0.002, 0.004",
+                                                                            "differs")  # fmt: skip
+    assert test["p"] < 0.05 and test["statistic"] > 0
+    weight = rows_of(effects, "l1_weight", "mse")
+    assert list(weight["within"]) == ["", "lr 0.001", "lr 0.002", "lr 0.004"]
+    assert weight.iloc[0]["verdict"] == "depends" and weight.iloc[0]["interaction"] == "lr"
+    assert weight.iloc[1]["effect"] == pytest.approx(-10 + 0.2 / 3) and weight.iloc[1]["verdict"] == "better"
+    assert weight.iloc[3]["effect"] == pytest.approx(10 + 0.2 / 3) and weight.iloc[3]["verdict"] == "worse"
+    line = next(line for line in verdicts(effects, interactions=interactions) if line.startswith("l1 weight: 0 → 1:"))
+    assert "depends on lr (Welch's one-way test over its 3 levels, 3 / 3 / 3 pairs: F = " in line
+
+
+def test_levels_differ_is_welchs_test():
+    from scipy import stats
+
+    first, second = [1.0, 2.0, 4.0], [5.0, 7.0, 6.5, 9.0]
+    result = levels_differ([first, second])
+    reference = stats.ttest_ind(second, first, equal_var=False)
+    assert result.test == "welch t" and result.differs and result.testable
+    assert (result.statistic, result.dof, result.p) == pytest.approx((reference.statistic, reference.df,
+                                                                      reference.pvalue))  # fmt: skip
+    assert (result.low, result.high) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    assert not levels_differ([[1.0, 3.0], [2.0, 2.5]]).differs
+    # Three groups: Welch's F for two groups is t squared on the same degrees of freedom; here one lies apart.
+    three = levels_differ([[1.0, 1.5, 0.5], [1.2, 0.9, 1.4], [6.0, 7.5, 6.8]])
+    assert three.test == "welch anova" and three.differs and three.p < 0.01
+    assert not levels_differ([[1.0, 1.5, 0.5], [1.2, 0.9, 1.4], [1.1, 0.6, 1.3]]).differs
+    assert not levels_differ([[1.0], [2.0, 3.0]]).testable  # one value: no spread known, no test
+    assert levels_differ([[2.0, 2.0], [3.0, 3.0]]).differs and not levels_differ([[2.0, 2.0], [2.0, 2.0]]).differs
+    assert not levels_differ([[0.1 + 0.2, 0.1 + 0.2], [0.3, 0.3]]).differs  # float rounding is no difference
+
+
+def test_a_seed_is_never_an_axis_of_an_effect(tmp_path):
+    for seed, mse in enumerate((100.0, 104.0, 98.0)):  # only the seed varies: nothing to compare
+        record_run(tmp_path / "seeds", f"s{seed}", (f"--train.seed={seed}",), {"mse": mse, "mae": mse, "psnr": 20.0,
+                   "ssim": 0.5})  # fmt: skip
+    effects, interactions = effects_and_interactions(collect(tmp_path / "seeds"))
+    assert effects.empty and interactions.empty
+    effects, interactions = effects_and_interactions(collect(showcase(tmp_path / "grid")))
+    assert set(effects["axis"]) == {"residual", "l1_weight"} and set(interactions["by"]) == {"residual", "l1_weight"}
+    assert not any("seed" in text for text in effects["within"])
+    assert axis_effects(collect(tmp_path / "grid")).equals(effects)
+    assert axis_interactions(collect(tmp_path / "grid")).equals(interactions)
+
+
+def test_the_report_writes_within_level_rows_and_the_interaction_tests(tmp_path):
+    result = write_report([showcase(tmp_path / "runs")], tmp_path / "out", published=False)
+    section = result.sections[0]
+    text = (tmp_path / "out" / "effects.md").read_text()
+    assert "| l1 weight: 0.666667 → 0, with residual connections on | +6.10 [" in text
+    assert "its effect on MSE depends on residual connections (with residual connections on minus off: +28.30" in text
+    csv = (tmp_path / "out" / "effects.csv").read_text().splitlines()
+    assert csv[0].endswith(",verdict,within,interaction")
+    tests = (tmp_path / "out" / "interactions.csv").read_text()
+    assert tests.startswith("dataset,axis,value,reference,change,metric,by,") and "differs" in tests
+    page = result.html.read_text()
+    assert "l1 weight: 0.666667 → 0, with residual connections off" in page
+    assert "depends on residual connections" in page
+    assert section.interactions is not None and len(section.interactions) == 8  # 2 axes x 4 metrics, one other axis
+
+
 def test_weight_points_include_pruned_trials_and_pick_the_best(tmp_path):
     for name, weight, status, val in (
         ("a", 0.0, "finished", 120.0),
@@ -261,6 +456,71 @@ def test_per_frame_figure_draws_the_baselines_per_frame(sweep):
     expected = np.mean([c["copy_last_frame"]["mse"] for c in finished["baseline_curves"]], axis=0)
     assert len(copy_last) == 1 and list(copy_last[0].get_xdata()) == [1, 2, 3]
     np.testing.assert_allclose(copy_last[0].get_ydata(), expected)
+
+
+def with_baseline_curves(run: Path, curves: dict[str, dict[str, list[float]]]) -> Path:
+    """A fake record given per-frame curves of its trivial baselines, as the trainer stores them."""
+    summary = json.loads((run / "summary.json").read_text())
+    for baseline, by_metric in curves.items():
+        summary["baselines"][baseline].update({f"{metric}_by_frame": curve for metric, curve in by_metric.items()})
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+BASELINE_CURVES = {  # two predicted frames, as record_run's runs predict
+    "copy_last_frame": {"mse": [140.0, 181.0], "mae": [280.0, 320.5], "psnr": [15.0, 14.0], "ssim": [0.7, 0.52]},
+    "blank": {"mse": [110.0, 110.0], "mae": [250.0, 250.0], "psnr": [15.25, 15.25], "ssim": [0.42, 0.42]},
+}
+
+
+def test_per_frame_figure_draws_both_trivial_baselines_in_every_panel(tmp_path):
+    for name, overrides in (("e3d", ()), ("e2d", ("--model.conv=2d",))):
+        with_baseline_curves(record_run(tmp_path / "curves", name, overrides), BASELINE_CURVES)
+    figure = figures.per_frame_figure(collect(tmp_path / "curves"))
+    for panel, metric in zip(figure.axes, ("mse", "ssim"), strict=True):
+        drawn = {line.get_label(): line for line in panel.lines}
+        for baseline, label in (("copy_last_frame", "copy last frame"), ("blank", "blank frame")):
+            line = drawn[label]
+            assert line.get_color() == "gray" and line.get_linestyle() in (":", "--"), (metric, label)
+            assert list(line.get_xdata()) == [1, 2]
+            np.testing.assert_allclose(line.get_ydata(), BASELINE_CURVES[baseline][metric])
+        assert drawn["copy last frame"].get_linestyle() != drawn["blank frame"].get_linestyle()
+    # Records from before the baselines' curves were stored: both still drawn, as their mean level.
+    record_run(tmp_path / "levels", "e3d")
+    for panel, metric in zip(figures.per_frame_figure(collect(tmp_path / "levels")).axes, ("mse", "ssim"), strict=True):
+        drawn = {line.get_label(): line for line in panel.lines}
+        assert list(drawn["blank frame"].get_ydata()) == [BASELINE_SCORES["blank"][metric]] * 2
+        assert list(drawn["copy last frame"].get_ydata()) == [BASELINE_SCORES["copy_last_frame"][metric]] * 2
+
+
+def test_a_model_that_loses_to_a_trivial_baseline_is_said_so_frame_by_frame(tmp_path):
+    # record_run's curves are 0.9 and 1.1 times the mean: MSE 150 is [135, 165] (worse than the blank frame's 110 at
+    # both frames, than the copied frame's 181 at neither), MSE 60 is [54, 66] (better than both at both).
+    scores = {"mse": 150.0, "mae": 240.0, "psnr": 14.8, "ssim": 0.5}
+    for seed in (0, 1):
+        with_baseline_curves(record_run(tmp_path, f"e2d-{seed}", ("--model.conv=2d", f"--train.seed={seed}"), scores),
+                             BASELINE_CURVES)  # fmt: skip
+    with_baseline_curves(record_run(tmp_path, "e3d", (), {"mse": 60.0, "mae": 100.0, "psnr": 25.0, "ssim": 0.9}),
+                         BASELINE_CURVES)  # fmt: skip
+    assert baseline_losses(collect(tmp_path)) == [
+        # PSNR [13.32, 16.28] against the copied frame's [15, 14], SSIM [0.45, 0.55] against [0.7, 0.52]: frame 1
+        "E2D-LSTM loses to the copied last frame on SSIM and PSNR at predicted frame 1 of 2 (mean of 2 seeds).",
+        "E2D-LSTM loses to the blank frame on MSE at every predicted frame (mean of 2 seeds).",  # [135, 165] > 110
+        "E2D-LSTM loses to the blank frame on MAE at predicted frame 2 of 2 (mean of 2 seeds).",  # [216, 264], 250
+        "E2D-LSTM loses to the blank frame on PSNR at predicted frame 1 of 2 (mean of 2 seeds).",  # [13.32, 16.28]
+    ]  # E3D-LSTM is better than both at every frame: no sentence
+    losing = tmp_path / "four" / "e3d"
+    record_run(tmp_path / "four", "e3d", (), scores)
+    summary = json.loads((losing / "summary.json").read_text())
+    summary["metrics"]["test/mse_by_frame"] = [100.0, 120.0, 90.0, 130.0]
+    for baseline in ("copy_last_frame", "blank"):
+        summary["baselines"][baseline]["mse_by_frame"] = [110.0] * 4
+    (losing / "summary.json").write_text(json.dumps(summary))
+    assert baseline_losses(collect(tmp_path / "four"), metrics=("mse",)) == [
+        "E3D-LSTM loses to the copied last frame on MSE at predicted frames 2 and 4 of 4.",
+        "E3D-LSTM loses to the blank frame on MSE at predicted frames 2 and 4 of 4.",
+    ]
+    assert baseline_losses(collect(tmp_path / "four" / "e3d"), metrics=("ssim",)) == []  # no curves of SSIM stored
 
 
 def test_qualitative_grid_has_a_row_per_variant(sweep, tmp_path):
