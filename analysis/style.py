@@ -66,6 +66,12 @@ KNOWN_VARIANTS: tuple[str, ...] = tuple(
         {"conv": "3d", "l1_weight": 0.0, "init": "pretrained"},
         {"conv": "2d", "l1_weight": 0.0, "init": "pretrained"},
         {"conv": "2d", "residual": True},
+        # ours: the same skips behind gates that start at 0, each placed so its colour differs from the plain row
+        # it is drawn beside (the finetuned gated rows sit on their controls at make sweep's length)
+        {"conv": "3d", "residual": "gated", "init": "finetuned"},
+        {"conv": "3d", "residual": "gated", "l1_weight": 0.0, "init": "finetuned"},
+        {"conv": "2d", "residual": "gated"},
+        {"conv": "3d", "residual": "gated"},
     )
 )
 """The study's rows (ablations/<dataset>/*.yaml), then the showcase's (``make sweep``), in a fixed order: each takes
