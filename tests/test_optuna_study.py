@@ -25,14 +25,19 @@ def run_in_process(tmp_path, sweep) -> Ledger:
     return ledger
 
 
+def finished_trials(ledger: Ledger, sweep) -> tuple[optuna.Study, list[tuple[optuna.trial.FrozenTrial, object]]]:
+    """The ledger's study and its complete trials, each with the sweep's cell it ran."""
+    study = optuna.load_study(study_name=ledger.study_name, storage=ledger.url)
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    return study, [(t, next(c for c in sweep.cells if c.id == t.user_attrs["cell_id"])) for t in trials]
+
+
 def test_grid_trials_carry_their_axes_and_importances_see_them(tmp_path, calls):
     sweep = load_sweep(write_sweep(tmp_path))
     ledger = run_in_process(tmp_path, sweep)
-    study = optuna.load_study(study_name=ledger.study_name, storage=ledger.url)
-    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    study, trials = finished_trials(ledger, sweep)
     assert len(trials) == 8
-    for trial in trials:
-        cell = next(c for c in sweep.cells if c.id == trial.user_attrs["cell_id"])
+    for trial, cell in trials:
         assert trial.params == cell.axes and trial.user_attrs["seed"] == cell.seed == 0
         assert trial.distributions["model.conv"] == optuna.distributions.CategoricalDistribution(["3d", "2d"])
         assert trial.value == sweep_fakes.metric_of(cell)
@@ -54,16 +59,14 @@ def test_a_grid_over_seeds_records_each_seed_as_an_attribute_never_a_parameter(t
     sweep = load_sweep(write_sweep(tmp_path, **{"model.conv": None, "train.seed": {"values": [0, 1]}}))
     assert len(sweep.cells) == 8 and {cell.seed for cell in sweep.cells} == {0, 1}
     ledger = run_in_process(tmp_path, sweep)
-    study = optuna.load_study(study_name=ledger.study_name, storage=ledger.url)
-    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    study, trials = finished_trials(ledger, sweep)
     assert len(trials) == 8
-    for trial in trials:
-        cell = next(c for c in sweep.cells if c.id == trial.user_attrs["cell_id"])
+    for trial, cell in trials:
         assert "train.seed" not in trial.params and "train.seed" not in trial.distributions
         assert trial.params == {"model.residual": cell.axes["model.residual"], "loss.l1_weight": cell.axes[
             "loss.l1_weight"]}  # fmt: skip
         assert trial.user_attrs["seed"] == cell.params["train.seed"] == cell.seed
-    assert sorted(trial.user_attrs["seed"] for trial in trials) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert sorted(trial.user_attrs["seed"] for trial, _ in trials) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert set(optuna.importance.get_param_importances(study)) == {"model.residual", "loss.l1_weight"}
     prepare(sweep, ledger)  # a rerun finds every cell, by its id, and enqueues nothing
     assert len(study.get_trials()) == 8
