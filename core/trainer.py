@@ -228,7 +228,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, 
                     f"{where}: optimizer state {key} of {names[index]} has shape {tuple(tensor.shape)}, the weight "
                     f"{tuple(params[index].shape)}"
                 )
-        optimizer.state[params[index]] = {k: v.to(params[index].device).clone() for k, v in value.items()}
+        # the moments live beside their weight; Adam keeps its step count on the CPU (unless capturable)
+        optimizer.state[params[index]] = {k: (v if k == "step" else v.to(params[index].device)).clone()
+                                          for k, v in value.items()}  # fmt: skip
         restored += 1
     return restored
 
