@@ -524,6 +524,11 @@ def validate(cfg: Config) -> Config:
     """Check ranges and cross-field rules; returns ``cfg`` unchanged or raises ConfigError naming the key."""
     d, m, l, t = cfg.data, cfg.model, cfg.loss, cfg.train
     rules = [
+        (
+            is_plain_name(cfg.variant),
+            "variant",
+            f"must be a name, since it names the run's folder (no '/', '\\', '..' or absolute path): {cfg.variant!r}",
+        ),  # fmt: skip
         (d.context_frames >= 1, "data.context_frames", "must be at least 1"),
         (
             d.total_frames > d.context_frames,

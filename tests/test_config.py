@@ -251,3 +251,13 @@ def test_residual_gate_and_init_optimizer_at_their_defaults_leave_run_ids_alone(
     assert "residual_gate" not in hashed_fields(cfg)["model"] and "init_optimizer" not in hashed_fields(cfg)["train"]
     gated = load(None, ["--model.residual=true", "--model.residual_gate=zero"])
     assert config_hash(gated) != config_hash(cfg)
+
+
+@pytest.mark.parametrize("name", ["../../escape_variant", "/tmp/absolute", "..", "a\\b"])
+def test_a_variant_name_cannot_lead_its_run_folder_out_of_runs_dir(tmp_path, name):
+    """The variant's name is the first part of its run folder's name: a path in it would write the run elsewhere."""
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump({"variant": name}))
+    with pytest.raises(ConfigError, match=r"variant must be a name, since it names the run's folder"):
+        load(path)
+    assert not any(tmp_path.parent.glob("escape_variant*"))
