@@ -583,6 +583,11 @@ def validate(cfg: Config) -> Config:
         (0 <= t.lr_warmup <= t.steps, "train.lr_warmup", f"must lie in [0, train.steps={t.steps}], not {t.lr_warmup}"),
         (t.threads is None or t.threads >= 1, "train.threads", "must be at least 1 (or none)"),
         (
+            not any(char in t.runs_dir for char in "\n\r\0"),
+            "train.runs_dir",
+            f"must not hold a line break or NUL (it reaches job scripts and logs as a path): {t.runs_dir!r}",
+        ),  # fmt: skip
+        (
             t.run_name is None or is_plain_name(t.run_name),
             "train.run_name",
             f"must be a folder name inside train.runs_dir (no '/', '\\', '..' or absolute path), not {t.run_name!r}",

@@ -261,3 +261,9 @@ def test_a_variant_name_cannot_lead_its_run_folder_out_of_runs_dir(tmp_path, nam
     with pytest.raises(ConfigError, match=r"variant must be a name, since it names the run's folder"):
         load(path)
     assert not any(tmp_path.parent.glob("escape_variant*"))
+
+
+@pytest.mark.parametrize("runs_dir", ["runs\ntouch /tmp/injected", "runs\r", "runs\0x"])
+def test_a_runs_dir_with_a_line_break_is_refused_before_it_reaches_a_job_script(runs_dir):
+    with pytest.raises(ConfigError, match=r"train\.runs_dir must not hold a line break or NUL"):
+        load(None, [f"--train.runs_dir={runs_dir}"])
