@@ -378,9 +378,58 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_YAML_NODES = 100_000
+"""The most nodes a config or sweep file may hold once its aliases are expanded (a real one has a few hundred)."""
+MAX_YAML_DEPTH = 64
+"""The deepest nesting a config or sweep file may have (a real one has under ten levels)."""
+
+
 def read_yaml(text: str) -> Any:
-    """Parse YAML safely (no objects), refusing duplicated keys; yaml.YAMLError on bad input."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    """Parse YAML safely (no objects), refusing duplicated keys; yaml.YAMLError on bad input. Aliases are allowed,
+    but a file that expands through them past :data:`MAX_YAML_NODES` nodes (a "billion laughs" file of a few lines),
+    or nests deeper than :data:`MAX_YAML_DEPTH`, is refused before anything walks it."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_size(root: yaml.Node) -> None:
+    """The expanded node count and depth of a composed document, each node counted once per place it appears;
+    computed over the distinct nodes (an alias is the same node object), so a bomb is measured, not expanded."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, depth)
+    order: list[yaml.Node] = []
+    stack, seen = [root], set()
+    while stack:  # every distinct node once, parents before children
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(_children(node))
+    for node in reversed(order):  # children before parents
+        below = [sizes[id(child)] for child in _children(node)]
+        count = 1 + sum(size for size, _ in below)
+        depth = 1 + max((d for _, d in below), default=0)
+        if depth > MAX_YAML_DEPTH:
+            raise yaml.YAMLError(f"nested {depth} levels deep, more than the {MAX_YAML_DEPTH} a config or sweep allows")
+        if count > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"its aliases expand it past {MAX_YAML_NODES:,} values (a config or sweep file has a few hundred): "
+                "refused unread"
+            )
+        sizes[id(node)] = (count, depth)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def is_plain_name(name: str) -> bool:

@@ -267,3 +267,31 @@ def test_a_variant_name_cannot_lead_its_run_folder_out_of_runs_dir(tmp_path, nam
 def test_a_runs_dir_with_a_line_break_is_refused_before_it_reaches_a_job_script(runs_dir):
     with pytest.raises(ConfigError, match=r"train\.runs_dir must not hold a line break or NUL"):
         load(None, [f"--train.runs_dir={runs_dir}"])
+
+
+def _bomb(levels: int = 9) -> str:
+    """A "billion laughs" YAML file: each level's list holds the previous one nine times (9**levels values)."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_bomb(), r"its aliases expand it past 100,000 values"),
+        ("variant: " + "[" * 100 + "]" * 100 + "\n", r"nested 65 levels deep, more than the 64"),
+    ],
+    ids=["billion-laughs", "deep"],
+)
+def test_a_yaml_bomb_or_a_deep_nest_is_refused_at_once_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"bomb\.yaml: not valid YAML \({message}"):
+        load(path)
+
+
+def test_aliases_within_the_limits_still_read():
+    assert C.read_yaml("base: &b {lr: 0.1}\nother: *b\n") == {"base": {"lr": 0.1}, "other": {"lr": 0.1}}
+    assert C.read_yaml("") is None and C.read_yaml("x: 1") == {"x": 1}

@@ -324,3 +324,14 @@ def test_the_first_trial_is_the_resolved_config_where_the_distribution_can_give_
     values, _ = ask(study, search)
     assert {name: values[name] for name in search.first} == search.first
     assert type(values["train.log_every"]) is int
+
+
+def test_a_sweep_file_that_expands_through_aliases_is_refused_before_any_cell_is_built(tmp_path):
+    """A "billion laughs" of a few lines, as W&B's values of an axis: refused at once, naming the file."""
+    lines = ["name: bomb", "method: grid", "laughs:", "  a0: &a0 [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]"]
+    lines += [f"  a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, 9)]
+    lines += ["parameters:", "  variant: {value: x.yaml}", "  loss.l1_weight: {values: *a8}"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SweepError, match=r"bomb\.yaml: not valid YAML \(its aliases expand it past 100,000 values"):
+        load_sweep(path)
