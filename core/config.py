@@ -403,17 +403,17 @@ def _check_size(root: yaml.Node) -> None:
     """The expanded node count and depth of a composed document, each node counted once per place it appears;
     computed over the distinct nodes (an alias is the same node object), so a bomb is measured, not expanded."""
     sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, depth)
-    order: list[yaml.Node] = []
-    stack, seen = [root], set()
-    while stack:  # every distinct node once, parents before children
-        node = stack.pop()
-        if id(node) in seen:
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # post-order over the distinct nodes: a node is sized once all its children are
+        node, children_done = stack.pop()
+        if id(node) in sizes:
             continue
-        seen.add(id(node))
-        order.append(node)
-        stack.extend(_children(node))
-    for node in reversed(order):  # children before parents
-        below = [sizes[id(child)] for child in _children(node)]
+        children = _children(node)
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        below = [sizes[id(child)] for child in children]
         count = 1 + sum(size for size, _ in below)
         depth = 1 + max((d for _, d in below), default=0)
         if depth > MAX_YAML_DEPTH:
