@@ -138,10 +138,10 @@ def _sweep(args: argparse.Namespace) -> None:
         from ablations.plan import format_plan, plan_sweep
 
         # Missing data is listed, not refused: a plan can be read before the data is in place.
-        print(format_plan(plan_sweep(load_sweep(args.sweep, check_files=False), workers=args.workers)))
+        print(format_plan(plan_sweep(load_sweep(args.sweep, False, args.max_cells), workers=args.workers)))
         return
     _stop_on_sigterm()
-    sweep = load_sweep(args.sweep)  # validates every cell's config before anything runs
+    sweep = load_sweep(args.sweep, max_cells=args.max_cells)  # validates every cell's config before anything runs
     if args.launcher == "slurm":
         _sweep_on_slurm(args, sweep)
         return
@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a SLURM job setting, repeatable, over the sweep file's slurm.NAME parameters: "
                        "partition, account, time (minutes or [D-]HH:MM:SS; default 60), gpus_per_job (default 0), "
                        "cpus_per_job (default 1)")  # fmt: skip
+    sweep.add_argument("--max-cells", type=int, default=None, metavar="N",
+                       help="allow a grid or ablation of up to N cells (default: 10,000)")  # fmt: skip
     sweep.add_argument("--dry-run", action="store_true", help="print the cells of every stage, their steps, estimated "
                        "CPU- and GPU-hours and run folders; train nothing, write nothing")  # fmt: skip
     sweep.set_defaults(run=_sweep)

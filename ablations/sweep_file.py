@@ -213,16 +213,24 @@ class Sweep:
 # and reports them instead, so a plan can be read before the data is in place.
 _CHECK_FILES = contextvars.ContextVar("check_files", default=True)
 
+MAX_CELLS = 10_000
+"""The most cells a grid or ablation may expand to unless the user raises it (``launch.py sweep --max-cells``): the
+count is known from the axes' lengths before a cell is built, so a file of a few lines cannot ask for billions."""
+_MAX_CELLS = contextvars.ContextVar("max_cells", default=MAX_CELLS)
 
-def load_sweep(path: str | Path, check_files: bool = True) -> Sweep:
+
+def load_sweep(path: str | Path, check_files: bool = True, max_cells: int | None = None) -> Sweep:
     """Read and validate a sweep file; every grid cell's config is loaded once, so a bad value fails here.
 
     ``check_files=False`` skips the check that the data files each cell's runs would open exist (:func:`missing_files`
-    lists them): everything else is checked as before."""
+    lists them): everything else is checked as before. ``max_cells`` raises :data:`MAX_CELLS` for this sweep and the
+    stage-1 file it names."""
     token = _CHECK_FILES.set(check_files and _CHECK_FILES.get())
+    cap = _MAX_CELLS.set(max_cells if max_cells is not None else _MAX_CELLS.get())
     try:
         return _load_sweep(Path(path))
     finally:
+        _MAX_CELLS.reset(cap)
         _CHECK_FILES.reset(token)
 
 
@@ -260,8 +268,22 @@ def _load_sweep(path: Path) -> Sweep:
     if method in CELL_METHODS:
         if "early_terminate" in raw:
             raise SweepError(f"{where}: early_terminate is for bayes and random searches; a {method} runs every cell")
+        _check_cell_count(parameters, method, where)
         return _with_cells(sweep, expand_grid(parameters) if method == "grid" else expand_ablation(parameters))
     return _search_settings(sweep)
+
+
+def _check_cell_count(parameters: tuple[Parameter, ...], method: str, where: str) -> None:
+    """Refuse a grid or ablation of more than the allowed cells, counted from its axes before any cell is built."""
+    lengths = [len(p.values) for p in parameters if p.kind == "values"]
+    count = math.prod(lengths) if method == "grid" else 1 + sum(n - 1 for n in lengths)
+    limit = _MAX_CELLS.get()
+    if count > limit:
+        shape = (
+            " x ".join(str(n) for n in lengths) if method == "grid" else f"1 + the other values of {len(lengths)} axes"
+        )
+        raise SweepError(f"{where}: the {method} has {count:,} cells ({shape}), more than the {limit:,} a sweep may "
+                         "have; if you mean it, raise the limit with launch.py sweep --max-cells N")  # fmt: skip
 
 
 def metric_names() -> tuple[str, ...]:

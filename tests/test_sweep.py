@@ -799,3 +799,26 @@ def test_the_command_a_wandb_agent_builds_trains_the_same_config(monkeypatch):
     # The same run, but for where W&B groups it: the agent's runs carry no group or tags of ours.
     assert seen["cfg"].tracking.group is None and ours.tracking.group == sweep.name
     assert dataclasses.replace(seen["cfg"], tracking=ours.tracking) == ours
+
+
+def test_a_grid_s_cell_count_is_checked_before_any_cell_is_built(tmp_path, capsys, monkeypatch):
+    """Six axes of 100 values are 10^12 cells: refused from the axes' lengths at once, the count and the way to raise
+    the limit said; a grid within a raised limit loads."""
+    from ablations import sweep_file
+
+    built = []
+    monkeypatch.setattr(sweep_file, "_make_cell", lambda *args, **kwargs: built.append(args) or None)
+    axes = {f"train.{key}": {"values": list(range(1, 101))} for key in ("steps", "batch_size", "eval_every",
+            "log_every", "checkpoint_every", "eval_batch_size")}  # fmt: skip
+    path = write_sweep(tmp_path, **axes)
+    with pytest.raises(SweepError, match=r"the grid has 8,000,000,000,000 cells \(2 x 2 x 2 x 100 x 100 x 100 x 100 x "
+                       r"100 x 100\), more than the 10,000 .* --max-cells N"):  # fmt: skip
+        load_sweep(path)
+    assert built == []
+    assert launch.main(["sweep", str(path), "--dry-run"]) == 2
+    assert "8,000,000,000,000 cells" in capsys.readouterr().err
+    monkeypatch.undo()
+    small = write_sweep(tmp_path / "small")  # 8 cells
+    with pytest.raises(SweepError, match=r"the grid has 8 cells \(2 x 2 x 2\), more than the 4 a sweep may have"):
+        load_sweep(small, max_cells=4)
+    assert len(load_sweep(small, max_cells=8).cells) == 8
