@@ -143,7 +143,7 @@ SHIPPED = sorted(ROOT.glob("ablations/*/pretrained/*.json"))
 def test_the_showcase_baselines_are_shipped_small():
     assert {p.stem for p in SHIPPED} >= {"mmnist_e3d_baseline", "mmnist_e2d"}
     files = [p.parent / json.loads(p.read_text())["file"] for p in SHIPPED]
-    assert sum(f.stat().st_size for f in files) <= 20 * 2**20  # 20 MiB at most in all
+    assert sum(f.stat().st_size for f in files) <= 60 * 2**20  # 60 MiB at most in all: every stage-1 row, 2 seeds
 
 
 @pytest.mark.parametrize("manifest", SHIPPED, ids=lambda p: p.stem)
