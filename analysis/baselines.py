@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis.collect import BASELINES
 from analysis.labels import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABLE_METRICS
-from analysis.rows import row_axes, row_key, row_name, row_order
+from analysis.rows import grouped, row_axes, row_name
 from core.axes import is_present
 
 BASELINE_NAMES = {"copy_last_frame": "copied last frame", "blank": "blank frame"}
@@ -38,13 +38,9 @@ def baseline_losses(runs: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) 
         curves = _baseline_curves(scored, metrics)
         if not curves:
             continue
-        rows: dict[tuple, list[int]] = {}
-        for index, run in scored.iterrows():
-            key = row_key(run, axes)
-            if key[0] != "run":
-                rows.setdefault(key, []).append(index)
-        for key in sorted(rows, key=lambda key: row_order(key, axes)):
-            seeds = scored.loc[rows[key]]
+        for key, seeds in grouped(scored, axes):
+            if key[0] == "run":  # an unreadable record: no row to name
+                continue
             lost: dict[tuple[str, str], list[str]] = {}  # (baseline, where) -> metrics
             for metric in metrics:
                 model = _mean_curve(seeds[f"{metric}_by_frame"])

@@ -46,6 +46,14 @@ def row_key(run: pd.Series, axes: tuple[Axis, ...]) -> tuple:
     return values
 
 
+def grouped(runs: pd.DataFrame, axes: tuple[Axis, ...]) -> list[tuple[tuple, pd.DataFrame]]:
+    """``runs`` grouped by row (:func:`row_key`), in the study table's row order (:func:`row_order`)."""
+    keyed: dict[tuple, list[Any]] = {}
+    for index, run in runs.iterrows():
+        keyed.setdefault(row_key(run, axes), []).append(index)
+    return [(key, runs.loc[index]) for key, index in sorted(keyed.items(), key=lambda item: row_order(item[0], axes))]
+
+
 def row_name(key: tuple, axes: tuple[Axis, ...]) -> str:
     return variant_name(dict(zip((a.name for a in axes), key, strict=True)), axes)
 

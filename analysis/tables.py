@@ -40,7 +40,7 @@ from analysis.labels import (
     SSIM_CONVENTIONS,
     TABLE_METRICS,
 )
-from analysis.rows import row_axes, row_key, row_name, row_order, with_axes
+from analysis.rows import grouped, row_axes, row_key, row_name, with_axes
 from analysis.stats import excludes_zero, gap_interval
 from core.axes import Axis, is_present
 
@@ -397,11 +397,7 @@ def _build(
     _check_duplicate_seeds(runs, axes)
 
     raw_rows: list[tuple[str, str, dict, Any]] = []  # (name, kind, {(dataset, metric): Cell without bold}, axes|source)
-    keyed: dict[tuple, list[int]] = {}
-    for index, run in runs.iterrows():
-        keyed.setdefault(row_key(run, axes), []).append(index)
-    for key, index in sorted(keyed.items(), key=lambda item: row_order(item[0], axes)):
-        group = runs.loc[index]
+    for key, group in grouped(runs, axes):
         if key[0] == "run":
             values: dict[str, Any] = {}
             name = f"{group['run_name'].iloc[0]} (unreadable record)"
