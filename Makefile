@@ -31,18 +31,25 @@ demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 m
 
 PRETRAINED := ablations/moving_mnist/pretrained
 
-pretrain: $(STAMP)  ## the showcase's stage 1: train the E3D-LSTM and E2D-LSTM baselines side by side (~2 h on 2 cores) and ship them
-	$(MAKE) --no-print-directory -j2 pretrain-e3d_baseline pretrain-e2d
-	$(PY) launch.py verify $(PRETRAINED)/mmnist_e3d_baseline.json $(PRETRAINED)/mmnist_e2d.json
+# The showcase's stage-1 rows, each trained from scratch at 2 seeds: <variant>-s<seed>, one core each.
+PRETRAIN_RUNS := e3d_baseline-s0 e2d-s0 residual-s0 e3d_baseline-s1 e2d-s1 residual-s1
 
-# One baseline: train (or resume, or find finished) runs/pretrain/mmnist_<variant>, then ship its final weights with a
-# manifest into $(PRETRAINED). The E2D run trains without a progress bar, so the two bars do not share a line.
-PRETRAIN_ARGS = ablations/moving_mnist/$*.yaml --profile pretrain --train.runs_dir=runs/pretrain --train.run_name=mmnist_$*
+pretrain: $(STAMP)  ## the showcase's stage 1: E3D-LSTM, E2D-LSTM, E3D-LSTM + residuals from scratch at 2 seeds (~2.2 h a run, 2 at a time) and ship them
+	$(MAKE) --no-print-directory -j2 $(addprefix pretrain-,$(PRETRAIN_RUNS))
+	$(PY) launch.py verify $(foreach run,$(PRETRAIN_RUNS),$(PRETRAINED)/mmnist_$(run).json)
+
+# One run, pretrain-<variant>-s<seed>: train (or resume, or find finished) runs/pretrain/mmnist_<variant>-s<seed>, then
+# ship its final weights with a manifest into $(PRETRAINED); the finetunes' start (E3D-LSTM, seed 0) keeps Adam's state
+# too. Only the first of the two parallel runs draws a progress bar, so the two do not share a line.
+pretrain_variant = $(word 1,$(subst -s, ,$*))
+pretrain_seed = $(word 2,$(subst -s, ,$*))
+PRETRAIN_ARGS = ablations/moving_mnist/$(pretrain_variant).yaml --profile pretrain --train.seed=$(pretrain_seed) \
+	--train.runs_dir=runs/pretrain --train.run_name=mmnist_$*
 
 pretrain-%: $(STAMP)
-	$(PY) launch.py train $(PRETRAIN_ARGS) $(if $(filter e2d,$*),--quiet)
+	$(PY) launch.py train $(PRETRAIN_ARGS) $(if $(filter e3d_baseline-s0,$*),,--quiet)
 	$(PY) launch.py ship runs/pretrain/mmnist_$* --name mmnist_$* --out $(PRETRAINED) \
-		--command-line "python launch.py train $(PRETRAIN_ARGS)"
+		$(if $(filter e3d_baseline-s0,$*),--with-optimizer) --command-line "python launch.py train $(PRETRAIN_ARGS)"
 
 SWEEPS ?= runs/baselines runs/finetune runs/search
 

@@ -188,6 +188,9 @@ def _report(args: argparse.Namespace) -> None:
         if section.baseline_losses:
             print(f"{section.title}: against the trivial baselines")
             print("".join(f"  {line}\n" for line in section.baseline_losses), end="")
+        if section.plateau:
+            print(f"{section.title}: {section.plateau[0][0].lower()}{section.plateau[0][1:]}")
+            print("".join(f"  {line}\n" for line in section.plateau[1:]), end="")
         for name, bests in section.bests.items():
             for dataset, best in bests.items():
                 on = f" on {dataset}" if len(bests) > 1 else ""

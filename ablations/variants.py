@@ -3,8 +3,9 @@ dataset's ``base.yaml``, which holds the ``paper`` and ``demo`` profiles.
 
 A finetuning variant names the variant it starts from in ``train.init_from`` (``e3d_baseline.yaml``); it resolves to
 that variant's run folder under the same profile, seed and command-line overrides, which must have been trained first.
-Or it names a shipped checkpoint's manifest (``pretrained/mmnist_e3d_baseline.json``), which resolves to the
-checkpoint file it names, ``<name>-<sha8>.pt``, after checking its sha256.
+Or it names a shipped checkpoint's manifest (``pretrained/mmnist_e3d_baseline-s0.json``), which resolves to the
+checkpoint file it names, ``<name>-<sha8>.pt``, after checking its sha256. Its path may name the run's variant and
+seed, ``pretrained/{variant}-s{seed}.json``, so one profile scores each stage-1 row at each seed from its own file.
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ def load_variant(path: str | Path, overrides: list[str] | None = None, profile: 
     return resolve_init_from(cfg, Path(path), overrides or [], profile)
 
 
+INIT_FROM_FIELDS = ("variant", "seed")
+"""What ``train.init_from`` may name in braces: the run's variant and its ``train.seed``."""
+
+
 def resolve_init_from(cfg: Config, path: Path, overrides: list[str], profile: str | None) -> Config:
     init = cfg.train.init_from
+    if init and ("{" in init or "}" in init):
+        init = _filled(init, cfg, path)
     if init and init.endswith(".json"):
         return _with_init(cfg, _shipped(init, path))
     if not init or not init.endswith((".yaml", ".yml")):
@@ -56,8 +63,21 @@ def resolve_init_from(cfg: Config, path: Path, overrides: list[str], profile: st
     return _with_init(cfg, run_dir_for(source_cfg))
 
 
+def _filled(init: str, cfg: Config, path: Path) -> str:
+    """``init_from`` with ``{variant}`` and ``{seed}`` filled in from the run's config."""
+    fields = {"variant": cfg.variant, "seed": cfg.train.seed}
+    try:
+        return init.format_map(fields)
+    except KeyError as error:
+        raise ConfigError(f"{path}: train.init_from {init!r} names {{{error.args[0]}}}; it may name "
+                          f"{', '.join('{' + f + '}' for f in INIT_FROM_FIELDS)}") from error  # fmt: skip
+    except (ValueError, IndexError) as error:
+        raise ConfigError(f"{path}: train.init_from {init!r} is not a path with {{variant}} or {{seed}} in it "
+                          f"({error})") from error  # fmt: skip
+
+
 def _shipped(init: str, path: Path) -> Path:
-    """A shipped checkpoint's manifest (``pretrained/mmnist_e3d_baseline.json``, beside the variant file or from the
+    """A shipped checkpoint's manifest (``pretrained/mmnist_e3d_baseline-s0.json``, beside the variant file or from the
     working folder) as the checkpoint file it names, ``<name>-<sha8>.pt``, its sha256 checked: a retrained baseline
     is a new file name, so every config that finetunes from it is a new cell."""
     candidates = [Path(init)] if Path(init).is_absolute() else [path.parent / init, Path(init)]

@@ -16,7 +16,8 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 - final test metrics ``mse``, ``mae``, ``psnr``, ``ssim`` (NaN unless the run finished) and their per-frame curves
   ``mse_by_frame`` ... (lists over the predicted frame index; None unless finished);
 - ``loss_history``: ``[(step, train/loss), ...]`` and ``val_history``: ``[(step, val/mse), ...]`` from metrics.jsonl;
-  ``best_val_mse``; ``step`` (the last step);
+  for a shipped checkpoint scored as it is (0 steps, ``train.init_from`` a file ``make pretrain`` shipped), its
+  pretraining's, from the manifest beside the file; ``best_val_mse``; ``step`` (the last step);
 - ``run_time_s``: seconds of run time (the last metrics row's ``time``, which excludes the gaps between resumes; the
   summary's ``updated - started`` when no row has one);
 - the trivial baselines on the same test set: ``copy_last_frame_mse`` ... ``blank_ssim``, and ``baseline_curves``:
@@ -137,6 +138,9 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir}: a field of summary.json or config.yaml has the wrong type ({type(error).__name__}: {error})"
         )
         return record_row(location, None, None, [], error=reason)
+    pretraining = _pretraining_history(record["config"])
+    if pretraining is not None:
+        row["loss_history"], row["val_history"] = pretraining
     if row["status"] == "running" and folder_abandoned(run_dir):
         row["status"] = "interrupted"
         row["status_reason"] = ("no process holds the run folder's lock: it was killed or stopped at its last "
@@ -218,6 +222,26 @@ def record_row(
         row["step"] = max(int(r.get("step", 0)) for r in metric_rows)
     row["run_time_s"] = _run_time(metric_rows, summary)
     return row
+
+
+def _pretraining_history(config: Mapping[str, Any] | None) -> tuple[list, list] | None:
+    """The training-loss and validation-MSE histories of the shipped checkpoint a 0-step run scored, from the manifest
+    beside it (``<name>.json`` naming ``<name>-<sha8>.pt``); None for any other run, or when no manifest names it."""
+    train = (config or {}).get("train") or {}
+    weights = train.get("init_from")
+    if train.get("steps") != 0 or not isinstance(weights, str) or not weights.endswith(".pt"):
+        return None
+    weights_path = Path(weights)
+    manifest_path = weights_path.with_name(weights_path.stem.rsplit("-", 1)[0] + ".json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("file") != weights_path.name:
+            return None
+        losses = [(int(r["step"]), float(r["loss"])) for r in manifest.get("training", [])]
+        validation = [(int(r["step"]), float(r["mse"])) for r in manifest.get("validation", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return losses, validation
 
 
 def _history(rows: list[dict], key: str) -> list[tuple[int, float]]:

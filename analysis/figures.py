@@ -106,9 +106,10 @@ def run_label(run: pd.Series, with_seed: bool, axes: tuple[Axis, ...]) -> str:
 def loss_figure(runs: pd.DataFrame) -> Figure:
     """Training loss over steps (log scale, EMA-smoothed over the raw values drawn faintly) and validation MSE, one
     line per run in its variant's colour and marker, its seeds told apart by the line; runs that did not finish are
-    dashed and labelled with their status. Runs that trained no step (checkpoints scored as they are) have no curve:
-    when no run has one, a DataError says so and nothing is drawn."""
-    if not any(_listed(history) for history in runs["loss_history"]):
+    dashed and labelled with their status. A shipped checkpoint scored as it is (0 steps) shows its pretraining's
+    curves when its manifest has them (:mod:`analysis.collect`); when no run has a curve, a DataError says so and
+    nothing is drawn."""
+    if not any(_listed(h) for h in runs["loss_history"]) and not any(len(_listed(h)) > 1 for h in runs["val_history"]):
         raise DataError("no run trained a step (checkpoints scored as they are): no training curve to draw")
     figure, (loss_axis, val_axis) = plt.subplots(
         1, 2, figsize=(figure_width("loss"), PANEL_HEIGHT_IN), layout="constrained"
@@ -121,18 +122,22 @@ def loss_figure(runs: pd.DataFrame) -> Figure:
         color, marker = variant_style(name)
         rank = seen[name] = seen.get(name, -1) + 1
         style = SEED_LINES[rank % len(SEED_LINES)] if run["status"] == "finished" else "--"
+        label = run_label(run, with_seed, axes)
         history = _listed(run["loss_history"])
         if history:
             steps, losses = np.array(history, dtype=float).T
             loss_axis.plot(steps, losses, color=color, alpha=0.2, linewidth=0.6)
             loss_axis.plot(steps, _ema(losses), color=color, linestyle=style, marker=marker,
-                           markevery=max(1, len(steps) // 6), label=run_label(run, with_seed, axes))  # fmt: skip
+                           markevery=max(1, len(steps) // 6), label=label)  # fmt: skip
         validation = _listed(run["val_history"])
-        if validation:
+        if validation:  # labelled here when the run has no loss curve (a manifest with its validations only)
             steps, values = np.array(validation, dtype=float).T
-            val_axis.plot(steps, values, color=color, linestyle=style, marker=marker)
+            val_axis.plot(steps, values, color=color, linestyle=style, marker=marker, label=None if history else label)
     loss_axis.set(xlabel="training step", ylabel="training loss", title="Training loss")
-    if loss_axis.lines:
+    if not loss_axis.lines:  # shipped checkpoints whose manifests predate the training-loss history
+        loss_axis.text(0.5, 0.5, "no training loss in these records", ha="center", va="center",
+                       transform=loss_axis.transAxes)  # fmt: skip
+    else:
         loss_axis.set_yscale("log")
         loss_axis.yaxis.set_major_formatter(ScalarFormatter())
         loss_axis.yaxis.set_minor_formatter(ScalarFormatter())

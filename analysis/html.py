@@ -103,6 +103,9 @@ def _section(section: Section, anchor: str, link: Callable[[pd.Series], str | No
     if section.baseline_losses:
         parts.append('<p>Against the trivial baselines (test set, per predicted frame):</p><ul class="baselines">'
                      + "".join(f"<li>{_e(line)}</li>" for line in section.baseline_losses) + "</ul>")  # fmt: skip
+    if section.plateau:
+        parts.append(f"<p>{_e(section.plateau[0])}</p><ul class=\"plateau\">"
+                     + "".join(f"<li>{_e(line)}</li>" for line in section.plateau[1:]) + "</ul>")  # fmt: skip
     if section.effects is not None and not section.effects.empty:
         lines = verdicts(section.effects, interactions=section.interactions)
         parts.append("<h3>Axis effects</h3>")

@@ -7,7 +7,8 @@
 - ``effects.{md,csv}``: each axis's marginal effect (:mod:`analysis.effects`), when an axis varies, with the effect
   within each level of another axis where it depends on that axis, and ``interactions.csv``: the tests that decide it;
   effects.md ends with the sentences of :func:`analysis.baselines.baseline_losses` (where a row loses to a trivial
-  baseline, frame by frame);
+  baseline, frame by frame) and of :func:`analysis.plateau.plateau_sentences` (when each model trained from scratch
+  left its plateau);
 - ``<axis>.csv`` (``l1_weight.csv``, ``lr.csv``): every run as a point of metric against each number the section's runs
   vary (:func:`analysis.effects.searched_axes`), and the best value;
 - ``runs.csv``: every run (finished or not) with its status, numbers, folder and the command that trains it again;
@@ -35,6 +36,7 @@ from analysis.collect import AXES, collect
 from analysis.effects import effects_and_interactions, effects_markdown, search_points, searched_axes
 from analysis.html import render_page
 from analysis.labels import DATASET_LABELS
+from analysis.plateau import plateau_sentences
 from analysis.rows import row_axes, with_axes
 from analysis.sections import Section
 from analysis.tables import StudyTable, study_table
@@ -129,11 +131,14 @@ def _write_section(title: str, everything: pd.DataFrame, folder: Path, published
     section.written += _write_tables(section.tables, folder)
     section.effects, section.interactions = effects_and_interactions(runs)
     section.baseline_losses = baseline_losses(runs)
+    section.plateau = plateau_sentences(runs)
     if not section.effects.empty:
         text = effects_markdown(section.effects, section.interactions)
         if section.baseline_losses:
             text += "\nAgainst the trivial baselines (test set, per predicted frame):\n\n"
             text += "".join(f"- {line}\n" for line in section.baseline_losses)
+        if section.plateau:
+            text += f"\n{section.plateau[0]}\n\n" + "".join(f"- {line}\n" for line in section.plateau[1:])
         _write_text(folder / "effects.md", text)
         section.effects.to_csv(folder / "effects.csv", index=False)
         section.interactions.to_csv(folder / "interactions.csv", index=False)

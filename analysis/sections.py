@@ -24,6 +24,7 @@ class Section:
     effects: pd.DataFrame | None = None
     interactions: pd.DataFrame | None = None  # whether each axis's effect differs between another axis's levels
     baseline_losses: list[str] = field(default_factory=list)  # where a row loses to a trivial baseline, in words
+    plateau: list[str] = field(default_factory=list)  # when each model trained from scratch left its plateau
     points: dict[str, pd.DataFrame] = field(default_factory=dict)  # searched axis name -> metric-versus-value points
     searched: dict[str, Axis] = field(default_factory=dict)  # searched axis name -> its axis
     figure_titles: dict[str, str] = field(default_factory=dict)  # figure name (stem[-dataset]) -> title, in order

@@ -8,8 +8,8 @@
   the first 8 hex digits of its sha256, so a retrained baseline is a new file and whatever names it (a finetune
   sweep's ``train.init_from``) is a new config, never mistaken for the old one;
 - ``<name>.json``: the manifest: that file and its sha256, the resolved config, the command that trained it, the CPU
-  and thread count it trained on, its validation history, the trainer's test summary, and a check: the test MSE of the
-  first :data:`CHECK_SEQUENCES` test sequences, which :func:`verify` recomputes.
+  and thread count it trained on, its validation and training-loss histories, the trainer's test summary, and a
+  check: the test MSE of the first :data:`CHECK_SEQUENCES` test sequences, which :func:`verify` recomputes.
 
 Both are written under temporary names and renamed. Loading goes through the trainer's weights-only unpickler.
 """
@@ -105,6 +105,7 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
             for row in history
             if "val/mse" in row
         ],
+        "training": [{"step": row["step"], "loss": row["train/loss"]} for row in history if "train/loss" in row],
         "check": {"sequences": CHECK_SEQUENCES, "threads": 1, "mse": check_mse({**slim, "path": str(weights)})},
     }
     path = out_dir / f"{name}.json"

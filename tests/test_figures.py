@@ -222,8 +222,16 @@ def test_an_unknown_variants_style_is_the_same_in_another_process():
 
 
 def test_no_training_curve_is_drawn_when_no_run_trained_a_step(runs_dir):
-    """Checkpoints scored as they are (0 steps) have no loss history: an empty panel would say nothing."""
+    """Checkpoints scored as they are (0 steps) have one validation and no loss history: an empty figure would say
+    nothing. A shipped checkpoint whose manifest kept its validations only (no losses) is drawn from them."""
     runs = collect(runs_dir)
     assert figures.loss_figure(runs) is not None  # trained runs: drawn
+    scored = runs.assign(loss_history=[[] for _ in range(len(runs))], val_history=[[(0, 120.0)]] * len(runs))
     with pytest.raises(DataError, match="no run trained a step"):
-        figures.loss_figure(runs.assign(loss_history=[[] for _ in range(len(runs))]))
+        figures.loss_figure(scored)
+    shipped = scored.assign(val_history=[[(500, 145.0), (1000, 131.0)]] * len(runs))
+    figure = figures.loss_figure(shipped)
+    loss_axis, val_axis = figure.axes[:2]
+    assert not loss_axis.lines and [t.get_text() for t in loss_axis.texts] == ["no training loss in these records"]
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == [text.get_text() for text in figures.loss_figure(runs).legends[0].get_texts()]  # every run named

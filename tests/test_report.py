@@ -29,6 +29,7 @@ from analysis.effects import (
     searched_axes,
     verdicts,
 )
+from analysis.plateau import plateau_sentences, plateau_step
 from analysis.report import write_report
 from analysis.stats import levels_differ
 from analysis.tables import study_table
@@ -521,6 +522,34 @@ def test_a_model_that_loses_to_a_trivial_baseline_is_said_so_frame_by_frame(tmp_
         "E3D-LSTM loses to the blank frame on MSE at predicted frames 2 and 4 of 4.",
     ]
     assert baseline_losses(collect(tmp_path / "four" / "e3d"), metrics=("ssim",)) == []  # no curves of SSIM stored
+
+
+def test_when_each_model_from_scratch_left_its_plateau_is_said_seed_by_seed(tmp_path):
+    """The study's question about its training-loss figure: which model leaves the early plateau first. A run leaves
+    it at the first validation 5% below its first; a finetune starts below any plateau and gets no sentence."""
+    assert plateau_step([(500, 145.1), (1000, 143.9), (1500, 131.5), (2000, 123.3)]) == 1500  # 137.8 is the bar
+    assert plateau_step([(500, 100.0), (1000, 95.0)]) == 1000  # exactly 5% below counts
+    assert plateau_step([(500, 100.0), (1000, 96.0)]) is None and plateau_step([(500, 100.0)]) is None
+    for seed in (0, 1):
+        record_run(tmp_path, f"e3d-{seed}", (f"--train.seed={seed}",))
+        record_run(tmp_path, f"res-{seed}", ("--model.residual=true", f"--train.seed={seed}"))
+    record_run(tmp_path, "finetuned", ("--train.init_from=pretrained/e3d.pt",))
+    runs = collect(tmp_path)
+    histories = {
+        "e3d-0": [(500, 145.1), (1000, 143.9), (1500, 131.5)],
+        "e3d-1": [(500, 142.7), (1000, 141.0), (1500, 139.0)],  # still on it at its last validation
+        "res-0": [(500, 140.0), (1000, 120.0)],
+        "res-1": [(500, 141.0), (1000, 139.0), (1500, 110.0)],
+        "finetuned": [(10, 110.0), (20, 90.0)],
+    }
+    runs["val_history"] = [histories[name] for name in runs["run_name"]]
+    assert plateau_sentences(runs) == [
+        "Validation MSE first 5% below its first evaluation's (leaving the plateau):",
+        "E3D-LSTM: step 1,500 (seed 0), not by step 1,500 (seed 1).",
+        "E3D-LSTM + residuals: step 1,000 (seed 0), step 1,500 (seed 1).",
+    ]
+    runs["val_history"] = [[(500, 140.0)]] * len(runs)
+    assert plateau_sentences(runs) == []  # one validation each: nothing to say
 
 
 def test_qualitative_grid_has_a_row_per_variant(sweep, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from test_trainer import tiny, tiny_overrides
 
 from ablations.variants import load_variant
+from analysis.collect import collect
 from core.config import ConfigError, config_hash, from_dict
 from core.shipped import CHECK_SEQUENCES, cpu_name, ship, verify
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
@@ -32,6 +33,9 @@ def test_a_shipped_checkpoint_is_small_named_by_its_hash_and_described(shipped):
     assert manifest["config"]["model"]["hidden"] == [4, 4] and manifest["command"].startswith("python launch.py")
     assert manifest["test"]["test/mse"] == run.test["test/mse"] and manifest["threads"] >= 1 and manifest["cpu"]
     assert [row["step"] for row in manifest["validation"]] == [3, 6]
+    logged = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [(row["step"], row["train/loss"]) for row in logged if "train/loss" in row]
+    assert [(row["step"], row["loss"]) for row in manifest["training"]] == losses and losses
     assert manifest["check"]["sequences"] == CHECK_SEQUENCES
     # The test set has 8 sequences: the check scores all of them, so it is the test MSE of the shipped weights.
     evaluated = evaluate_checkpoint(weights, device="cpu", out_dir=manifest_path.parent / "eval")
@@ -116,6 +120,32 @@ def test_a_variant_finetunes_from_a_manifest_as_the_checkpoint_file_it_names(shi
     assert finetuned.train.init_from == cfg.train.init_from
 
 
+def test_init_from_names_the_shipped_file_of_the_runs_variant_and_seed(shipped, tmp_path, mnist_npz):
+    """``pretrained/{variant}-s{seed}.json`` (make sweep's score profile) finds each seed's own file; a 0-step run
+    from it reports its pretraining's curves (analysis.collect), from which the plateau sentence is read."""
+    run, _ = shipped
+    pretrained = tmp_path / "pretrained"
+    files = {seed: json.loads(ship(run.run_dir, pretrained, f"tiny-s{seed}", command="").read_text())["file"]
+             for seed in (0, 1)}  # fmt: skip
+    variant = tmp_path / "score.yaml"
+    variant.write_text("variant: tiny\ntrain: {init_from: 'pretrained/{variant}-s{seed}.json'}\n")
+    for seed in (0, 1):
+        cfg = load_variant(variant, tiny_overrides(tmp_path, mnist_npz, "--train.steps=0", f"--train.seed={seed}"))
+        assert Path(cfg.train.init_from) == pretrained / files[seed]
+    scored = train(cfg, progress=False)
+    row = collect(scored.run_dir).iloc[0]
+    logged = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert row["loss_history"] == [(r["step"], r["train/loss"]) for r in logged if "train/loss" in r]
+    assert row["val_history"] == [(r["step"], r["val/mse"]) for r in logged if "val/mse" in r]
+    assert row["init"] == "pretrained" and len(row["val_history"]) == 2
+    variant.write_text("variant: tiny\ntrain: {init_from: 'pretrained/{name}-s{seed}.json'}\n")
+    with pytest.raises(ConfigError, match=r"score\.yaml: train\.init_from .* names \{name\}; it may name \{variant\}"):
+        load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+    variant.write_text("variant: tiny\ntrain: {init_from: 'pretrained/{variant-s{seed}.json'}\n")
+    with pytest.raises(ConfigError, match=r"score\.yaml: train\.init_from .* is not a path with \{variant\}"):
+        load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+
+
 def test_a_manifest_whose_checkpoint_changed_or_vanished_is_refused_at_load(shipped, tmp_path, mnist_npz):
     _, manifest_path = shipped
     manifest = json.loads(manifest_path.read_text())
@@ -141,9 +171,22 @@ SHIPPED = sorted(ROOT.glob("ablations/*/pretrained/*.json"))
 
 
 def test_the_showcase_baselines_are_shipped_small():
-    assert {p.stem for p in SHIPPED} >= {"mmnist_e3d_baseline", "mmnist_e2d"}
+    assert {p.stem for p in SHIPPED} >= {"mmnist_e3d_baseline-s0", "mmnist_e2d-s0"}
     files = [p.parent / json.loads(p.read_text())["file"] for p in SHIPPED]
     assert sum(f.stat().st_size for f in files) <= 60 * 2**20  # 60 MiB at most in all: every stage-1 row, 2 seeds
+
+
+@pytest.mark.parametrize("manifest", SHIPPED, ids=lambda p: p.stem)
+def test_a_shipped_baseline_is_named_by_its_variant_and_seed_and_says_how_to_retrain_it(manifest):
+    """``<variant>-s<seed>.json``, which the score profile's ``pretrained/{variant}-s{seed}.json`` finds; its command
+    is make pretrain's for that variant and seed."""
+    m = json.loads(manifest.read_text())
+    cfg = from_dict(m["config"], str(manifest))
+    assert manifest.stem == m["name"] == f"{cfg.variant}-s{cfg.train.seed}"
+    assert m["file"] == f"{m['name']}-{m['sha256'][:8]}.pt"
+    assert f"--train.seed={cfg.train.seed} " in m["command"] and m["command"].endswith(f"--train.run_name={m['name']}")
+    variant_file = cfg.variant.removeprefix("mmnist_")
+    assert f"ablations/moving_mnist/{variant_file}.yaml --profile pretrain" in m["command"]
 
 
 @pytest.mark.parametrize("manifest", SHIPPED, ids=lambda p: p.stem)
@@ -156,7 +199,7 @@ def test_a_shipped_baseline_matches_its_checksum_and_its_recorded_check_mse(mani
 
 
 def test_the_shipped_e3d_baseline_beats_the_blank_frame_at_every_predicted_frame():
-    manifest = json.loads((ROOT / "ablations/moving_mnist/pretrained/mmnist_e3d_baseline.json").read_text())
+    manifest = json.loads((ROOT / "ablations/moving_mnist/pretrained/mmnist_e3d_baseline-s0.json").read_text())
     model, blank = manifest["test"]["test/mse_by_frame"], manifest["baselines"]["blank"]["mse_by_frame"]
     assert len(model) == len(blank) == manifest["config"]["data"]["total_frames"] - manifest["config"]["data"][
         "context_frames"]  # fmt: skip

@@ -31,7 +31,7 @@ from ablations.sweep import (
     train_cell,
     work,
 )
-from core.config import ALIASES, config_hash
+from core.config import ALIASES, config_hash, from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = str(ROOT / "ablations/moving_mnist/e3d_baseline.yaml")
@@ -108,12 +108,15 @@ def test_demo_grid_expands_to_eight_named_cells_with_stable_ids():
 
 
 def test_the_showcase_sweeps_start_from_the_shipped_baselines():
-    manifests = {name: json.loads((ROOT / f"ablations/moving_mnist/pretrained/{name}.json").read_text())
-                 for name in ("mmnist_e3d_baseline", "mmnist_e2d")}  # fmt: skip
+    pretrained_dir = ROOT / "ablations/moving_mnist/pretrained"
+    manifests = {p.stem: json.loads(p.read_text()) for p in pretrained_dir.glob("*.json")}
     shipped = {name: f"ablations/moving_mnist/pretrained/{m['file']}" for name, m in manifests.items()}
+    # the stage-1 rows: each variant's shipped model at each seed, its own file, scored as it is
     baselines = [cell_config(c) for c in load_sweep(ROOT / "sweeps/baselines.yaml").cells]
-    assert [(c.model.conv, c.train.steps, c.train.init_from) for c in baselines] == [
-        ("3d", 0, shipped["mmnist_e3d_baseline"]), ("2d", 0, shipped["mmnist_e2d"])]  # fmt: skip
+    assert {(c.variant, c.train.seed) for c in baselines} >= {("mmnist_e3d_baseline", 0), ("mmnist_e2d", 0)}
+    for c in baselines:
+        assert (c.train.steps, c.train.init_from) == (0, shipped[f"{c.variant}-s{c.train.seed}"])
+        assert c.model == from_dict(manifests[f"{c.variant}-s{c.train.seed}"]["config"], "manifest").model
     grid = load_sweep(ROOT / "sweeps/finetune.yaml")
     configs = [cell_config(c) for c in grid.cells]
     assert len({c.id for c in grid.cells}) == 12
@@ -122,10 +125,10 @@ def test_the_showcase_sweeps_start_from_the_shipped_baselines():
     assert {(c.model.residual, c.model.residual_gate, round(c.loss.l1_weight, 4), c.train.seed) for c in configs} == {
         (*k, w, s) for k in skips for w in (0.0, 0.6667) for s in (0, 1)}  # fmt: skip
     assert {(c.train.init_from, c.train.steps, c.model.conv) for c in configs} == {
-        (shipped["mmnist_e3d_baseline"], 20, "3d")}  # fmt: skip
+        (shipped["mmnist_e3d_baseline-s0"], 20, "3d")}  # fmt: skip
     # every stage-2 cell trains the shipped model's shapes (the pretrain profile's), and the baseline scored at 0
     # steps is tested on the same sequences as the finetuned cells
-    pretrained = manifests["mmnist_e3d_baseline"]["config"]
+    pretrained = manifests["mmnist_e3d_baseline-s0"]["config"]
     assert all(list(c.model.hidden) == pretrained["model"]["hidden"] for c in configs + baselines)
     assert {(c.data.test_size, c.data.test_seed) for c in configs + baselines} == {(256, 1)}
 
