@@ -310,8 +310,12 @@ def _lock_engine(url: str):
     return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
 
-def _claim(storage, study_id: int, cells: dict[str, Cell]) -> tuple[int, int, Cell] | None:
-    """Atomically move one waiting trial of this grid to RUNNING; None when there is none left."""
+def _claim(
+    storage, study_id: int, cells: dict[str, Cell], claiming: list[int] | None = None
+) -> tuple[int, int, Cell] | None:
+    """Atomically move one waiting trial of this grid to RUNNING; None when there is none left. ``claiming`` holds
+    the trial's id from its move to RUNNING until the claim is complete (see :func:`hand_back_half_claimed`)."""
+    claiming = [] if claiming is None else claiming
     optuna = _optuna()
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         cell = cells.get(trial.user_attrs.get("cell_id"))
@@ -321,9 +325,12 @@ def _claim(storage, study_id: int, cells: dict[str, Cell]) -> tuple[int, int, Ce
         # Beat before claiming: a worker killed right after its claim still leaves a heartbeat that goes stale.
         storage.record_heartbeat(trial_id)
         try:
+            claiming.append(trial_id)
             if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
                 storage.set_trial_user_attr(trial_id, "worker", worker_tag())
+                claiming.remove(trial_id)
                 return trial_id, trial.number, cell
+            claiming.remove(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker claimed and finished it meanwhile
     return None
@@ -334,9 +341,12 @@ def _slot(trial) -> int:
     return int(trial.user_attrs.get("slot", trial.number))
 
 
-def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int, Cell, Any] | None:
+def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int] | None = None
+                 ) -> tuple[int, int, Cell, Any] | None:  # fmt: skip
     """A search's next trial, RUNNING: a waiting one (the first trial, a retry) or, while fewer than run_cap trials
-    exist (retries share their original's slot), a new one the sampler fills; None when the cap is reached."""
+    exist (retries share their original's slot), a new one the sampler fills; None when the cap is reached.
+    ``claiming`` holds the trial's id from ask() until the claim is complete (see :func:`hand_back_half_claimed`)."""
+    claiming = [] if claiming is None else claiming
     optuna = _optuna()
     state = optuna.trial.TrialState
     while True:
@@ -347,6 +357,7 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int,
         if not waiting and len(used) >= (sweep.run_cap or 0):
             return None
         trial = study.ask()
+        claiming.append(trial._trial_id)
         storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("worker", worker_tag())
         slot = _slot(trial)
@@ -359,10 +370,39 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep) -> tuple[int, int,
             storage.set_trial_user_attr(trial._trial_id, "reason", str(exc))
             study.tell(trial, state=state.FAIL)
             print(f"trial {trial.number} failed before it ran: {exc}", flush=True)
+            claiming.remove(trial._trial_id)
             continue
         for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values), ("seed", cell.seed)):
             trial.set_user_attr(key, value)
+        claiming.remove(trial._trial_id)
         return trial._trial_id, trial.number, cell, trial
+
+
+def hand_back_half_claimed(study, storage, claiming: list[int]) -> None:
+    """Hand back the trials of this worker's claims that a ledger outage cut off midway (``claiming``, filled by
+    :func:`_claim` and :func:`_claim_trial`): each one still RUNNING is requeued, since nobody runs it, and its
+    worker, alive, would keep vouching for it. A search's new trial keeps its slot, so run_cap holds."""
+    optuna = _optuna()
+    for trial_id in list(claiming):
+        trial = storage.get_trial(trial_id)
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            if "slot" not in trial.user_attrs and "cell_id" not in trial.user_attrs:  # a search's, before its sample
+                storage.set_trial_user_attr(trial_id, "slot", trial.number)
+            _requeue(study, storage, trial_id, "orphaned")
+        claiming.remove(trial_id)
+
+
+def requeue_orphans(study, storage, study_id: int) -> None:
+    """Hand back every RUNNING trial that no worker signed: a claim cut off by a ledger outage after the trial was
+    made or moved to RUNNING and before the claim's own writes (its heartbeat, its ``worker``). Nobody runs it and,
+    without a heartbeat, it never goes stale: left alone, the sweep would wait for it forever. Called under the
+    ledger's lock, where no other claim is half done; a search's new trial keeps its slot, so run_cap holds."""
+    optuna = _optuna()
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if "worker" not in trial.user_attrs:
+            if "slot" not in trial.user_attrs and "cell_id" not in trial.user_attrs:  # a search's, before its sample
+                storage.set_trial_user_attr(trial._trial_id, "slot", trial.number)
+            _requeue(study, storage, trial._trial_id, "orphaned")
 
 
 def worker_tag() -> str:

@@ -42,7 +42,9 @@ from ablations.ledger import (
     _storage,
     default_storage,
     format_start,
+    hand_back_half_claimed,
     prepare,
+    requeue_orphans,
     summarize,
     vouch_for_local_workers,
 )
@@ -144,10 +146,14 @@ def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> Non
         return
 
 
+class LedgerUnreachable(SweepError):
+    """The ledger's database stayed unreachable past ``ledger.outage_s``: the sweep stops, no cell is blamed."""
+
+
 def patiently(call: Callable[[], Any], ledger: Ledger, what: str) -> Any:
     """``call()``, retried while the ledger's database is unreachable (a restart, a network cut): after 1, 2, 4, ...
-    30 s, up to ``ledger.outage_s`` in all, saying so each time; then a SweepError that says what is safe. A cell's
-    training goes on meanwhile (its heartbeat thread rides out failed beats on its own)."""
+    30 s, up to ``ledger.outage_s`` in all, saying so each time; then a LedgerUnreachable that says what is safe. A
+    cell's training goes on meanwhile (its heartbeat thread rides out failed beats on its own)."""
     errors = _ledger_errors()
     waited, delay = 0.0, 1.0
     while True:
@@ -155,9 +161,9 @@ def patiently(call: Callable[[], Any], ledger: Ledger, what: str) -> Any:
             return call()
         except errors as exc:
             if waited >= ledger.outage_s:
-                raise SweepError(f"{what}: the ledger ({_safe_url(ledger.url)}) has been unreachable for "
-                                 f"{waited:.0f} s ({type(exc).__name__}); every finished cell's run folder is intact: "
-                                 "run the same command again once it is back") from exc  # fmt: skip
+                raise LedgerUnreachable(f"{what}: the ledger ({_safe_url(ledger.url)}) has been unreachable for "
+                                        f"{waited:.0f} s ({type(exc).__name__}); every finished cell's run folder is "
+                                        "intact: run the same command again once it is back") from exc  # fmt: skip
             print(f"{what}: the ledger is unreachable ({type(exc).__name__}); trying again in {delay:.0f} s "
                   f"({waited:.0f} s so far, giving up after {ledger.outage_s:.0f} s)", flush=True)  # fmt: skip
             time.sleep(delay)
@@ -216,17 +222,22 @@ def work(
     study_id = storage.get_study_id_from_name(ledger.study_name)
     cells = {cell.id: cell for cell in sweep.cells}
     ran = 0
+    claiming: list[int] = []  # a claim's trial until the claim is complete: an outage may cut it off midway
 
     def claim():
         with _exclusive(ledger), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # ask() warns that heartbeats are meant for optimize(); this loop is our optimize(), beating as it does.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            hand_back_half_claimed(study, storage, claiming)
+            requeue_orphans(study, storage, study_id)
             vouch_for_local_workers(storage, study_id)
             optuna.storages.fail_stale_trials(study)
             if target_reached(storage, study_id, sweep):
                 return None  # metric.target: the cells running finish, no new one starts
-            return _claim_trial(study, storage, study_id, sweep) if search else _claim(storage, study_id, cells)
+            if search:
+                return _claim_trial(study, storage, study_id, sweep, claiming)
+            return _claim(storage, study_id, cells, claiming)
 
     def others_running() -> bool:
         running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -269,12 +280,16 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
     reported: list[int] = []
 
     def report(step: int, value: float) -> bool:
+        # Through the outage policy, as every ledger write: the evaluation waits for the database rather than fail
+        # the cell. Both writes are idempotent (the same value at the same step), so a retry after a lost reply is safe.
         reported.append(step)
         if trial is None:
-            storage.set_trial_intermediate_value(trial_id, step, float(value))
+            patiently(lambda: storage.set_trial_intermediate_value(trial_id, step, float(value)), ledger,
+                      f"worker {worker}: recording {cell.name}'s validation at step {step}")  # fmt: skip
             return False
-        trial.report(float(value), step)
-        return trial.should_prune()
+        patiently(lambda: trial.report(float(value), step), ledger,
+                  f"worker {worker}: reporting {cell.name}'s validation at step {step} to the pruner")  # fmt: skip
+        return patiently(trial.should_prune, ledger, f"worker {worker}: asking the pruner about {cell.name}")
 
     with _Heartbeat(storage, trial_id, ledger.heartbeat_interval) as heartbeat:
         try:
@@ -283,7 +298,6 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
             status, reason = exc.status, exc.reason
             if status == "pruned" and reported:
                 reason = f"pruned at step {reported[-1]}"
-                storage.set_trial_user_attr(trial_id, "step", reported[-1])
         except KeyboardInterrupt:
             if heartbeat.lost:  # fenced: the cell is another worker's now; this one goes on with the next cell
                 print(f"worker {worker}: {cell.name} was declared dead and handed on while it ran here (its "
@@ -294,21 +308,27 @@ def _run_cell(study, storage, trial_id, number, cell, sweep, ledger, objective, 
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             heartbeat.stop()  # the hand-back ends the claim: no fencing interrupt for it
-            _requeue(study, storage, trial_id, "interrupted")
+            patiently(lambda: _requeue(study, storage, trial_id, "interrupted"), ledger,
+                      f"worker {worker}: handing {cell.name} back")  # fmt: skip
             raise
         except FolderBusy as exc:
             # A live process trains this cell's run folder: the worker whose late heartbeat lost it the claim. Hand
             # the cell back untouched; a later claim finds that run finished (and copies its result) or resumes it.
             heartbeat.stop()
-            _requeue(study, storage, trial_id, "busy")
+            patiently(lambda: _requeue(study, storage, trial_id, "busy"), ledger,
+                      f"worker {worker}: handing {cell.name} back")  # fmt: skip
             print(f"worker {worker}: {cell.name} is still trained by another process ({exc}); back to the queue",
                   flush=True)  # fmt: skip
             time.sleep(ledger.poll_s)
             return
+        except LedgerUnreachable:  # past the outage limit: not the cell's fault, never its record
+            raise
         except Exception as exc:  # a broken cell is recorded and the sweep goes on
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
 
     def record() -> None:
+        if status == "pruned" and reported:
+            storage.set_trial_user_attr(trial_id, "step", reported[-1])
         storage.set_trial_user_attr(trial_id, "status", status)
         if reason:
             storage.set_trial_user_attr(trial_id, "reason", reason)

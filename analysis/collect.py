@@ -7,7 +7,8 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 - ``status``: summary.json's (finished, failed, diverged, killed, pruned, running), ``interrupted`` for a ``running``
   one that no process on this host trains any more (killed with -9, or its machine went down), ``no summary`` for a
   folder whose
-  summary.json is missing, ``unreadable`` for a record that cannot be parsed, ``stale`` for a sweep's run that is no
+  summary.json is missing, ``unreadable`` for a record that cannot be parsed (or a finished one whose test metrics
+  are not numbers), ``stale`` for a sweep's run that is no
   longer one of its cells; ``status_reason``: the recorded reason
   or error, if any;
 - the axes (:data:`AXES`): ``dataset``, ``conv``, ``residual``, ``memory_flow``, ``recall``, ``output_gate``,
@@ -200,6 +201,8 @@ def record_row(
             updated=summary.get("updated"),
         )
         metrics = summary.get("metrics") or {}
+        if row["status"] == "finished" and (problem := _not_a_number(metrics)):
+            row.update(status="unreadable", status_reason=problem)  # a finished record whose numbers are not numbers
         if row["status"] == "finished":
             row["ssim_convention"] = metrics.get("test/ssim_convention")
             row["num_sequences"] = metrics.get("test/num_sequences")
@@ -267,5 +270,22 @@ def _run_time(rows: list[dict], summary: Mapping[str, Any] | None) -> float:
     return math.nan
 
 
+def _not_a_number(metrics: Mapping[str, Any]) -> str | None:
+    """Why a finished run's test metrics cannot be read (a mean that is not a number, a per-frame curve that is not a
+    list of numbers), else None; a metric that is missing (or null) is just missing."""
+    for name in METRICS:
+        for key in (f"test/{name}", f"test/{name}_by_frame"):
+            value = metrics.get(key)
+            curve = key.endswith("_by_frame")
+            values = value if curve and isinstance(value, list) else [value]
+            if value is not None and not all(_is_number(v) for v in values):
+                return f"summary.json: {key} is {value!r}, not {'a list of numbers' if curve else 'a number'}"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    return float(value) if _is_number(value) else math.nan

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from core.config import from_dict, hashed_fields, to_dict
+from core.config import from_dict, hashed_fields, is_plain_name, to_dict
 from core.data.sources import build_data
 from core.io import atomic_write, sha256_of
 from core.models import build_model
@@ -114,15 +114,51 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
     return path
 
 
+def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
+    """A shipped checkpoint's manifest, its fields checked: ``file`` a plain file name (it lies beside the manifest),
+    ``sha256`` 64 hex digits, ``check`` a mapping of ``threads`` (an int >= 1), ``sequences`` (an int >= 1) and
+    ``mse`` (a number). Anything else is a CheckpointError naming the manifest and the key."""
+    try:
+        manifest = json.loads(Path(manifest_path).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{manifest_path}: not a readable shipped-checkpoint manifest ({error})") from error
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{manifest_path}: not a shipped-checkpoint manifest (a JSON object)")
+    check = manifest.get("check")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    fields = [
+        ("file", manifest.get("file"), "a file name beside the manifest (no '/', '..' or absolute path)",
+         lambda v: isinstance(v, str) and is_plain_name(v)),
+        ("sha256", manifest.get("sha256"), "64 hex digits",
+         lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)),
+        ("check", check, "a mapping of threads, sequences and mse", lambda v: isinstance(v, dict)),
+    ]  # fmt: skip
+    if isinstance(check, dict):
+        fields += [
+            ("check.threads", check.get("threads"), "an int >= 1", lambda v: is_int(v) and v >= 1),
+            ("check.sequences", check.get("sequences"), "an int >= 1", lambda v: is_int(v) and v >= 1),
+            ("check.mse", check.get("mse"), "a number", lambda v: is_int(v) or isinstance(v, float)),
+        ]
+    for key, value, expected, ok in fields:
+        if value is None:
+            raise CheckpointError(f"{manifest_path}: {key} is missing (a shipped manifest holds {expected})")
+        if not ok(value):
+            raise CheckpointError(f"{manifest_path}: {key} is {value!r}, not {expected}")
+    return manifest
+
+
 def shipped_weights(manifest_path: str | Path) -> Path:
     """The checkpoint file a manifest names, beside it, after checking its sha256 (a CheckpointError naming the file
-    when the manifest is unreadable, the file missing, or its hash not the manifest's)."""
-    manifest_path = Path(manifest_path)
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        name, expected = manifest["file"], manifest["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{manifest_path}: not a readable shipped-checkpoint manifest ({error})") from error
+    when the manifest is unreadable or malformed (:func:`read_manifest`), the file missing, or its hash not the
+    manifest's)."""
+    return _checked_weights(Path(manifest_path), read_manifest(manifest_path))
+
+
+def _checked_weights(manifest_path: Path, manifest: dict[str, Any]) -> Path:
+    name, expected = manifest["file"], manifest["sha256"]
     weights = manifest_path.parent / name
     if not weights.is_file():
         raise CheckpointError(f"{manifest_path}: names {name}, which is not beside it (make pretrain writes both)")
@@ -134,9 +170,11 @@ def shipped_weights(manifest_path: str | Path) -> Path:
 
 
 def verify(manifest_path: str | Path) -> dict[str, float]:
-    """Check a shipped checkpoint against its manifest: the file's sha256, then the check's MSE recomputed.
-    Returns ``{"expected": ..., "measured": ...}``; a wrong hash or an unreadable file is a CheckpointError."""
-    weights = shipped_weights(manifest_path)
-    manifest = json.loads(Path(manifest_path).read_text())
-    measured = check_mse(load_checkpoint(weights), manifest["check"]["threads"])
-    return {"expected": float(manifest["check"]["mse"]), "measured": measured}
+    """Check a shipped checkpoint against its manifest: its fields, the file's sha256, then the check's MSE
+    recomputed. Returns ``{"expected": ..., "measured": ...}``; a malformed manifest, a wrong hash or an unreadable
+    file is a CheckpointError."""
+    manifest = read_manifest(manifest_path)
+    weights = _checked_weights(Path(manifest_path), manifest)
+    check = manifest["check"]
+    measured = check_mse(load_checkpoint(weights), check["threads"])
+    return {"expected": float(check["mse"]), "measured": measured}

@@ -326,11 +326,28 @@ def train(
 ) -> TrainResult:
     """Train (or resume, or skip if already finished) the run that ``cfg`` describes, then test it, with
     ``train.threads`` torch threads. The run folder is locked while it trains: a second process on it gets
-    :class:`core.io.FolderBusy`."""
+    :class:`core.io.FolderBusy`. A run refused before it records anything (a data file or an ``init_from``
+    checkpoint that cannot be read) leaves no folder behind, unless the folder was there before."""
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg)
+    created = not run_dir.exists()
     with folder_lock(run_dir), torch_threads(cfg.train.threads):  # one writer per run folder
-        remove_leftovers(run_dir)  # of a writer killed mid-write: the lock says it is gone
-        return _train(cfg, run_dir, on_eval, progress)
+        try:
+            remove_leftovers(run_dir)  # of a writer killed mid-write: the lock says it is gone
+            return _train(cfg, run_dir, on_eval, progress)
+        except BaseException:
+            if created:
+                _remove_if_only_its_lock(run_dir)
+            raise
+
+
+def _remove_if_only_its_lock(run_dir: Path) -> None:
+    """Remove a run folder that this call made and that holds nothing but its lock (still held: no other process can
+    have started writing to it), so a refused run leaves no empty folder that looks like a run; anything else in it
+    keeps it, and a failure to remove it leaves it as it is."""
+    with contextlib.suppress(OSError):
+        if [path.name for path in run_dir.iterdir()] == [".lock"]:
+            (run_dir / ".lock").unlink()
+            run_dir.rmdir()  # fails, and keeps the folder, if another process put its own lock there meanwhile
 
 
 def _train(cfg: Config, run_dir: Path, on_eval: EvalCallback | None, progress: bool) -> TrainResult:

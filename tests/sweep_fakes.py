@@ -60,6 +60,21 @@ def slow_silent(cell: Cell, metric: str, report=None) -> float:
     return count_calls(cell, metric, report)
 
 
+def slow_reports(cell: Cell, metric: str, report) -> float:
+    """Reports :data:`EVALUATIONS` validations, SWEEP_SLOW_S seconds apart, after a 'started' mark (so a ledger
+    outage can fall on an evaluation); stops when told to."""
+    _record(cell, "started")
+    value = 0.0
+    for step in range(1, EVALUATIONS + 1):
+        time.sleep(float(os.environ["SWEEP_SLOW_S"]))
+        value = cell.params["loss.l1_weight"] + 0.1 / step
+        if report(step * 10, value):
+            _record(cell, "pruned")
+            raise CellFailed("pruned", f"stopped at step {step * 10}")
+    _record(cell)
+    return value
+
+
 OPTIMUM = 0.3  # the l1 weight the synthetic search objective is best at
 EVALUATIONS = 3
 

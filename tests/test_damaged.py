@@ -106,6 +106,20 @@ def test_a_summary_field_of_the_wrong_type_is_an_unreadable_row(tmp_path):
     assert frame.loc["odd", "status_reason"].startswith(f"{tmp_path / 'odd'}: a field of summary.json or config.yaml")
 
 
+@pytest.mark.parametrize("value", ["abc", [1.0], {"mean": 1.0}, True])
+def test_a_finished_run_whose_test_metric_is_not_a_number_is_an_unreadable_row(tmp_path, value):
+    """Not a finished row with an MSE of NaN and no reason: the record says it finished, but its number is not one."""
+    record_run(tmp_path, "good")
+    summary = json.loads((tmp_path / "good" / "summary.json").read_text())
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "summary.json").write_text(
+        json.dumps({**summary, "metrics": {**summary["metrics"], "test/mse": value}})
+    )
+    frame = collect(tmp_path).set_index("run_name")
+    assert frame.loc["good", "status"] == "finished" and frame.loc["odd", "status"] == "unreadable"
+    assert frame.loc["odd", "status_reason"] == f"summary.json: test/mse is {value!r}, not a number"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Evaluating on a data file that does not fit the model
 

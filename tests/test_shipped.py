@@ -1,6 +1,7 @@
 """Shipped checkpoints: a tiny trained run shipped, verified, tampered with."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -164,6 +165,49 @@ def test_a_manifest_whose_checkpoint_changed_or_vanished_is_refused_at_load(ship
     variant.write_text("train: {init_from: pretrained/nothing.json}\n")
     with pytest.raises(ConfigError, match="names pretrained/nothing.json, which is neither beside it"):
         load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+
+
+def test_a_manifest_whose_file_leads_out_of_its_folder_is_refused(shipped, tmp_path, mnist_npz):
+    """``file`` is a plain name beside the manifest: ``../x.pt`` or ``/abs/x.pt``, even with the right sha256, would
+    make a manifest vouch for a file it does not sit beside."""
+    _, manifest_path = shipped
+    manifest = json.loads(manifest_path.read_text())
+    (tmp_path / "pretrained").mkdir()
+    outside = tmp_path / "outside.pt"
+    shutil.copyfile(manifest_path.parent / manifest["file"], outside)
+    variant = tmp_path / "finetune.yaml"
+    variant.write_text("train: {init_from: pretrained/tiny_baseline.json}\n")
+    for name in ("../outside.pt", str(outside)):
+        bad = tmp_path / "pretrained" / "tiny_baseline.json"
+        bad.write_text(json.dumps({**manifest, "file": name}))
+        with pytest.raises(CheckpointError, match=rf"{bad}: file is {re.escape(repr(name))}, not a file name"):
+            verify(bad)
+        with pytest.raises(ConfigError, match=rf"train\.init_from: .*file is {re.escape(repr(name))}, not a file"):
+            load_variant(variant, tiny_overrides(tmp_path, mnist_npz))
+
+
+MALFORMED = {
+    "check": lambda m: {k: v for k, v in m.items() if k != "check"},
+    "file": lambda m: {**m, "file": 5},
+    "check.threads": lambda m: {**m, "check": {**m["check"], "threads": "x"}},
+    "sha256": lambda m: {**m, "sha256": "abc"},
+    "check.mse": lambda m: {**m, "check": {**m["check"], "mse": "1.0"}},
+}
+
+
+@pytest.mark.parametrize("key", list(MALFORMED))
+def test_a_malformed_manifest_is_an_error_naming_the_key_not_a_traceback(shipped, tmp_path, capsys, key):
+    import launch
+
+    _, manifest_path = shipped
+    manifest = json.loads(manifest_path.read_text())
+    shutil.copyfile(manifest_path.parent / manifest["file"], tmp_path / manifest["file"])
+    bad = tmp_path / "tiny_baseline.json"
+    bad.write_text(json.dumps(MALFORMED[key](manifest)))
+    with pytest.raises(CheckpointError, match=rf"{bad}: {re.escape(key)} "):
+        verify(bad)
+    assert launch.main(["verify", str(bad)]) == 2
+    assert f"error: {bad}: {key} " in capsys.readouterr().err
 
 
 ROOT = Path(__file__).resolve().parents[1]

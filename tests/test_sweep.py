@@ -472,6 +472,33 @@ def test_a_worker_rides_out_a_ledger_outage_and_gives_up_cleanly_after_its_limit
         runner_module.patiently(down, hidden, "worker 0: claiming a cell")
 
 
+@pytest.mark.parametrize("kind", ["grid", "search"])
+def test_a_claim_cut_off_by_an_outage_hands_its_trial_back(tmp_path, calls, monkeypatch, kind):
+    """The outage falls inside a claim, after its trial is RUNNING and before the claim is signed: the worker, alive
+    and so vouching for it, hands that trial back before it claims again. Every cell runs once; none is left
+    running (the sweep would wait for it forever), and a search keeps to its run_cap."""
+    import optuna
+
+    sweep = load_sweep(write_sweep(tmp_path) if kind == "grid" else write_search(tmp_path, run_cap=3))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'runs' / sweep.name / 'study.db'}", sweep.name, **FAST)
+    prepare(sweep, ledger)
+    real_tag, outage = ledger_module.worker_tag, iter(range(1))
+
+    def tag_through_an_outage():
+        if next(outage, None) is not None:  # the database goes down mid-claim, once
+            raise optuna.exceptions.StorageInternalError("server closed the connection unexpectedly")
+        return real_tag()
+
+    monkeypatch.setattr(ledger_module, "worker_tag", tag_through_an_outage)
+    objective = sweep_fakes.count_calls if kind == "grid" else sweep_fakes.quadratic
+    ran = work(sweep, ledger, objective)
+    summary = summarize(sweep, ledger)
+    assert [c.status for c in summary.cells].count("running") == 0
+    assert set(call_counts(calls).values()) == {1} and ran == len(summary.cells)
+    assert len(summary.cells) == (len(sweep.cells) if kind == "grid" else 3)
+    assert summary.done + summary.pruned == len(summary.cells) and summary.failed == 0
+
+
 def test_a_killed_workers_cell_runs_again_and_no_cell_runs_twice(tmp_path, calls, monkeypatch):
     sweep = load_sweep(write_sweep(tmp_path, **{"loss.l1_weight": {"value": 0.5}}))  # 4 cells
     hung = sweep.cells[1]

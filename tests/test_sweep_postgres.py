@@ -151,3 +151,39 @@ def test_workers_ride_out_a_postgresql_restart_and_run_every_cell_once(tmp_path,
     assert outage["up"] - outage["down"] >= 6
     assert call_counts(calls) == {cell.id: 1 for cell in sweep.cells}
     assert (summary.done, summary.failed, summary.left) == (len(sweep.cells), 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["grid", "search"])
+def test_evaluations_and_cell_ends_inside_a_ledger_outage_lose_no_cell(tmp_path, postgres_server, calls, monkeypatch,
+                                                                      kind):  # fmt: skip
+    """Every write to the ledger waits out an outage: a grid's recorded validations, a search's reports to its pruner
+    (and its should-prune reads) and each cell's end fall inside an 8 s outage (OUTAGE_S=40 for the issue's 40 s), and
+    every cell still ends done (or pruned by its pruner), exactly once, none failed for a reason that is not its own."""
+    sweep = load_sweep(write_sweep(tmp_path) if kind == "grid" else write_search(tmp_path, run_cap=4))
+    monkeypatch.setenv("SWEEP_SLOW_S", "1")  # a validation every second, 3 per cell
+    outage = {}
+
+    def restart() -> None:
+        while not call_counts(calls, "started"):
+            time.sleep(0.05)
+        time.sleep(0.5)  # mid-cell: its next validation, and another cell's end, fall inside the outage
+        postgres_server.stop("immediate")
+        outage["down"] = time.monotonic()
+        time.sleep(seconds)
+        postgres_server.start()
+        outage["up"] = time.monotonic()
+
+    seconds = float(os.environ.get("OUTAGE_S", "8"))
+    thread = threading.Thread(target=restart)
+    thread.start()
+    summary = run_sweep(sweep, workers=2, storage=postgres_server.url, objective=sweep_fakes.slow_reports, **FAST)
+    thread.join()
+    assert outage["up"] - outage["down"] >= seconds
+    statuses = {status.cell.id: (status.status, status.reason) for status in summary.cells}
+    assert summary.failed == 0 and summary.left == 0, statuses
+    assert all(status in ("done", "pruned") for status, _ in statuses.values()), statuses
+    started, ended = call_counts(calls, "started"), call_counts(calls)
+    assert set(started.values()) == {1}  # no cell ran twice
+    assert sum(ended.values()) + sum(call_counts(calls, "pruned").values()) == len(statuses)
+    if kind == "grid":
+        assert set(started) == {cell.id for cell in sweep.cells} and summary.done == len(sweep.cells)

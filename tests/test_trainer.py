@@ -5,6 +5,7 @@ import torch
 
 import core.trainer as trainer_module
 from core.config import from_dict, load
+from core.io import DataError
 from core.models import build_model
 from core.records import read_test_by_sequence
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
@@ -207,6 +208,60 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, mnist_npz):
     train(tiny(tmp_path, mnist_npz, "--train.run_name=fixed"), progress=False)
     with pytest.raises(ValueError, match="holds a run of a different config"):
         train(tiny(tmp_path, mnist_npz, "--train.run_name=fixed", "--loss.l1_weight=0.1"), progress=False)
+
+
+def _listing(folder):
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != ".lock"}  # fmt: skip
+
+
+REFUSED_INPUTS = {
+    "missing init_from": (CheckpointError, r"missing\.pt: no such checkpoint", "--train.init_from={}/missing.pt"),
+    "unreadable init_from": (CheckpointError, r"junk\.pt: not a readable checkpoint", "--train.init_from={}/junk.pt"),
+    "test file not an npz": (DataError, r"junk\.npz", "--data.test_path={}/junk.npz"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_INPUTS))
+def test_a_run_refused_for_its_inputs_leaves_no_run_folder(tmp_path, mnist_npz, case):
+    """A missing or unreadable init_from checkpoint, or a test file that is not an npz, is refused before the run
+    records anything: no folder holding only ``.lock`` is left in runs_dir."""
+    error, message, override = REFUSED_INPUTS[case]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    with pytest.raises(error, match=message):
+        train(tiny(tmp_path, mnist_npz, override.format(tmp_path)), progress=False)
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_refused_resume_keeps_its_run_folder_as_it_was(tmp_path, mnist_npz, monkeypatch):
+    real_loss = trainer_module.prediction_loss
+    calls = {"n": 0}
+
+    def dies_in_step_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the last checkpoint holds step 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    cfg = tiny(tmp_path, mnist_npz, "--train.run_name=killed")
+    monkeypatch.setattr(trainer_module, "prediction_loss", dies_in_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    run_dir = tmp_path / "runs" / "killed"
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"cut off")
+    before = _listing(run_dir)
+    assert {"config.yaml", "summary.json", "metrics.jsonl"} <= set(before)
+    with pytest.raises(CheckpointError, match=r"last\.pt: not a readable checkpoint"):
+        train(cfg, progress=False)
+    assert _listing(run_dir) == before
+    # a folder that held only its lock before (left by older code) is not this run's to remove either
+    (tmp_path / "runs" / "old").mkdir()
+    (tmp_path / "runs" / "old" / ".lock").write_text("")
+    with pytest.raises(CheckpointError):
+        train(tiny(tmp_path, mnist_npz, "--train.run_name=old", f"--train.init_from={tmp_path}/x.pt"), progress=False)
+    assert (tmp_path / "runs" / "old" / ".lock").is_file()
 
 
 def test_unreadable_checkpoints_are_clear_errors(tmp_path):
