@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -94,8 +95,9 @@ def _setting(name: str, value: Any, from_file: bool) -> Any:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown SLURM setting {name!r}{hint}; valid: {', '.join(SETTINGS)}")
     if name in ("partition", "account"):
-        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-            raise ValueError(f"{value!r} must be a {name} name, text without spaces")
+        # It reaches the job script (#SBATCH --partition=...): SLURM's names, or a comma-separated list of them.
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
+            raise ValueError(f"{value!r} must be a {name} name: letters, digits and _ . , : + - only")
         return value
     if name == "time":
         if from_file and not isinstance(value, str):
@@ -163,7 +165,7 @@ def executor_parameters(settings: SlurmSettings, sweep: Sweep) -> dict[str, Any]
         "cpus_per_task": settings.cpus_per_job,
         "signal_delay_s": SIGNAL_DELAY_S,
         # The job imports this repository's modules (and the objective by name) whatever the submitting directory.
-        "setup": [f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"],
     }
     if settings.gpus_per_job:
         # One task per job, so per node is per job; SLURM sets CUDA_VISIBLE_DEVICES, and the worker sees its own GPUs.

@@ -21,6 +21,7 @@ import contextvars
 import dataclasses
 import difflib
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -32,7 +33,16 @@ from typing import Any
 
 import yaml
 
-from core.config import ALIASES, Config, ConfigError, config_hash, is_plain_name, read_yaml, valid_keys
+from core.config import (
+    ALIASES,
+    NAME_MAX_BYTES,
+    Config,
+    ConfigError,
+    config_hash,
+    is_plain_name,
+    read_yaml,
+    valid_keys,
+)
 
 # W&B's sweep schema rejects any other top-level key, so ours ride as constant parameters or command-line flags.
 TOP_LEVEL_KEYS = (
@@ -635,7 +645,12 @@ def cell_name(axes: dict[str, Any], seed: int) -> str:
     parts = [f"{short[k]}={Path(v).stem if k == 'variant' else _text(v)}" for k, v in axes.items()]
     if "seed" not in {short[k] for k in axes}:
         parts.append(f"seed={seed}")  # repeats of a cell differ by seed alone: keep it in every name
-    return re.sub(r"[^A-Za-z0-9_.=,-]", "_", "-".join(parts))
+    name = re.sub(r"[^A-Za-z0-9_.=,-]", "_", "-".join(parts))
+    # The run folder is <name>-<id8>, within NAME_MAX_BYTES: a name too long for it is cut, and ends in a digest of
+    # the whole so that names cut alike stay apart.
+    if len(name) > NAME_MAX_BYTES - 9:
+        name = f"{name[: NAME_MAX_BYTES - 18]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return name
 
 
 def cell_config(cell: Cell) -> Config:

@@ -432,9 +432,29 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
-def is_plain_name(name: str) -> bool:
-    """A folder name that stays where it is put: not empty, no path separator, not ``.`` or ``..``."""
-    return bool(name) and name not in (".", "..") and not any(sep in name for sep in ("/", "\\", "\0"))
+NAME_MAX_BYTES = 200
+"""The longest name a folder or file of ours may have (file systems stop at 255 bytes; suffixes ride on it)."""
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a folder or file that stays where it is put, or None. The one check for every name
+    that becomes a path component: variants, run names, sweep names, cell names, shipped names and files."""
+    if not isinstance(name, str) or not name:
+        return "is empty" if name == "" else f"is {type(name).__name__}, not a name"
+    if name in (".", ".."):
+        return f"is {name!r}"
+    if any(sep in name for sep in ("/", "\\")):
+        return "holds a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character (a line break, a tab, a NUL)"
+    if len(name.encode()) > NAME_MAX_BYTES:
+        return f"is longer than {NAME_MAX_BYTES} bytes"
+    return None
+
+
+def is_plain_name(name: object) -> bool:
+    """A folder or file name that stays where it is put (:func:`name_problem` finds nothing)."""
+    return name_problem(name) is None
 
 
 def _read_yaml(path: Path) -> dict:
@@ -576,7 +596,8 @@ def validate(cfg: Config) -> Config:
         (
             is_plain_name(cfg.variant),
             "variant",
-            f"must be a name, since it names the run's folder (no '/', '\\', '..' or absolute path): {cfg.variant!r}",
+            f"must be a name, since it names the run's folder (no '/', '\\', '..', absolute path or control "
+            f"character, at most {NAME_MAX_BYTES} bytes): {cfg.variant!r}",
         ),  # fmt: skip
         (d.context_frames >= 1, "data.context_frames", "must be at least 1"),
         (
@@ -639,7 +660,8 @@ def validate(cfg: Config) -> Config:
         (
             t.run_name is None or is_plain_name(t.run_name),
             "train.run_name",
-            f"must be a folder name inside train.runs_dir (no '/', '\\', '..' or absolute path), not {t.run_name!r}",
+            f"must be a folder name inside train.runs_dir (no '/', '\\', '..', absolute path or control character, "
+            f"at most {NAME_MAX_BYTES} bytes), not {t.run_name!r}",
         ),  # fmt: skip
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1", "and train.beta2 must lie in [0, 1)"),
         (0 <= t.sampling_start <= 1, "train.sampling_start", "must lie in [0, 1]"),

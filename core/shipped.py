@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from core.config import from_dict, hashed_fields, is_plain_name, to_dict
+from core.config import from_dict, hashed_fields, is_plain_name, name_problem, to_dict
 from core.data.sources import build_data
 from core.io import atomic_write, sha256_of
 from core.models import build_model
@@ -63,6 +63,8 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
     ``<out_dir>/<name>-<sha8>.pt`` with its manifest ``<out_dir>/<name>.json`` (see the module's doc); returns the
     manifest's path. The run must have finished. ``with_optimizer`` keeps Adam's per-weight state (its moments and
     step counts; three times the weights' size), not its learning rate, which a finetune's config sets."""
+    if (problem := name_problem(name)) is not None:
+        raise CheckpointError(f"ship --name {name!r} {problem}: it names the shipped files in {out_dir}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from core import config as C
-from core.config import ConfigError, config_hash, hashed_fields, load, parse_overrides
+from core.config import ConfigError, config_hash, hashed_fields, load, name_problem, parse_overrides
 
 
 def _write(path, data):
@@ -261,6 +261,23 @@ def test_a_variant_name_cannot_lead_its_run_folder_out_of_runs_dir(tmp_path, nam
     with pytest.raises(ConfigError, match=r"variant must be a name, since it names the run's folder"):
         load(path)
     assert not any(tmp_path.parent.glob("escape_variant*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("", "is empty"), ("..", "is '..'"), ("a/b", "holds a path separator"), ("a\\b", "holds a path separator"),
+     ("a\nb", "holds a control character"), ("a\0b", "holds a control character"), ("x" * 201, "longer than 200 bytes"),
+     (5, "is int, not a name")],
+)  # fmt: skip
+def test_every_name_that_becomes_a_path_is_checked_by_one_rule(tmp_path, name, problem):
+    """Variants, run names, sweep names, cell names, shipped names and manifest files all go through name_problem."""
+    assert problem in name_problem(name)
+    assert name_problem("mmnist_e3d_baseline-s0") is None and name_problem("x" * 200) is None
+    if isinstance(name, str) and name:  # as a run's name, from a file (a line break or NUL survives YAML)
+        path = tmp_path / "v.yaml"
+        path.write_text(yaml.safe_dump({"variant": "v", "train": {"run_name": name}}))
+        with pytest.raises(ConfigError, match=r"train\.run_name must be a folder name"):
+            load(path)
 
 
 @pytest.mark.parametrize("runs_dir", ["runs\ntouch /tmp/injected", "runs\r", "runs\0x"])

@@ -57,6 +57,14 @@ def test_verify_recomputes_the_check_and_refuses_a_changed_file(shipped, tmp_pat
         verify(tmp_path / "tiny_baseline.json")
 
 
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/escaped", "a\nb"])
+def test_a_shipped_name_cannot_lead_its_files_out_of_their_folder(shipped, tmp_path, name):
+    run, _ = shipped
+    with pytest.raises(CheckpointError, match=r"ship --name .* names the shipped files"):
+        ship(run.run_dir, tmp_path / "out", name, command="")
+    assert not any(tmp_path.rglob("*escaped*")) and not (tmp_path / "out").exists()
+
+
 def test_only_a_finished_run_is_shipped(tmp_path, mnist_npz):
     run = train(tiny(tmp_path, mnist_npz), progress=False)
     summary = run.run_dir / "summary.json"

@@ -9,6 +9,7 @@ skip with the reason; under CI=true they must run.
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -66,6 +67,9 @@ def test_settings_come_from_the_file_and_the_command_line_wins(tmp_path):
         ("slurm.gpus_per_job", {"values": [1, 2]}, "parameters.slurm.gpus_per_job: a SLURM setting is a constant"),
         ("slurm.cpus_per_job", {"value": 0}, "parameters.slurm.cpus_per_job: 0 must be a whole number of at least 1"),
         ("slurm.partition", {"value": "two words"}, "parameters.slurm.partition: 'two words' must be a partition"),
+        # it reaches the job script's #SBATCH lines: nothing but SLURM's name characters
+        ("slurm.account", {"value": "a\ntouch /tmp/injected"}, "parameters.slurm.account: 'a\\ntouch"),
+        ("slurm.partition", {"value": "gpu;rm"}, "parameters.slurm.partition: 'gpu;rm' must be a partition name"),
     ],
 )
 def test_a_bad_setting_in_the_file_names_the_file_key_and_value(tmp_path, key, spec, message):
@@ -122,7 +126,8 @@ def test_each_job_asks_for_its_time_gpus_cpus_and_partition(tmp_path, monkeypatc
     for flag in ("--partition=gpu", "--account=vision", "--time=240", "--gpus-per-node=1", "--cpus-per-task=4",
                  "--signal=USR2@90", "--job-name=sweep-grid"):  # fmt: skip
         assert f"#SBATCH {flag}\n" in script
-    assert f"export PYTHONPATH={slurm.REPO_ROOT}" in script  # the job imports this repository from any directory
+    # the job imports this repository from any directory
+    assert f"export PYTHONPATH={shlex.quote(str(slurm.REPO_ROOT))}" in script
     assert "gpus" not in " ".join(slurm.executor_parameters(slurm.SlurmSettings(), sweep))  # none asked, none given
 
 

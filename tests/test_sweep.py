@@ -140,6 +140,13 @@ def test_a_missing_data_file_is_found_when_the_sweep_is_read_not_cell_by_cell(tm
         load_sweep(path)
 
 
+def test_a_grid_of_long_values_keeps_its_cell_names_within_the_name_limit(tmp_path):
+    deep = [[4] * 100, [4] * 99 + [8]]  # 100 layers: names alike for their first 190 characters
+    sweep = load_sweep(write_sweep(tmp_path, **{"model.hidden": {"values": deep}, "model.residual": {"value": False}}))
+    folders = [Path(cell.run_dir).name for cell in sweep.cells]
+    assert len(set(folders)) == len(sweep.cells) and all(len(f.encode()) <= 200 for f in folders)
+
+
 def test_cell_ids_follow_parameters_not_order(tmp_path):
     first = load_sweep(write_sweep(tmp_path))
     reordered = write_sweep(tmp_path, **{"loss.l1_weight": None})
