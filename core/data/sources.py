@@ -2,7 +2,10 @@
 
 - Moving MNIST: an endless generated training stream (training digits), a generated validation set (training
   digits, ``val_seed``) and a test set, either generated from the test digits (``test_seed``; fixed across runs) or
-  read from ``test_path`` (a release npz, or ``mnist_test_seq.npy``).
+  read from ``test_path`` (a release npz, or ``mnist_test_seq.npy``). With ``train_path`` (release npz files, the
+  release's ``train_data_paths``) it trains on that file's sequences instead, drawn at random with replacement, and
+  validates on ``val_size`` of them spread evenly through the file (as KTH with no ``val_persons``: the file holds no
+  held-out sequences, and the test file must not choose the checkpoint).
 - KTH: windows of the training persons drawn at random for training, windows of the held-out training persons
   ``val_persons`` for validation (never a test person: a search or a checkpoint choice never sees test data), every
   test window for test. With ``val_persons`` empty the model trains on all of persons 01-16, as the release did, and
@@ -62,35 +65,46 @@ def _moving_mnist(cfg: DataConfig, batch_size: int, seed: int) -> RunData:
 
     if cfg.channels != 1:
         raise DataError(f"data.channels must be 1 for Moving MNIST, got {cfg.channels}")
-    digits = load_digits(cfg.data_dir, cfg.mnist)
-    spec = MovingMNISTSpec(seq_len=cfg.total_frames, canvas=cfg.image_size, num_digits=cfg.num_digits)
-    train = MovingMNISTStream(digits["train"], batch_size, seed, spec)
-    val = moving_mnist_set(digits["train"], cfg.val_size, cfg.val_seed, spec, cfg.context_frames)
+    # The digits are read only when something is generated: a run on files needs no MNIST (nor a 28-pixel canvas).
+    generates = not (cfg.train_path and cfg.test_path)
+    digits, spec = None, None
+    if generates:
+        digits = load_digits(cfg.data_dir, cfg.mnist)
+        spec = MovingMNISTSpec(seq_len=cfg.total_frames, canvas=cfg.image_size, num_digits=cfg.num_digits)
+    if cfg.train_path:
+        sequences = SequenceDataset(_checked_file(cfg, cfg.train_path))
+        train: BatchStream = RandomBatchStream(sequences, batch_size, seed)
+        val: Dataset = _spread(sequences, cfg.val_size)
+    else:
+        train = MovingMNISTStream(digits["train"], batch_size, seed, spec)
+        val = SequenceDataset(moving_mnist_set(digits["train"], cfg.val_size, cfg.val_seed, spec, cfg.context_frames))
     if cfg.test_path:
-        test = _checked_test_file(cfg)
+        test = _checked_file(cfg, cfg.test_path, cfg.test_size)
         test_name = f"{cfg.test_path} ({len(test)} sequences)"
     else:
         test = moving_mnist_set(digits["test"], cfg.test_size, cfg.test_seed, spec, cfg.context_frames)
         test_name = f"generated Moving MNIST test set (test digits, seed {cfg.test_seed}, {cfg.test_size} sequences)"
-    return RunData(train, SequenceDataset(val), SequenceDataset(test), cfg.context_frames, test_name, cfg.num_workers)
+    return RunData(train, val, SequenceDataset(test), cfg.context_frames, test_name, cfg.num_workers)
 
 
-def _checked_test_file(cfg: DataConfig) -> SequenceSet:
-    test = read_sequences(cfg.test_path)
+def _checked_file(cfg: DataConfig, path: str, size: int | None = None) -> SequenceSet:
+    """The sequences of ``path`` (data.train_path or data.test_path), checked against the config's shapes and cut to
+    ``size`` sequences when it is given."""
+    sequences = read_sequences(path)
     expected = (cfg.total_frames, cfg.channels, cfg.image_size, cfg.image_size)
-    if tuple(test.frames.shape[1:]) != expected:
+    if tuple(sequences.frames.shape[1:]) != expected:
         raise DataError(
-            f"{cfg.test_path}: sequences are (T, C, H, W) = {tuple(test.frames.shape[1:])}, but the config asks for "
+            f"{path}: sequences are (T, C, H, W) = {tuple(sequences.frames.shape[1:])}, but the config asks for "
             f"{expected} (data.total_frames, data.channels, data.image_size)"
         )
-    if test.context_frames != cfg.context_frames:
+    if sequences.context_frames != cfg.context_frames:
         raise DataError(
-            f"{cfg.test_path}: the file's sequences have {test.context_frames} context frames, the config "
+            f"{path}: the file's sequences have {sequences.context_frames} context frames, the config "
             f"data.context_frames={cfg.context_frames}"
         )
-    if len(test) > cfg.test_size:
-        test = SequenceSet(test.frames[: cfg.test_size], test.context_frames, test.source)
-    return test
+    if size is not None and len(sequences) > size:
+        sequences = SequenceSet(sequences.frames[:size], sequences.context_frames, sequences.source)
+    return sequences
 
 
 def _kth(cfg: DataConfig, batch_size: int, seed: int) -> RunData:
