@@ -151,12 +151,35 @@ def _evaluate_release(run, profile: str | None) -> None:
     from ablations.release_flags import check_against, explicit_keys
     from ablations.variants import load_variant
     from core.config import from_dict
+    from core.release_checkpoint import is_release_checkpoint
     from core.trainer import evaluate_checkpoint, load_checkpoint
 
+    if is_release_checkpoint(run.checkpoint):  # the release's own model.ckpt-N: imported onto the flags' model
+        _print_eval(_evaluate_release_checkpoint(run, load_variant(run.variant, run.overrides, profile)))
+        return
     state = load_checkpoint(run.checkpoint)
     check_against(load_variant(run.variant, run.overrides, profile), from_dict(state["config"], state["path"]),
                   explicit_keys(run.overrides), run.checkpoint)  # fmt: skip
     _print_eval(evaluate_checkpoint(run.checkpoint, run.test_path, "ours", run.frames_dir))
+
+
+def _evaluate_release_checkpoint(run, cfg) -> dict:
+    """The release's checkpoint imported as one of ours for the flags' model (``<prefix>.pt`` beside the report, in
+    --gen_frm_dir or ``eval/`` beside the checkpoint), then evaluated like any checkpoint."""
+    import torch
+
+    from core.io import atomic_write
+    from core.release_checkpoint import checkpoint_prefix, import_release
+    from core.trainer import evaluate_checkpoint
+
+    prefix = checkpoint_prefix(run.checkpoint)
+    out = Path(run.frames_dir) if run.frames_dir else prefix.parent / "eval"
+    imported = out / f"{prefix.name}.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(imported) as handle:
+        torch.save(import_release(prefix, cfg), handle)
+    print(f"imported {prefix} as {imported}", flush=True)
+    return evaluate_checkpoint(imported, run.test_path, "ours", out)
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ checkpoints its own graph and Adam wrote, with its predictions (see the README t
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -336,3 +337,32 @@ def test_a_gated_residual_model_takes_the_release_weights_and_starts_its_gates_f
     optimizer = torch.optim.Adam(model.parameters())
     assert restore_optimizer(optimizer, model, source) == len(list(model.parameters())) - 1
     assert np.abs(_test_predictions(model, stored) - stored["predictions"]).max() < 1e-5
+
+
+def test_the_release_flags_evaluate_a_release_checkpoint_as_the_release_did(tmp_path, monkeypatch, capsys):
+    """``--is_training False --pretrained_model .../model.ckpt-N``: the release's own checkpoint, imported onto the
+    flags' model, scored on --valid_data_paths; its predictions are the release's (so its MSE is theirs)."""
+    import launch
+    from core.data.formats import write_release_npz
+    from core.trainer import load_checkpoint
+
+    stored, model_cfg = _fixture("3d-ln")
+    frames = stored["frames"]  # (B, T, H, W, C): the release's inputs, as a test file of 2 sequences
+    context = int(stored["context_frames"])
+    monkeypatch.chdir(tmp_path)
+    write_release_npz("valid.npz", _ours(frames).numpy(), context)
+    flags = ["train", "--is_training", "False", "--dataset_name", "mnist", "--valid_data_paths", "valid.npz",
+             "--gen_frm_dir", "results", "--pretrained_model", str(FIXTURES / "3d-ln" / PREFIX),
+             "--num_hidden", ",".join(str(h) for h in model_cfg.hidden), "--filter_size", str(model_cfg.filter_size),
+             "--patch_size", str(model_cfg.patch_size), "--img_width", str(frames.shape[2]), "--img_channel", "1",
+             "--input_length", str(context), "--total_length", str(frames.shape[1]),
+             "--layer_norm", "True"]  # fmt: skip
+    assert launch.main(flags) == 0, capsys.readouterr().err
+    imported = tmp_path / "results" / f"{PREFIX}.pt"
+    assert f"imported {FIXTURES / '3d-ln' / PREFIX} as results/{PREFIX}.pt" in capsys.readouterr().out
+    report = json.loads(next((tmp_path / "results").glob("eval-valid-ours.json")).read_text())
+    predictions = np.clip(stored["predictions"], 0, 1)
+    truth = frames[:, context:]
+    mse = float(((predictions - truth) ** 2).sum(axis=(2, 3, 4)).mean())
+    assert report["metrics"]["test/mse"] == pytest.approx(mse, rel=1e-4)
+    assert load_checkpoint(imported)["release"]["checkpoint"].endswith(PREFIX)
