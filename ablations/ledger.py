@@ -381,14 +381,12 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int
 def hand_back_half_claimed(study, storage, claiming: list[int]) -> None:
     """Hand back the trials of this worker's claims that a ledger outage cut off midway (``claiming``, filled by
     :func:`_claim` and :func:`_claim_trial`): each one still RUNNING is requeued, since nobody runs it, and its
-    worker, alive, would keep vouching for it. A search's new trial keeps its slot, so run_cap holds."""
+    worker, alive, would keep vouching for it."""
     optuna = _optuna()
     for trial_id in list(claiming):
         trial = storage.get_trial(trial_id)
         if trial.state == optuna.trial.TrialState.RUNNING:
-            if "slot" not in trial.user_attrs and "cell_id" not in trial.user_attrs:  # a search's, before its sample
-                storage.set_trial_user_attr(trial_id, "slot", trial.number)
-            _requeue(study, storage, trial_id, "orphaned")
+            _requeue_orphan(study, storage, trial)
         claiming.remove(trial_id)
 
 
@@ -396,13 +394,19 @@ def requeue_orphans(study, storage, study_id: int) -> None:
     """Hand back every RUNNING trial that no worker signed: a claim cut off by a ledger outage after the trial was
     made or moved to RUNNING and before the claim's own writes (its heartbeat, its ``worker``). Nobody runs it and,
     without a heartbeat, it never goes stale: left alone, the sweep would wait for it forever. Called under the
-    ledger's lock, where no other claim is half done; a search's new trial keeps its slot, so run_cap holds."""
+    ledger's lock, where no other claim is half done."""
     optuna = _optuna()
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if "worker" not in trial.user_attrs:
-            if "slot" not in trial.user_attrs and "cell_id" not in trial.user_attrs:  # a search's, before its sample
-                storage.set_trial_user_attr(trial._trial_id, "slot", trial.number)
-            _requeue(study, storage, trial._trial_id, "orphaned")
+            _requeue_orphan(study, storage, trial)
+
+
+def _requeue_orphan(study, storage, trial) -> None:
+    """Requeue a RUNNING trial that nobody runs; a search's trial made before its sample keeps its slot (its number),
+    so run_cap holds."""
+    if "slot" not in trial.user_attrs and "cell_id" not in trial.user_attrs:
+        storage.set_trial_user_attr(trial._trial_id, "slot", trial.number)
+    _requeue(study, storage, trial._trial_id, "orphaned")
 
 
 def worker_tag() -> str:
