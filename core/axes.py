@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.config import BEFORE_FIELD, RELEASE_L1_WEIGHT, UNHASHED, Config, to_dict, valid_keys
+from core.config import BEFORE_FIELD, RELEASE_L1_WEIGHT, UNHASHED, Config, inert_fields, to_dict, valid_keys
 
 
 def canonical(value: Any) -> Any:
@@ -203,6 +203,8 @@ def axis_values(config: Mapping[str, Any] | None) -> dict[str, Any]:
         values.setdefault(key, canonical(before))
     for key, default in _defaults().items():  # a field added later without a BEFORE_FIELD entry: its default
         values.setdefault(key, default)
+    for key in inert_fields(values):  # a value that computes nothing here (a BEFORE_FIELD fill included): the default
+        values[key] = _defaults()[key]
     return values
 
 

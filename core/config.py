@@ -22,6 +22,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +92,10 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     """variance epsilon of those layer norms (the release's 1e-12; runs recorded before this key used 1e-5)"""
     residual: bool = False
-    """the study's residuals: layer 2 (every even layer) adds H_{l-2} to its input; the decoder gets H_{L-1}+H_{L-2}"""
+    """the study's residuals: layer 2 adds H_0 to its input H_1; the decoder gets H_{L-1}+H_{L-2}"""
+    residual_layers: Literal["study", "even"] = "study"
+    """which layers take a residual skip besides the decoder: study, layer 2 only (the study's code, at every depth);
+    even, every even layer (layers 2, 4, ...; ours). The same below 5 layers"""
     residual_gate: Literal["fixed", "zero"] = "fixed"
     """fixed: each skip adds H_{l-2} as it is (the study's); zero: times a learnable scalar that starts at 0, so a
     model finetuned from one trained without skips starts by computing exactly what it computed (ours)"""
@@ -729,11 +733,22 @@ UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile",
 BEFORE_FIELD = {"fidelity": 1, "model.layer_norm_eps": 1e-5, "train.precision": "fp32", "data.val_persons": [16],
                 "train.threads": None, "train.lr_schedule": "constant", "train.lr_warmup": 0,
                 "train.lr_min": 0.0, "model.residual_gate": "fixed", "train.init_optimizer": "fresh",
-                "data.train_path": None}  # fmt: skip
+                "data.train_path": None, "model.residual_layers": "even"}  # fmt: skip
 """Fields added after runs were recorded, with the value every run had before them. A record without the field is
 read with this value, and the hash leaves the field out at this value, so every run recorded before it keeps its id
 (its folder is found again) while every run of today's code (fidelity 2) hashes apart from all of them. (Fidelity-1
 KTH runs validated on test windows, which no value of data.val_persons describes; their fidelity says so.)"""
+
+
+def inert_fields(flat: Mapping[str, Any]) -> set[str]:
+    """Fields whose value changes nothing that a config ``flat`` (``{dotted key: value}``) computes:
+    model.residual_layers without residuals or below 5 layers, where both wirings take the same skips. The hash leaves
+    them out and a report reads them at their default, so a run recorded before the field and one of today's with the
+    same computation keep one id and one row."""
+    inert = set()
+    if not flat.get("model.residual", False) or len(flat.get("model.hidden", ModelConfig.hidden)) < 5:
+        inert.add("model.residual_layers")
+    return inert
 
 
 def hashed_fields(cfg: Config) -> dict:
@@ -742,8 +757,10 @@ def hashed_fields(cfg: Config) -> dict:
     later (unhashed, or at the value runs had before it) changes neither a run's id nor a shipped file's bytes.
     :func:`from_dict` reads it back as ``cfg`` with the unhashed fields at their defaults."""
     out: dict = {}
-    for dotted, value in _flatten(to_dict(cfg), "config"):
-        if dotted in UNHASHED or BEFORE_FIELD.get(dotted, object()) == value:
+    items = _flatten(to_dict(cfg), "config")
+    inert = inert_fields(dict(items))
+    for dotted, value in items:
+        if dotted in UNHASHED or dotted in inert or BEFORE_FIELD.get(dotted, object()) == value:
             continue
         section, _, name = dotted.rpartition(".")
         (out.setdefault(section, {}) if section else out)[name] = value

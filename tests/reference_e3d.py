@@ -116,8 +116,8 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
     fed = [torch.zeros_like(x[:, 0]) for _ in range(window - 1)]
     predictions = []
 
-    # The study's residuals, written out (not the model's rule): layers 2, 4, ... add H_{l-2}; the decoder H_{L-2}.
-    layer_skips = set(range(2, layers, 2)) if cfg.residual else set()
+    # The residuals, written out (not the model's rule): layer 2 adds H_0 (even: layer 4, ... too); decoder H_{L-2}.
+    layer_skips = ({2} if cfg.residual_layers == "study" else set(range(2, layers, 2))) if cfg.residual else set()
 
     for t in range(length - 1):
         if t < context_frames:

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from core import config as C
+from core.axes import axis_values
 from core.config import ConfigError, config_hash, hashed_fields, load, name_problem, parse_overrides
 
 
@@ -251,6 +252,26 @@ def test_residual_gate_and_init_optimizer_at_their_defaults_leave_run_ids_alone(
     assert "residual_gate" not in hashed_fields(cfg)["model"] and "init_optimizer" not in hashed_fields(cfg)["train"]
     gated = load(None, ["--model.residual=true", "--model.residual_gate=zero"])
     assert config_hash(gated) != config_hash(cfg)
+
+
+def test_residual_layers_hashes_only_where_it_changes_the_model():
+    """Below 5 layers (or without residuals) the study's and the even wiring are one model: one id, whatever the record
+    says, and a record from before the key reads as the wiring it ran (even)."""
+    for depth_overrides in (["--model.residual=true"], ["--model.hidden=8,8,8,8,8,8"],
+                            ["--model.residual=true", "--model.hidden=8,8,8,8"]):  # fmt: skip
+        ids = {config_hash(load(None, [*depth_overrides, f"--model.residual_layers={w}"])) for w in ("study", "even")}
+        assert len(ids) == 1, depth_overrides
+        assert "residual_layers" not in hashed_fields(load(None, depth_overrides)).get("model", {})
+    deep = ["--model.residual=true", "--model.hidden=8,8,8,8,8"]
+    study, even = load(None, deep), load(None, [*deep, "--model.residual_layers=even"])
+    assert study.model.residual_layers == "study" and config_hash(study) != config_hash(even)
+    old = C.to_dict(even)
+    del old["model"]["residual_layers"]  # a record written before the key: its id and its wiring are even's
+    assert C.from_dict(old).model.residual_layers == "even" and config_hash(C.from_dict(old)) == config_hash(even)
+    assert axis_values(old)["model.residual_layers"] == "even"
+    shallow = C.to_dict(load(None, ["--model.residual=true"]))
+    del shallow["model"]["residual_layers"]  # read as even, which computes what study does here: one row
+    assert axis_values(shallow)["model.residual_layers"] == "study"
 
 
 @pytest.mark.parametrize("name", ["../../escape_variant", "/tmp/absolute", "..", "a\\b"])

@@ -160,6 +160,8 @@ REFERENCE_CASES = {
         True,
     ),
     "residual-3-layers": (dict(hidden=(4, 4, 4), residual=True), True),
+    "residual-6-layers-study": (dict(hidden=(4,) * 6, residual=True), True),
+    "residual-5-layers-even": (dict(hidden=(4,) * 5, residual=True, residual_layers="even"), True),
     "2d-zigzag-unequal": (dict(conv="2d", memory_flow="zigzag", hidden=(3, 5, 4)), True),
     "window-3-forget-bias": (dict(window=3, forget_bias=0.5, patch_size=2), True),
     "window-1": (dict(window=1), True),
@@ -287,18 +289,22 @@ class _Probe(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "layers, layer_inputs, decoder_input",
+    "layers, residual_layers, layer_inputs, decoder_input",
     [
         # Layer l outputs H_l = 10**l, so every sum names its terms: 11 is H_1 + H_0, 1100 is H_3 + H_2.
-        (2, {1: 1}, 11),  # decoder: H_1 + H_0
-        (3, {1: 1, 2: 11}, 110),  # layer 2: H_1 + H_0; decoder: H_2 + H_1 (always, as in the study's code)
-        (4, {1: 1, 2: 11, 3: 100}, 1100),  # the study's own 4-layer wiring
-        (5, {1: 1, 2: 11, 3: 100, 4: 1100}, 11000),
-        (6, {1: 1, 2: 11, 3: 100, 4: 1100, 5: 10000}, 110000),
+        (2, "study", {1: 1}, 11),  # decoder: H_1 + H_0
+        (3, "study", {1: 1, 2: 11}, 110),  # layer 2: H_1 + H_0; decoder: H_2 + H_1 (always, as in the study's code)
+        (4, "study", {1: 1, 2: 11, 3: 100}, 1100),  # the study's own 4-layer wiring
+        (5, "study", {1: 1, 2: 11, 3: 100, 4: 1000}, 11000),  # layer 2 and the decoder only, at any depth
+        (6, "study", {1: 1, 2: 11, 3: 100, 4: 1000, 5: 10000}, 110000),
+        (4, "even", {1: 1, 2: 11, 3: 100}, 1100),  # the same as the study's below 5 layers
+        (5, "even", {1: 1, 2: 11, 3: 100, 4: 1100}, 11000),  # every even layer too
+        (6, "even", {1: 1, 2: 11, 3: 100, 4: 1100, 5: 10000}, 110000),
     ],
 )
-def test_residual_wiring_is_the_studys(layers, layer_inputs, decoder_input):
-    model = build_model(tiny(hidden=(4,) * layers, residual=True, recall="off"), 1, SIZE)
+def test_residual_wiring_is_the_studys(layers, residual_layers, layer_inputs, decoder_input):
+    cfg = tiny(hidden=(4,) * layers, residual=True, residual_layers=residual_layers, recall="off")
+    model = build_model(cfg, 1, SIZE)
     seen: list[list[float]] = [[] for _ in range(layers)]
     model.cells = nn.ModuleList(_Probe(10.0**l, seen[l]) for l in range(layers))
     decoded: list[float] = []

@@ -170,16 +170,16 @@ class E3DLSTM(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def _takes_skip(self, position: int) -> bool:
-        """Residual wiring, the study's: the decoder (position L) always adds the top two layers' outputs,
-        H_{L-1} + H_{L-2}; a layer adds the output two below when its position is even, from 2 on.
-
-        The study wrote it for 4 layers: layer 2 gets H_1 + H_0 and the decoder H_3 + H_2. Even positions generalise
-        the layer skips (L = 6: layers 2 and 4 also get one) and leave the 4-layer case exactly as written; the
-        decoder's sum is unconditional in the study's code, so it holds at every depth (L = 3: H_2 + H_1).
+        """Residual wiring: the decoder (position L) always adds the top two layers' outputs, H_{L-1} + H_{L-2}, as
+        the study's code does at every depth (L = 3: H_2 + H_1). Of the layers, ``residual_layers: study`` skips at
+        layer 2 only (H_1 + H_0), as the study's code; ``even`` at every even position from 2 on (L = 6: layers 2 and
+        4), our generalisation. Both are the study's 4-layer wiring below 5 layers.
         """
         if not self.cfg.residual or position < 2:
             return False
-        return position == len(self.cells) or position % 2 == 0
+        if position == len(self.cells):
+            return True
+        return position == 2 if self.cfg.residual_layers == "study" else position % 2 == 0
 
     def _skip_name(self, position: int) -> str:
         return "decoder" if position == len(self.cells) else f"layer{position}"
