@@ -8,6 +8,7 @@ python launch.py train ablations/moving_mnist/e3d_baseline.yaml --profile demo [
 python launch.py train --dataset_name mnist [the release's flags ...]   the release's command line, as it is
 python launch.py config --from-release '<the release's flags>'          ... as the variant file to write instead
 python launch.py eval runs/<run> [--data FILE] [--ssim-convention release]
+python launch.py eval model.ckpt-80000 --variant ablations/moving_mnist/e3d_baseline.yaml --profile paper --data FILE
 python launch.py import-release model.ckpt-80000 --out pretrained/release.pt   the release's TF checkpoint as ours
 python launch.py config ablations/moving_mnist/e3d_baseline.yaml --profile demo --show
 python launch.py sweep sweeps/demo.yaml --workers 2
@@ -155,7 +156,8 @@ def _evaluate_release(run, profile: str | None) -> None:
     from core.trainer import evaluate_checkpoint, load_checkpoint
 
     if is_release_checkpoint(run.checkpoint):  # the release's own model.ckpt-N: imported onto the flags' model
-        _print_eval(_evaluate_release_checkpoint(run, load_variant(run.variant, run.overrides, profile)))
+        cfg = load_variant(run.variant, run.overrides, profile)
+        _print_eval(_evaluate_release_checkpoint(run.checkpoint, cfg, run.test_path, run.frames_dir))
         return
     state = load_checkpoint(run.checkpoint)
     check_against(load_variant(run.variant, run.overrides, profile), from_dict(state["config"], state["path"]),
@@ -163,30 +165,78 @@ def _evaluate_release(run, profile: str | None) -> None:
     _print_eval(evaluate_checkpoint(run.checkpoint, run.test_path, "ours", run.frames_dir))
 
 
-def _evaluate_release_checkpoint(run, cfg) -> dict:
-    """The release's checkpoint imported as one of ours for the flags' model (``<prefix>.pt`` beside the report, in
-    --gen_frm_dir or ``eval/`` beside the checkpoint), then evaluated like any checkpoint."""
+def _evaluate_release_checkpoint(
+    checkpoint: str,
+    cfg,
+    data: str | None,
+    out: str | None,
+    ssim_convention: str = "ours",
+    device: str = "auto",
+    precision: str | None = None,
+) -> dict:
+    """The release's checkpoint imported as one of ours for ``cfg``'s model (``<prefix>.pt`` beside the report, in
+    ``out`` or ``eval/`` beside the checkpoint), then evaluated like any checkpoint."""
     import torch
 
     from core.io import atomic_write
     from core.release_checkpoint import checkpoint_prefix, import_release
     from core.trainer import evaluate_checkpoint
 
-    prefix = checkpoint_prefix(run.checkpoint)
-    out = Path(run.frames_dir) if run.frames_dir else prefix.parent / "eval"
-    imported = out / f"{prefix.name}.pt"
-    out.mkdir(parents=True, exist_ok=True)
+    prefix = checkpoint_prefix(checkpoint)
+    folder = Path(out) if out else prefix.parent / "eval"
+    imported = folder / f"{prefix.name}.pt"
+    state = import_release(prefix, cfg)  # before writing anything: a shape mismatch is an error naming the variables
+    folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(imported) as handle:
-        torch.save(import_release(prefix, cfg), handle)
+        torch.save(state, handle)
     print(f"imported {prefix} as {imported}", flush=True)
-    return evaluate_checkpoint(imported, run.test_path, "ours", out)
+    return evaluate_checkpoint(imported, data, ssim_convention, folder, device, precision)
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from core.release_checkpoint import is_release_checkpoint
     from core.trainer import evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device, args.precision)
+    if is_release_checkpoint(args.source):
+        cfg = _release_model(args)
+        data = args.data or cfg.data.test_path  # a test file the variant or --valid_data_paths names, read as --data
+        report = _evaluate_release_checkpoint(args.source, cfg, data, args.out, args.ssim_convention, args.device,
+                                              args.precision)  # fmt: skip
+    else:
+        if args.variant or args.profile or args.overrides:
+            given = " ".join([*(["--variant", args.variant] if args.variant else []),
+                              *(["--profile", args.profile] if args.profile else []), *args.overrides])  # fmt: skip
+            raise ValueError(f"eval {args.source}: {given} describe the model of a release checkpoint "
+                             "(model.ckpt-N) only; a checkpoint of ours carries its own config")  # fmt: skip
+        report = evaluate_checkpoint(args.source, args.data, args.ssim_convention, args.out, args.device,
+                                     args.precision)  # fmt: skip
     _print_eval(report)
+
+
+def _release_model(args: argparse.Namespace):
+    """The config of the model a release checkpoint is imported onto: --variant and overrides, or the release's
+    flags (--dataset_name picking the baseline variant). The checkpoint holds weights only, not the sizes."""
+    from ablations.variants import load_variant
+
+    variant, overrides = args.variant, args.overrides
+    if _release_flags(overrides):
+        from ablations.release_flags import translate
+
+        run = translate(overrides, variant, args.profile)
+        for note in run.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if run.evaluate:
+            raise ValueError("eval: --is_training False is what eval does; leave it out (and --pretrained_model: the "
+                             "checkpoint is eval's first argument)")  # fmt: skip
+        variant, overrides = run.variant, run.overrides
+    if variant is None:
+        raise ValueError(f"eval {args.source}: a release checkpoint holds weights but not the model's sizes or its "
+                         "data; name them with --variant FILE and overrides (e.g. --variant "
+                         "ablations/moving_mnist/e3d_baseline.yaml --profile paper for the release's Moving MNIST "
+                         "model.ckpt-80000, ablations/kth/e3d_baseline.yaml --profile paper --data.root KTH for its "
+                         "model.ckpt-200000), or with the release's flags (--dataset_name mnist --num_hidden "
+                         "64,64,64,64 --patch_size 4 ...)")  # fmt: skip
+    return load_variant(variant, overrides, args.profile)
 
 
 def _print_eval(report: dict) -> None:
@@ -370,8 +420,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train, takes_overrides=True)
 
-    evaluate = commands.add_parser("eval", help="evaluate a run folder's best checkpoint, or a checkpoint file")
-    evaluate.add_argument("source", help="a run folder (its best checkpoint) or a .pt checkpoint")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a run folder's best checkpoint, or a checkpoint file (ours, or the release's)",
+        usage="launch.py eval SOURCE [--data FILE] [--out DIR] [...]\n"
+        "       launch.py eval .../model.ckpt-N --variant VARIANT.yaml [--profile NAME] [--section.key=value ...]\n"
+        "       launch.py eval .../model.ckpt-N --dataset_name mnist [the release's flags ...]",
+        description="Evaluate SOURCE on its test set (or --data). A checkpoint of ours carries its config. The "
+        "release's TensorFlow checkpoint (model.ckpt-N) carries weights only: it is imported onto the model that "
+        "--variant and overrides (or the release's flags) describe, written as <out>/model.ckpt-N.pt, then scored.",
+    )  # fmt: skip
+    evaluate.add_argument("source", help="a run folder (its best checkpoint), a .pt checkpoint, or the release's "
+                          "checkpoint prefix .../model.ckpt-N")  # fmt: skip
+    evaluate.add_argument("--variant", help="a release checkpoint only: the variant file that describes its model")
+    evaluate.add_argument("--profile", help="a release checkpoint only: a profile the variant defines")
     evaluate.add_argument("--data", help="test sequences: a release .npz or a time-major .npy (default: the run's)")
     evaluate.add_argument(
         "--ssim-convention", choices=["ours", "release"], default="ours",
@@ -380,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: <run>/eval)")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("--precision", choices=["fp32", "bf16"], help="forward pass precision (default: the run's)")
-    evaluate.set_defaults(run=_eval)
+    evaluate.set_defaults(run=_eval, takes_overrides=True)  # overrides: a release checkpoint's model only
 
     ship = commands.add_parser("ship", help="write a finished run's weights as a small checkpoint with a manifest")
     ship.add_argument("run_dir", metavar="RUN", help="a finished run folder (its final weights, which it tested)")

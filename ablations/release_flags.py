@@ -5,6 +5,7 @@ Most of the release's flags are aliases of config keys (:data:`core.config.ALIAS
 and pass through. The flags below are the rest: they pick the variant (``--dataset_name``), the command
 (``--is_training``), the data files, where the run is written, or only tuned TensorFlow. Each is either translated,
 accepted with a note that it does nothing here, or refused with a reason that names it (:data:`FLAGS`).
+``--model_name`` also takes the model names of the study's fork (:data:`MODELS`), so its scripts run as they are.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ FLAGS = {
     "train.run_name = its name",
     "gen_frm_dir": "tracking.frames_dir: the test's frames are copied there (they stay in the run's frames/); "
     "evaluating, the eval's JSON and frames go there",
-    "model_name": "e3d_lstm only (model.name); any other model is refused",
-    "n_gpu": "multiplies the batch, as the release's run.py did: train.batch_size = batch_size x n_gpu, on one device",
+    "model_name": "the model (model.name e3d_lstm): e3d_lstm, the release's E3D-LSTM, is the variant's model as it "
+    "is; the study's fork adds original_e3d_lstm (model.conv=2d, model.residual=false: its committed code has 1x5x5 "
+    "kernels) and original_e3d_lstm_residuals (model.conv=3d, model.residual=true); e3d_lstm_concat and e3d_lstm_add "
+    "are refused (not built here), and so is original_e3d_lstm with --pretrained_model in training (its decoder "
+    "froze)",
+    "n_gpu": "multiplies the batch, as the release's run.py did: train.batch_size = batch_size x n_gpu, on one device "
+    "(the study's run.py forced 4 GPUs, so --n_gpu 4 reproduces its effective batch; without the flag nothing is "
+    "multiplied)",
     "num_save_samples": "tracking.frames: test sequences drawn in the frame grids and GIF",
     "scheduled_sampling": "True: the schedule of the sampling flags; False: train.sampling_start=0 and "
     "train.sampling_rate=0 (the model always feeds back its own predictions, as the release did)",
@@ -42,11 +49,38 @@ FLAGS = {
     "stride": "1 is accepted (the release's only value); any other is refused: the cell's convolutions have stride 1",
     "allow_gpu_growth": "accepted, does nothing: it tuned TensorFlow's GPU memory allocation",
     "model_graph": "accepted, does nothing: it tuned TensorFlow's graph",
-    "log_dir": "refused: the run's logs (metrics.jsonl, summary.json, W&B's offline folder) are written inside the "
-    "run folder; set --save_dir",
+    "log_dir": "accepted, does nothing: it named TensorBoard's folder; the run's logs (metrics.jsonl, summary.json, "
+    "W&B's offline folder) are written inside the run folder (--save_dir)",
+    "log_interval": "accepted, does nothing: it spaced TensorBoard's summaries of the training loss; the training loss "
+    "is logged every train.log_every steps (--display_interval)",
 }
 """The release's flags that are not plain aliases of a config key, and what each becomes (the README's table)."""
-TENSORFLOW_ONLY = ("allow_gpu_growth", "model_graph")
+IGNORED = ("allow_gpu_growth", "model_graph", "log_dir", "log_interval")
+"""Flags accepted with a note that they do nothing here."""
+MODELS = {
+    "e3d_lstm": [],
+    "original_e3d_lstm": [("model.conv", "2d"), ("model.residual", "false")],
+    "original_e3d_lstm_residuals": [("model.conv", "3d"), ("model.residual", "true")],
+}
+"""--model_name -> the switches its code hard-codes (set before the other flags, so an override after them wins).
+``e3d_lstm`` is the release's model: the variant's, as it is. The other two are the study's fork's
+``src/models/original_e3d_lstm_net.py`` and ``original_e3d_lstm_residuals.py`` as committed: the release's network
+with kernels ``[1, 5, 5]`` (the fork edited that line by hand between runs: its kth_155kernel.sh and
+kth_orig_3D_baseline.sh pass the same flags), and with ``[2, 5, 5]`` and the study's residual wiring."""
+MODEL_NOTES = {
+    "original_e3d_lstm": "model.conv=2d, model.residual=false: the study's fork as committed has 1x5x5 kernels in "
+    "original_e3d_lstm_net.py, which it edited by hand between runs (its scripts named 3D pass the same "
+    "flags as those named 155kernel); add --model.conv=3d after the flags for 2x5x5 kernels",
+    "original_e3d_lstm_residuals": "model.conv=3d, model.residual=true: the study's residual wiring (layer 2 takes "
+    "H_1 + H_0, the decoder H_{L-1} + H_{L-2})",
+}
+REFUSED_MODELS = {
+    "e3d_lstm_concat": "the study's 3D-encoder / 2D-LSTM experiment whose decoder reads every layer's hidden state "
+    "concatenated, with a square-rooted l2 loss, is not built here",
+    "e3d_lstm_add": "the study's 3D-encoder / 2D-LSTM experiment whose decoder reads the sum of every layer's hidden "
+    "state, with a doubled l2 loss, is not built here",
+}
+"""The fork's other --model_name values (its ``model_factory.networks_map``), and why each is refused."""
 
 
 def present(args: list[str]) -> bool:
@@ -87,12 +121,8 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
             release[key] = value
         else:
             passed.append((key, value))
-    notes = [f"--{flag} does nothing here: {FLAGS[flag].split(': ', 1)[1]}" for flag in TENSORFLOW_ONLY
-             if flag in release]  # fmt: skip
-    if "log_dir" in release:
-        raise _refuse("log_dir", release["log_dir"], FLAGS["log_dir"].removeprefix("refused: "))
-    if "model_name" in release and release["model_name"] != "e3d_lstm":
-        raise _refuse("model_name", release["model_name"], "only e3d_lstm is built here (model.name)")
+    notes = [f"--{flag} does nothing here: {FLAGS[flag].split(': ', 1)[1]}" for flag in IGNORED if flag in release]
+    model = _model(release, passed, notes)
     if "reverse_input" in release and _boolean("reverse_input", release["reverse_input"]):
         raise _refuse("reverse_input", release["reverse_input"], "the release also trained on each batch reversed in "
                       "time; we have no such augmentation (pass False, or leave the flag out)")  # fmt: skip
@@ -131,7 +161,13 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
         if checkpoint is None:
             raise ConfigError("command line: --is_training False evaluates --pretrained_model, which is missing")
         passed = [(key, value) for key, value in passed if ALIASES.get(key, key) != "train.init_from"]
-    overrides = [f"--{key}={value}" for key, value in [*passed, *ours]]
+    elif any(ALIASES.get(key, key) == "train.init_from" for key, _ in passed):
+        # The release's Saver restored every variable, Adam's moments and step count with the weights, and the study's
+        # finetunes went on from them: so does a finetune here (a later --train.init_optimizer=fresh wins).
+        model = [*model, ("train.init_optimizer", "restore")]
+        notes.append("--pretrained_model: Adam's state is restored with the weights, as the release's Saver did "
+                     "(train.init_optimizer=restore; add --train.init_optimizer=fresh for a fresh Adam)")  # fmt: skip
+    overrides = [f"--{key}={value}" for key, value in [*model, *passed, *ours]]
     if "n_gpu" in release:
         overrides = _batch_times_gpus(release["n_gpu"], variant, overrides, profile, notes)
     if evaluate and dataset == "kth" and valid_paths:
@@ -140,6 +176,25 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
     test_path = valid_paths if evaluate and dataset != "kth" else None
     frames_dir = release.get("gen_frm_dir") if evaluate else None
     return ReleaseRun(Path(variant), overrides, evaluate, checkpoint, test_path, frames_dir, notes)
+
+
+def _model(release: dict[str, str], passed: list[tuple[str, str]], notes: list[str]) -> list[tuple[str, str]]:
+    """The switches --model_name implies (:data:`MODELS`), with a note saying what they are; a refused name errors."""
+    name = release.get("model_name", "e3d_lstm")
+    if name in REFUSED_MODELS:
+        raise _refuse("model_name", name, f"{REFUSED_MODELS[name]} (model.name e3d_lstm only)")
+    if name not in MODELS:
+        raise _refuse("model_name", name, f"not a model of the release or the study's fork ({', '.join(MODELS)})")
+    training = "is_training" not in release or _boolean("is_training", release["is_training"])
+    finetuned = any(ALIASES.get(key, key) == "train.init_from" for key, _ in passed)
+    if name == "original_e3d_lstm" and training and finetuned:
+        raise _refuse("model_name", name, "with --pretrained_model the fork's original_e3d_lstm_net.py froze the "
+                      "decoder (trainable=False) and finetuned the rest; we have no frozen decoder. Train from "
+                      "scratch (no --pretrained_model), or finetune every weight with "
+                      "--model_name e3d_lstm")  # fmt: skip
+    if name in MODEL_NOTES:
+        notes.append(f"--model_name {name}: {MODEL_NOTES[name]}")
+    return MODELS[name]
 
 
 def _dataset(release: dict[str, str], variant: str | Path | None) -> str:
