@@ -66,8 +66,8 @@ def _data_info(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> None:
-    from ablations.variants import load_variant
     from core.config import describe, to_yaml
+    from core.variants import load_variant
 
     if args.from_release is not None:
         _config_from_release(args)
@@ -86,7 +86,7 @@ def _config_from_release(args: argparse.Namespace) -> None:
     import shlex
 
     from ablations.release_flags import as_variant_yaml, translate
-    from ablations.variants import load_variant
+    from core.variants import load_variant
 
     flags = [*shlex.split(args.from_release), *args.overrides]
     run = translate(flags, args.variant, args.profile)
@@ -113,8 +113,8 @@ def _stop_on_sigterm() -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ablations.variants import load_variant
     from core.trainer import train
+    from core.variants import load_variant
 
     _stop_on_sigterm()
     variant, overrides = args.variant or args.variant_file, args.overrides
@@ -150,10 +150,10 @@ def _evaluate_release(run, profile: str | None) -> None:
     """``--is_training False``: evaluate --pretrained_model as the release's test did, on --valid_data_paths (or the
     checkpoint's own test set), writing the report and frames into --gen_frm_dir (or beside the checkpoint)."""
     from ablations.release_flags import check_against, explicit_keys
-    from ablations.variants import load_variant
     from core.config import from_dict
     from core.release_checkpoint import is_release_checkpoint
     from core.trainer import evaluate_checkpoint, load_checkpoint
+    from core.variants import load_variant
 
     if is_release_checkpoint(run.checkpoint):  # the release's own model.ckpt-N: imported onto the flags' model
         cfg = load_variant(run.variant, run.overrides, profile)
@@ -216,7 +216,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _release_model(args: argparse.Namespace):
     """The config of the model a release checkpoint is imported onto: --variant and overrides, or the release's
     flags (--dataset_name picking the baseline variant). The checkpoint holds weights only, not the sizes."""
-    from ablations.variants import load_variant
+    from core.variants import load_variant
 
     variant, overrides = args.variant, args.overrides
     if _release_flags(overrides):
@@ -259,8 +259,8 @@ def _ship(args: argparse.Namespace) -> None:
 def _import_release(args: argparse.Namespace) -> None:
     import shlex
 
-    from ablations.variants import load_variant
     from core.release_checkpoint import ship_release
+    from core.variants import load_variant
 
     cfg = load_variant(args.variant, args.overrides, args.profile)
     command = shlex.join(["python", "launch.py", *sys.argv[1:]])
@@ -534,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolves_configs_only(args: argparse.Namespace) -> bool:
+    """``config`` and ``sweep --dry-run`` read files and resolve configs, no more: they run without importing torch
+    (tests/test_boundaries.py checks), in a fraction of the time."""
+    return args.command == "config" or (args.command == "sweep" and args.dry_run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -545,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("train needs a variant file: `launch.py train VARIANT.yaml [...]` or --variant=FILE, or the "
                          "release's --dataset_name")  # fmt: skip
     args.overrides = rest
+    if not _resolves_configs_only(args):
+        import torch
+
+        # Before torch starts its worker threads, or it does not reach them: the release's unscaled recall makes
+        # subnormal floats, on which CPU matmuls crawl.
+        torch.set_flush_denormal(True)
     try:
         args.run(args)
     except (DataError, ValueError, FileNotFoundError, FolderBusy, DiskFull) as exc:
@@ -558,9 +570,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import torch
-
-    # Before torch starts its worker threads, or it does not reach them: the release's unscaled recall makes subnormal
-    # floats, on which CPU matmuls crawl.
-    torch.set_flush_denormal(True)
     sys.exit(main())

@@ -70,8 +70,8 @@ def measure(key: StepKey, steps: int = 1, channels: int = 1, context_frames: int
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from bench.bench_train import flop_counter  # the figures agree with bench/RESULTS.md
     from core.config import ModelConfig
+    from core.flops import flop_counter  # bench/ counts with it too: the figures agree with bench/RESULTS.md
     from core.losses import prediction_loss
     from core.models import build_model
 

@@ -43,6 +43,7 @@ from core.config import (
     read_yaml,
     valid_keys,
 )
+from core.records import METRICS
 
 # W&B's sweep schema rejects any other top-level key, so ours ride as constant parameters or command-line flags.
 TOP_LEVEL_KEYS = (
@@ -299,8 +300,6 @@ def _check_cell_count(parameters: tuple[Parameter, ...], method: str, where: str
 def metric_names() -> tuple[str, ...]:
     """The metrics a sweep ranks by: a run's best validation score of each metric (every evaluation logs ``val/mse``,
     ``val/mae``, ``val/psnr`` and ``val/ssim``, the pruner's intermediate values) and its test scores."""
-    from core.metrics import METRICS  # imports torch: not at module level, so workers with a fake objective start fast
-
     return (*(f"val/{name}" for name in METRICS), *(f"test/{name}" for name in METRICS))
 
 
@@ -655,7 +654,7 @@ def cell_name(axes: dict[str, Any], seed: int) -> str:
 
 def cell_config(cell: Cell) -> Config:
     """The cell's resolved config: its variant and profile with the cell's overrides (group and tags included)."""
-    from ablations.variants import load_variant
+    from core.variants import load_variant
 
     return load_variant(cell.params["variant"], list(cell.overrides), cell.params.get("profile"))
 
@@ -683,7 +682,7 @@ def agent_command(sweep: Sweep, params: dict[str, Any]) -> list[str]:
 
 
 def _load_params(params: dict[str, Any], where: str) -> Config:
-    from ablations.variants import load_variant
+    from core.variants import load_variant
 
     try:
         cfg = load_variant(params["variant"], _overrides(params), params.get("profile"))

@@ -4,9 +4,9 @@ evaluation throughput and data time, for the E3D-LSTM at the study's size and th
 Each size runs in its own process, so its peak resident memory is its own; times are medians after a warm-up.
 ``device`` and ``precision`` (``fp32`` or ``bf16``, the trainer's autocast) choose where and how the step runs; on a
 GPU each timed call waits for the device to finish, and peak memory is the GPU's peak allocation.
-FLOPs are counted with ``torch.utils.flop_counter`` (convolutions and attention; elementwise work and norms are not
-counted, as is usual), with the formulas of PyTorch's fused attention applied to the CPU flash kernels the recall
-calls directly.
+FLOPs are counted with :func:`core.flops.flop_counter` (torch's flop counter: convolutions and attention; elementwise
+work and norms are not counted, as is usual), with the formulas of PyTorch's fused attention applied to the CPU flash
+kernels the recall calls directly.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from core.flops import flop_counter
 
 SIZES = {
     # name: (hidden, image size, patch, batch, total frames, context frames)
@@ -39,26 +41,6 @@ def _median_seconds(work, repeats: int, device: str = "cpu") -> float:
         timed()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def flop_counter():
-    """A ``FlopCounterMode`` that also counts the CPU flash-attention kernels the recall calls (with the formulas of
-    PyTorch's fused attention): the bench's and ``launch.py sweep --dry-run``'s FLOPs both come from it."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_backward_flop_count(grad_out, query, key, value)
-
-    aten = torch.ops.aten
-    mapping = {}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = forward
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
-    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def conv3d_rate(threads: int = 2, repeats: int = 5, device: str = "cpu", precision: str = "fp32") -> float:

@@ -23,6 +23,10 @@ class DataError(ValueError):
     """Bad input data: the message names the file, the key or the shape at fault."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file and what is wrong."""
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success fsync it and rename it onto ``path``.

@@ -33,11 +33,9 @@ import numpy as np
 import torch
 
 from core.io import DataError
+from core.records import METRICS
 
 Frames = np.ndarray | torch.Tensor
-
-METRICS = ("mse", "mae", "psnr", "ssim")
-"""Metric names, in report order; result keys are these and ``<name>_by_frame``."""
 
 BASELINES = ("copy_last_frame", "blank")
 """The trivial predictions reported beside every trained model."""

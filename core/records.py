@@ -1,6 +1,7 @@
-"""The run record: what a run folder holds, and its readers. Needs neither torch nor W&B.
+"""The run record: where a run folder is, what it holds, and its readers. Needs neither torch nor W&B.
 
-:class:`core.tracking.Tracker` writes each run's record in its run folder:
+A config's run folder is ``<train.runs_dir>/<variant>-s<seed>-<config hash>`` (:func:`run_dir_for`), unless
+``train.run_name`` names it. :class:`core.tracking.Tracker` writes each run's record there:
 
 - ``config.yaml``: the resolved config (``core.config.to_yaml``), written atomically.
 - ``metrics.jsonl``: one JSON object per :meth:`core.tracking.Tracker.log` call, ``{"step": ..., "time": ...,
@@ -31,7 +32,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from core.config import Config, config_hash
 from core.io import DataError
+
+METRICS = ("mse", "mae", "psnr", "ssim")
+"""Metric names, in report order (:mod:`core.metrics` computes them); result keys are these and ``<name>_by_frame``, a
+run's logged keys ``val/<name>`` and ``test/<name>``."""
 
 STATUSES = ("running", "finished", "failed", "diverged", "killed", "pruned")
 """A run's status in summary.json. ``running`` with a stale ``updated`` time means the process died without a word."""
@@ -44,6 +50,16 @@ TEST_BY_SEQUENCE = "test_by_sequence.json"
 
 SWEEP_CELLS = "cells.json"
 """In a sweep's folder: its current cells (id = config hash, name, run folder) as its file read at its last run."""
+
+
+def default_run_name(cfg: Config) -> str:
+    """``<variant>-s<seed>-<config hash>``: re-running the same config finds the same folder."""
+    return cfg.train.run_name or f"{cfg.variant}-s{cfg.train.seed}-{config_hash(cfg)}"
+
+
+def run_dir_for(cfg: Config) -> Path:
+    """Where ``cfg``'s run record is: ``<train.runs_dir>/<run name>`` (:func:`default_run_name`)."""
+    return Path(cfg.train.runs_dir) / default_run_name(cfg)
 
 
 def read_frames(path: str | Path) -> dict[str, np.ndarray]:

@@ -48,8 +48,9 @@ import torch
 from torch import nn
 
 from core.config import RELEASE_L1_WEIGHT, Config, to_dict
+from core.io import CheckpointError
 from core.models import build_model
-from core.trainer import CHECKPOINT_FORMAT, CheckpointError
+from core.trainer import CHECKPOINT_FORMAT
 
 
 class ReleaseCheckpointError(CheckpointError):

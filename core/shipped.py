@@ -11,7 +11,8 @@
   and thread count it trained on, its validation and training-loss histories, the trainer's test summary, and a
   check: the test MSE of the first :data:`CHECK_SEQUENCES` test sequences, which :func:`verify` recomputes.
 
-Both are written under temporary names and renamed. Loading goes through the trainer's weights-only unpickler.
+Both are written under temporary names and renamed. Loading goes through the trainer's weights-only unpickler;
+:mod:`core.manifest` reads a manifest and finds its weights without torch.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from core.config import from_dict, hashed_fields, is_plain_name, name_problem, to_dict
+from core.config import from_dict, hashed_fields, name_problem, to_dict
 from core.data.sources import build_data
-from core.io import atomic_write, sha256_of
+from core.io import CheckpointError, atomic_write, sha256_of
+from core.manifest import checked_weights, read_manifest
 from core.models import build_model
-from core.trainer import CheckpointError, evaluate_model, load_checkpoint, load_weights, torch_threads
+from core.trainer import evaluate_model, load_checkpoint, load_weights, torch_threads
 
 CHECK_SEQUENCES = 64
 """Test sequences the manifest's check scores: enough to catch wrong weights, quick enough for a unit test."""
@@ -116,67 +118,12 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
     return path
 
 
-def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
-    """A shipped checkpoint's manifest, its fields checked: ``file`` a plain file name (it lies beside the manifest),
-    ``sha256`` 64 hex digits, ``check`` a mapping of ``threads`` (an int >= 1), ``sequences`` (an int >= 1) and
-    ``mse`` (a number). Anything else is a CheckpointError naming the manifest and the key."""
-    try:
-        manifest = json.loads(Path(manifest_path).read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{manifest_path}: not a readable shipped-checkpoint manifest ({error})") from error
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{manifest_path}: not a shipped-checkpoint manifest (a JSON object)")
-    check = manifest.get("check")
-
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    fields = [
-        ("file", manifest.get("file"), "a file name beside the manifest (no '/', '..' or absolute path)",
-         lambda v: isinstance(v, str) and is_plain_name(v)),
-        ("sha256", manifest.get("sha256"), "64 hex digits",
-         lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)),
-        ("check", check, "a mapping of threads, sequences and mse", lambda v: isinstance(v, dict)),
-    ]  # fmt: skip
-    if isinstance(check, dict):
-        fields += [
-            ("check.threads", check.get("threads"), "an int >= 1", lambda v: is_int(v) and v >= 1),
-            ("check.sequences", check.get("sequences"), "an int >= 1", lambda v: is_int(v) and v >= 1),
-            ("check.mse", check.get("mse"), "a number", lambda v: is_int(v) or isinstance(v, float)),
-        ]
-    for key, value, expected, ok in fields:
-        if value is None:
-            raise CheckpointError(f"{manifest_path}: {key} is missing (a shipped manifest holds {expected})")
-        if not ok(value):
-            raise CheckpointError(f"{manifest_path}: {key} is {value!r}, not {expected}")
-    return manifest
-
-
-def shipped_weights(manifest_path: str | Path) -> Path:
-    """The checkpoint file a manifest names, beside it, after checking its sha256 (a CheckpointError naming the file
-    when the manifest is unreadable or malformed (:func:`read_manifest`), the file missing, or its hash not the
-    manifest's)."""
-    return _checked_weights(Path(manifest_path), read_manifest(manifest_path))
-
-
-def _checked_weights(manifest_path: Path, manifest: dict[str, Any]) -> Path:
-    name, expected = manifest["file"], manifest["sha256"]
-    weights = manifest_path.parent / name
-    if not weights.is_file():
-        raise CheckpointError(f"{manifest_path}: names {name}, which is not beside it (make pretrain writes both)")
-    digest = sha256_of(weights)
-    if digest != expected:
-        raise CheckpointError(f"{weights}: sha256 {digest} differs from its manifest's {expected} (damaged or "
-                              "replaced: restore it with git checkout, or retrain with make pretrain)")  # fmt: skip
-    return weights
-
-
 def verify(manifest_path: str | Path) -> dict[str, float]:
     """Check a shipped checkpoint against its manifest: its fields, the file's sha256, then the check's MSE
     recomputed. Returns ``{"expected": ..., "measured": ...}``; a malformed manifest, a wrong hash or an unreadable
     file is a CheckpointError."""
     manifest = read_manifest(manifest_path)
-    weights = _checked_weights(Path(manifest_path), manifest)
+    weights = checked_weights(Path(manifest_path), manifest)
     check = manifest["check"]
     measured = check_mse(load_checkpoint(weights), check["threads"])
     return {"expected": float(check["mse"]), "measured": measured}

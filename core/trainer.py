@@ -40,22 +40,18 @@ from core.config import FIDELITY, Config, config_hash, from_dict, to_dict
 from core.data.formats import SequenceSet, read_sequences
 from core.data.loaders import SequenceDataset
 from core.data.sources import RunData, build_data
-from core.io import DataError, atomic_write, folder_lock, remove_leftovers
+from core.io import CheckpointError, DataError, atomic_write, folder_lock, remove_leftovers
 from core.losses import prediction_loss
 from core.metrics import BASELINES, METRICS, MetricAccumulator, Scores, baseline_predictions
 from core.models import build_model
 from core.pictures import save_frames
-from core.records import read_config, read_summary
+from core.records import read_config, read_summary, run_dir_for
 from core.schedule import learning_rate, sampling_eta, true_frame_mask
 from core.tracking import Tracker
 
 CHECKPOINT_FORMAT = 1
 EvalCallback = Callable[[int, Scores], bool]
 """Called after each validation with (step, scores); returning True stops the run as ``pruned``."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: the message names the file and what is wrong."""
 
 
 @dataclass
@@ -108,15 +104,6 @@ def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     graph break and runs eagerly, once per layer and step. On the CPU the whole model compiles as one graph.
     """
     return torch.compile(model) if enabled else model
-
-
-def default_run_name(cfg: Config) -> str:
-    """``<variant>-s<seed>-<config hash>``: re-running the same config finds the same folder."""
-    return cfg.train.run_name or f"{cfg.variant}-s{cfg.train.seed}-{config_hash(cfg)}"
-
-
-def run_dir_for(cfg: Config) -> Path:
-    return Path(cfg.train.runs_dir) / default_run_name(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

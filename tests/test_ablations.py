@@ -1,8 +1,9 @@
 import pytest
 
-from ablations.variants import ROOT, load_variant, variant_files
+from ablations.variants import ROOT, variant_files
 from core.config import ConfigError, config_hash, profiles_of
-from core.trainer import run_dir_for
+from core.records import run_dir_for
+from core.variants import load_variant
 
 STUDY_ROWS = {"e3d_baseline", "e2d", "residual", "residual_finetuned", "l1_only", "l2_only"}
 OUR_ROWS = {"residual_gated"}  # beyond the study: its skips behind gates that start at 0

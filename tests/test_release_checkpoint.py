@@ -295,9 +295,9 @@ def test_import_release_from_the_command_line_then_finetune(tmp_path, mnist_npz)
     import json
 
     import launch
-    from ablations.variants import load_variant
     from core.shipped import verify
     from core.trainer import train
+    from core.variants import load_variant
 
     overrides = tiny_overrides(tmp_path, mnist_npz, "--model.hidden=3,3", "--model.patch_size=2", "--data.test_size=8",
                                "--train.steps=2", "--train.eval_every=2")  # fmt: skip

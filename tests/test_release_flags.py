@@ -12,10 +12,10 @@ import pytest
 
 import launch
 from ablations.release_flags import FLAGS, MODELS, REFUSED_MODELS, translate
-from ablations.variants import load_variant
 from core.config import ALIASES, load
 from core.data.formats import write_release_npz
 from core.trainer import load_checkpoint
+from core.variants import load_variant
 
 QUICK_START = (
     "python launch.py train --is_training True --dataset_name mnist "

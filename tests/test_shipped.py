@@ -9,11 +9,11 @@ import pytest
 import torch
 from test_trainer import tiny, tiny_overrides
 
-from ablations.variants import load_variant
 from analysis.collect import collect
 from core.config import ConfigError, config_hash, from_dict
 from core.shipped import CHECK_SEQUENCES, cpu_name, ship, verify
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
+from core.variants import load_variant
 
 
 @pytest.fixture(scope="module")
