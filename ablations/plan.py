@@ -45,6 +45,10 @@ StepKey = tuple[int, int, int, tuple[int, ...], str, int]
 # 3d size): other jobs shared the core, which made the wall time 1.5 to 3 times that. The FLOPs at the study's Moving
 # MNIST size agree with bench/RESULTS.md's 2,760 (there 9.99 s a step on 2 threads of a Xeon with AVX-512).
 _MEASURED = "AMD EPYC, 1 core, CPU time after a warm-up, 2026-11-29 (python -m ablations.plan measure)"
+# The same way on the same CPU kind ("AMD EPYC", family 23 model 49, no AVX-512), 2026-12-06, beside a training on the
+# other core: process CPU time 4.0 (3d) and 4.5 (E2D) times batch 4's at Moving MNIST's size, the FLOPs exactly 4 times;
+# peak memory (max RSS of the process) 8.8 GB at Moving MNIST's 3d batch 16, 6.8 GB at KTH's 3d batch 8.
+_MEASURED_BATCH = "AMD EPYC, 1 core, CPU time after a warm-up, 2026-12-06 (python -m ablations.plan measure)"
 STEP_COSTS: dict[StepKey, StepCost] = {
     # Moving MNIST at the paper profile: 64x64, patch 4, 20 frames, 4 x 64, batch 4.
     (64, 4, 20, (64, 64, 64, 64), "3d", 4): StepCost(36.5, 2759.9, 19734, _MEASURED),
@@ -52,6 +56,11 @@ STEP_COSTS: dict[StepKey, StepCost] = {
     # KTH at the paper profile: 128x128, patch 8, 30 frames, 4 x 64, batch 2.
     (128, 8, 30, (64, 64, 64, 64), "3d", 2): StepCost(34.9, 2512.0, 32494, _MEASURED),
     (128, 8, 30, (64, 64, 64, 64), "2d", 2): StepCost(26.5, 1949.3, 25794, _MEASURED),
+    # The paper profiles' batches, the study's effective batch (4 GPUs x 4 or x 2 sequences): Moving MNIST 16, KTH 8.
+    (64, 4, 20, (64, 64, 64, 64), "3d", 16): StepCost(144.5, 11039.6, 19734, _MEASURED_BATCH),
+    (64, 4, 20, (64, 64, 64, 64), "2d", 16): StepCost(110.6, 8322.3, 15354, _MEASURED_BATCH),
+    (128, 8, 30, (64, 64, 64, 64), "3d", 8): StepCost(133.6, 10047.8, 32494, _MEASURED_BATCH),
+    (128, 8, 30, (64, 64, 64, 64), "2d", 8): StepCost(108.9, 7797.1, 25794, _MEASURED_BATCH),
     # Moving MNIST's demo, pretrain and finetune profiles: 2 x 32, patch 8, batch 4.
     (64, 8, 20, (32, 32), "3d", 4): StepCost(1.30, 91.6, 10006, _MEASURED),
     (64, 8, 20, (32, 32), "2d", 4): StepCost(0.90, 64.9, 7826, _MEASURED),

@@ -14,11 +14,11 @@ from ablations.sweep import SweepError, cell_config, load_sweep, run_sweep
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"heartbeat_interval": 1, "grace_period": 2, "poll_s": 0.2}
 STUDY = {
-    # file: (stage-1 cells, stage-2 cells, steps, the stage-2 learning rate)
+    # file: (stage-1 cells, stage-2 cells, steps of stage 1 and 2, the stage-2 learning rate, the effective batch)
     "paper_moving_mnist": (["variant=e3d_baseline-seed=0", "variant=e2d-seed=0", "variant=residual-seed=0"],
-                           ["variant=residual_finetuned-seed=0"], 80000, 1e-6),
+                           ["variant=residual_finetuned-seed=0"], (80000, 30000), 1e-6, 16),
     "paper_kth": (["variant=e3d_baseline-seed=0", "variant=e2d-seed=0", "variant=residual-seed=0"],
-                  ["variant=residual_finetuned-seed=0"], 200000, 1e-5),
+                  ["variant=residual_finetuned-seed=0"], (200000, 200000), 1e-5, 8),
 }  # fmt: skip
 
 
@@ -29,21 +29,26 @@ def tree(folder: Path) -> set[str]:
 @pytest.mark.parametrize("name", list(STUDY))
 def test_the_paper_files_plan_the_studys_rows_in_two_stages_at_a_measured_cost(name, monkeypatch):
     monkeypatch.chdir(ROOT)  # the files name their variants and stage 1 from the repository's root, as users run them
-    stage1_cells, stage2_cells, steps, lr = STUDY[name]
+    stage1_cells, stage2_cells, steps, lr, batch = STUDY[name]
     sweep = load_sweep(f"sweeps/{name}.yaml", check_files=False)
     plan = plan_sweep(sweep, workers=3)
     assert [s.path for s in plan.stages] == [f"sweeps/{name}_stage1.yaml", f"sweeps/{name}.yaml"]
     assert [[c.name for c in s.cells] for s in plan.stages] == [stage1_cells, stage2_cells]
     assert [c.stage for c in plan.cells] == [1, 1, 1, 2]
     for cell in plan.cells:  # the paper's sizes are in the table: no cell's cost is a guess from another size
-        assert cell.steps == steps and cell.basis == "measured" and cell.cpu_h > 0 and cell.gpu_h > 0
+        assert cell.steps == steps[cell.stage - 1] and cell.basis == "measured" and cell.cpu_h > 0 and cell.gpu_h > 0
         assert cell.run_dir.startswith(f"runs/{name}_stage1/" if cell.stage == 1 else f"runs/{name}/")
-    # Stage 2 finetunes the trained baseline of stage 1 at the study's rate, with residuals and the release's l1+l2.
-    baseline = next(c for c in load_sweep(f"sweeps/{name}_stage1.yaml", check_files=False).cells
-                    if c.name == stage1_cells[0])  # fmt: skip
+    # Stage 2 finetunes the trained baseline of stage 1 at the study's rate, with residuals and the release's l1+l2,
+    # Adam's state restored and teacher forcing restarted at 1.0, as the study's scripts; every cell at its batch.
+    stage1 = load_sweep(f"sweeps/{name}_stage1.yaml", check_files=False)
+    baseline = next(c for c in stage1.cells if c.name == stage1_cells[0])
     cfg = cell_config(sweep.cells[0])
     assert cfg.train.init_from == str(Path(baseline.run_dir) / "checkpoints/best.pt")
     assert cfg.train.lr == lr and cfg.model.residual and math.isclose(cfg.loss.l1_weight, 2 / 3)
+    assert cfg.train.init_optimizer == "restore" and cfg.train.sampling_start == 1.0
+    assert cfg.model.residual_layers == "study"
+    assert {cell_config(c).train.batch_size for c in [*stage1.cells, *sweep.cells]} == {batch}
+    assert {cell_config(c).train.init_optimizer for c in stage1.cells} == {"fresh"}
     assert math.isclose(plan.cpu_h, sum(c.cpu_h for c in plan.cells))
     # With 3 workers the three stage-1 cells run side by side: the longest of them, then the finetune.
     longest = max(c.gpu_h for c in plan.stages[0].cells)
@@ -58,8 +63,8 @@ def test_a_dry_run_prints_every_stage_and_its_cost_and_writes_nothing(name, monk
     out = capsys.readouterr().out
     assert tree(ROOT / "runs") == before  # no ledger, no sweep folder, no run folder
     for cell in STUDY[name][0]:
-        assert re.search(rf"^  1 +{re.escape(cell)} +{STUDY[name][2]} ", out, re.M)
-    assert re.search(rf"^  2 +variant=residual_finetuned-seed=0 +{STUDY[name][2]} ", out, re.M)
+        assert re.search(rf"^  1 +{re.escape(cell)} +{STUDY[name][2][0]} ", out, re.M)
+    assert re.search(rf"^  2 +variant=residual_finetuned-seed=0 +{STUDY[name][2][1]} ", out, re.M)
     assert (
         f"runs/{name}_stage1/variant=e3d_baseline-seed=0-" in out and f"runs/{name}/variant=residual_finetuned" in out
     )
