@@ -710,14 +710,16 @@ def to_dict(cfg: Any) -> dict:
 
 def from_dict(raw: dict, where: str = "config") -> Config:
     """Rebuild a Config from :func:`to_dict`'s output (e.g. a checkpoint's), with the same strict key checks. A key
-    the record predates gets the value every run had before it (:data:`BEFORE_FIELD`), not today's default."""
+    the record predates gets the value every run had before it (:data:`BEFORE_FIELD`), not today's default, unless it
+    changes nothing in this config (:func:`inert_fields`): then today's default, so the config equals today's."""
     tree: dict = {}
     items = _flatten(raw, where)
     for dotted, value in items:
         _set(tree, dotted, value, where)
     present = {dotted for dotted, _ in items}
+    inert = inert_fields(dict(items))  # absent and changing nothing here: today's default, as a run of today records
     for dotted, value in BEFORE_FIELD.items():
-        if dotted not in present:
+        if dotted not in present and dotted not in inert:
             _set(tree, dotted, value, where)
     return validate(_build(Config, tree))
 

@@ -272,6 +272,7 @@ def test_residual_layers_hashes_only_where_it_changes_the_model():
     shallow = C.to_dict(load(None, ["--model.residual=true"]))
     del shallow["model"]["residual_layers"]  # read as even, which computes what study does here: one row
     assert axis_values(shallow)["model.residual_layers"] == "study"
+    assert C.from_dict(shallow) == load(None, ["--model.residual=true"])  # a shipped 2-layer file's config is today's
 
 
 @pytest.mark.parametrize("name", ["../../escape_variant", "/tmp/absolute", "..", "a\\b"])
