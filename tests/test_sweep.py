@@ -113,8 +113,8 @@ def test_the_showcase_sweeps_start_from_the_shipped_baselines():
     shipped = {name: f"ablations/moving_mnist/pretrained/{m['file']}" for name, m in manifests.items()}
     # the stage-1 rows: each variant's shipped model at each seed, its own file, scored as it is
     baselines = [cell_config(c) for c in load_sweep(ROOT / "sweeps/baselines.yaml").cells]
-    assert {(c.variant, c.train.seed) for c in baselines} >= {
-        ("mmnist_e3d_baseline", 0), ("mmnist_e2d", 0), ("mmnist_residual", 0)}  # fmt: skip
+    assert sorted((c.variant, c.train.seed) for c in baselines) == sorted(
+        (f"mmnist_{v}", s) for v in ("e3d_baseline", "e2d", "residual") for s in (0, 1))  # fmt: skip
     for c in baselines:
         assert (c.train.steps, c.train.init_from) == (0, shipped[f"{c.variant}-s{c.train.seed}"])
         assert c.model == from_dict(manifests[f"{c.variant}-s{c.train.seed}"]["config"], "manifest").model
