@@ -47,10 +47,7 @@ import pandas as pd
 
 from core.axes import RECORDED, axis_values, recorded_axes
 from core.io import DataError, folder_abandoned
-from core.records import SWEEP_CELLS, read_run
-
-METRICS = ("mse", "mae", "psnr", "ssim")
-"""Final test metrics, as the trainer stores them under ``test/<name>`` (per frame: ``test/<name>_by_frame``)."""
+from core.records import METRICS, SWEEP_CELLS, read_run
 
 BASELINES = ("copy_last_frame", "blank")
 """The trivial predictions the trainer scores beside every model, on the same test set."""
