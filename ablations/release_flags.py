@@ -122,7 +122,9 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
         else:
             passed.append((key, value))
     notes = [f"--{flag} does nothing here: {FLAGS[flag].split(': ', 1)[1]}" for flag in IGNORED if flag in release]
-    model = _model(release, passed, notes)
+    evaluate = "is_training" in release and not _boolean("is_training", release["is_training"])
+    pretrained = [value for key, value in passed if ALIASES.get(key, key) == "train.init_from"]  # --pretrained_model
+    model = _model(release.get("model_name", "e3d_lstm"), finetuning=bool(pretrained) and not evaluate, notes=notes)
     if "reverse_input" in release and _boolean("reverse_input", release["reverse_input"]):
         raise _refuse("reverse_input", release["reverse_input"], "the release also trained on each batch reversed in "
                       "time; we have no such augmentation (pass False, or leave the flag out)")  # fmt: skip
@@ -132,7 +134,6 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
     dataset = _dataset(release, variant)
     if variant is None:
         variant = BASELINES[dataset]
-    evaluate = "is_training" in release and not _boolean("is_training", release["is_training"])
     ours: list[tuple[str, str]] = []
     train_paths, valid_paths = release.get("train_data_paths"), release.get("valid_data_paths")
     if dataset == "kth":
@@ -156,12 +157,11 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
         ours += [("train.sampling_start", "0"), ("train.sampling_rate", "0")]  # after the sampling flags: they win
     checkpoint = None
     if evaluate:
-        given = [value for key, value in passed if ALIASES.get(key, key) == "train.init_from"]
-        checkpoint = given[-1] if given else None  # the last wins, as for every override
-        if checkpoint is None:
+        if not pretrained:
             raise ConfigError("command line: --is_training False evaluates --pretrained_model, which is missing")
+        checkpoint = pretrained[-1]  # the last wins, as for every override
         passed = [(key, value) for key, value in passed if ALIASES.get(key, key) != "train.init_from"]
-    elif any(ALIASES.get(key, key) == "train.init_from" for key, _ in passed):
+    elif pretrained:
         # The release's Saver restored every variable, Adam's moments and step count with the weights, and the study's
         # finetunes went on from them: so does a finetune here (a later --train.init_optimizer=fresh wins).
         model = [*model, ("train.init_optimizer", "restore")]
@@ -178,16 +178,14 @@ def translate(args: list[str], variant: str | Path | None = None, profile: str |
     return ReleaseRun(Path(variant), overrides, evaluate, checkpoint, test_path, frames_dir, notes)
 
 
-def _model(release: dict[str, str], passed: list[tuple[str, str]], notes: list[str]) -> list[tuple[str, str]]:
-    """The switches --model_name implies (:data:`MODELS`), with a note saying what they are; a refused name errors."""
-    name = release.get("model_name", "e3d_lstm")
+def _model(name: str, finetuning: bool, notes: list[str]) -> list[tuple[str, str]]:
+    """The switches --model_name ``name`` implies (:data:`MODELS`), with a note saying what they are; a refused name
+    errors. ``finetuning``: training from --pretrained_model."""
     if name in REFUSED_MODELS:
         raise _refuse("model_name", name, f"{REFUSED_MODELS[name]} (model.name e3d_lstm only)")
     if name not in MODELS:
         raise _refuse("model_name", name, f"not a model of the release or the study's fork ({', '.join(MODELS)})")
-    training = "is_training" not in release or _boolean("is_training", release["is_training"])
-    finetuned = any(ALIASES.get(key, key) == "train.init_from" for key, _ in passed)
-    if name == "original_e3d_lstm" and training and finetuned:
+    if name == "original_e3d_lstm" and finetuning:
         raise _refuse("model_name", name, "with --pretrained_model the fork's original_e3d_lstm_net.py froze the "
                       "decoder (trainable=False) and finetuned the rest; we have no frozen decoder. Train from "
                       "scratch (no --pretrained_model), or finetune every weight with "
