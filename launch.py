@@ -118,12 +118,8 @@ def _train(args: argparse.Namespace) -> None:
 
     _stop_on_sigterm()
     variant, overrides = args.variant or args.variant_file, args.overrides
-    if _release_flags(overrides):
-        from ablations.release_flags import translate
-
-        run = translate(overrides, variant, args.profile)
-        for note in run.notes:
-            print(f"note: {note}", file=sys.stderr)
+    run = _translated(variant, overrides, args.profile)
+    if run is not None:
         if run.evaluate:
             _evaluate_release(run, args.profile)
             return
@@ -144,6 +140,19 @@ def _release_flags(args: list[str]) -> bool:
     from ablations.release_flags import present
 
     return present(args)
+
+
+def _translated(variant: str | None, overrides: list[str], profile: str | None):
+    """The release's flags among ``overrides`` as our variant and overrides (their notes printed), or None when
+    there are none."""
+    if not _release_flags(overrides):
+        return None
+    from ablations.release_flags import translate
+
+    run = translate(overrides, variant, profile)
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return run
 
 
 def _evaluate_release(run, profile: str | None) -> None:
@@ -219,12 +228,8 @@ def _release_model(args: argparse.Namespace):
     from core.variants import load_variant
 
     variant, overrides = args.variant, args.overrides
-    if _release_flags(overrides):
-        from ablations.release_flags import translate
-
-        run = translate(overrides, variant, args.profile)
-        for note in run.notes:
-            print(f"note: {note}", file=sys.stderr)
+    run = _translated(variant, overrides, args.profile)
+    if run is not None:
         if run.evaluate:
             raise ValueError("eval: --is_training False is what eval does; leave it out (and --pretrained_model: the "
                              "checkpoint is eval's first argument)")  # fmt: skip
