@@ -1,16 +1,14 @@
 """Run records -> one pandas DataFrame, one row per run folder; a run that failed or never finished keeps its row.
 
-Reads only the local run record (``core.tracking.read_run``: config.yaml, metrics.jsonl, summary.json); never the
-trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
+Reads only the local run record (:func:`core.records.read_run`: config.yaml, metrics.jsonl, summary.json); never
+the trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
 
 - identity: ``run_dir``, ``run_name`` (the folder's name), ``variant``, ``config_hash``;
 - ``status``: summary.json's (finished, failed, diverged, killed, pruned, running), ``interrupted`` for a ``running``
   one that no process on this host trains any more (killed with -9, or its machine went down), ``no summary`` for a
-  folder whose
-  summary.json is missing, ``unreadable`` for a record that cannot be parsed (or a finished one whose test metrics
-  are not numbers), ``stale`` for a sweep's run that is no
-  longer one of its cells; ``status_reason``: the recorded reason
-  or error, if any;
+  folder whose summary.json is missing, ``unreadable`` for a record that cannot be parsed (or a finished one whose
+  test metrics are not numbers), ``stale`` for a sweep's run that is no longer one of its cells; ``status_reason``:
+  the recorded reason or error, if any;
 - the axes (:data:`AXES`): ``dataset``, ``conv``, ``residual``, ``memory_flow``, ``recall``, ``output_gate``,
   ``l1_weight``, ``init`` (scratch, finetuned, or pretrained: a checkpoint scored after 0 steps), ``seed``;
 - how it was scored: ``test_set`` (the description the trainer stores), ``ssim_convention``, ``num_sequences``;
@@ -25,8 +23,8 @@ trainer, never W&B. Columns, in order (see :data:`COLUMNS`):
   ``{baseline: {metric: per-frame list}}`` (None for runs recorded before the trainer stored them);
 - ``started``, ``updated``: summary.json's UTC timestamps;
 - ``frames_file`` and ``frames_gif``: the final test's predicted frames (``frames/test_step<step>.npz``, read by
-  ``core.tracking.read_frames``, and its animation), None when the run wrote none; ``url``: the W&B run's page when the
-  record came from W&B (:mod:`analysis.wandb_source`), else None;
+  :func:`core.records.read_frames`, and its animation), None when the run wrote none; ``url``: the W&B run's page when
+  the record came from W&B (:mod:`analysis.wandb_source`), else None;
 - ``config_path`` and ``command``: the run's resolved config and the command that trains that config again
   (``python launch.py train <run_dir>/config.yaml``); ``config``: that config as ``{dotted key: value}`` over the keys
   that can be axes (:func:`core.axes.axis_values`), from which :mod:`analysis.rows` finds the axes a set of runs
@@ -47,6 +45,7 @@ import pandas as pd
 
 from core.axes import RECORDED, axis_values, recorded_axes
 from core.io import DataError, folder_abandoned
+from core.manifest import manifest_beside
 from core.records import METRICS, SWEEP_CELLS, read_run
 
 BASELINES = ("copy_last_frame", "blank")
@@ -232,7 +231,7 @@ def _pretraining_history(config: Mapping[str, Any] | None) -> tuple[list, list] 
     if train.get("steps") != 0 or not isinstance(weights, str) or not weights.endswith(".pt"):
         return None
     weights_path = Path(weights)
-    manifest_path = weights_path.with_name(weights_path.stem.rsplit("-", 1)[0] + ".json")
+    manifest_path = manifest_beside(weights_path)
     try:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("file") != weights_path.name:

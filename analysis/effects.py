@@ -43,7 +43,7 @@ import pandas as pd
 from analysis.labels import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABLE_METRICS
 from analysis.rows import row_axes, run_name, with_axes
 from analysis.stats import LevelsTest, excludes_zero, levels_differ, mean_interval
-from analysis.tables import md_row
+from analysis.table_formats import md_row
 from core.axes import IDENTITY, Axis, canonical, shown
 from core.records import read_test_by_sequence
 

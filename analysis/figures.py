@@ -40,10 +40,9 @@ from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from analysis.collect import BASELINES  # noqa: E402
 from analysis.effects import best_point, search_points  # noqa: E402
 from analysis.labels import BASELINE_LABELS, METRIC_LABELS  # noqa: E402
-from analysis.rows import row_axes, row_key, row_name, row_order, run_name  # noqa: E402
+from analysis.rows import by_variant, row_axes, row_key, run_name  # noqa: E402
 from analysis.style import DPI, figure_width, paper_style, variant_style  # noqa: E402
-from analysis.tables import is_present  # noqa: E402
-from core.axes import Axis  # noqa: E402
+from core.axes import Axis, is_present  # noqa: E402
 from core.io import DataError, atomic_write  # noqa: E402
 from core.records import read_frames  # noqa: E402
 
@@ -372,21 +371,6 @@ def _wrapped_name(name: str) -> str:
 
 def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values("run_dir")
-
-
-def by_variant(runs: pd.DataFrame, axes: tuple[Axis, ...] | None = None) -> list[tuple[str, pd.DataFrame]]:
-    """Runs grouped by row (their values of ``axes``, by default :func:`analysis.rows.row_axes` of ``runs``), in the
-    study table's row order (the release's E3D-LSTM first, then by how many axes differ from it); runs without axes
-    each under their folder name, last."""
-    axes = row_axes(runs) if axes is None else axes
-    groups: dict[str, list[int]] = {}
-    order: dict[str, tuple] = {}
-    for index, run in runs.iterrows():
-        key = row_key(run, axes)
-        name = row_name(key, axes) if key[0] != "run" else run["run_name"]
-        groups.setdefault(name, []).append(index)
-        order[name] = row_order(key, axes)
-    return [(name, runs.loc[groups[name]].sort_values("run_dir")) for name in sorted(groups, key=order.__getitem__)]
 
 
 def _several_seeds(runs: pd.DataFrame, axes: tuple[Axis, ...]) -> bool:

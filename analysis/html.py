@@ -17,11 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.effects import effects_tables, verdicts
-from analysis.figures import by_variant
 from analysis.labels import DATASET_LABELS
-from analysis.rows import row_axes, row_key, run_name
+from analysis.rows import by_variant, row_axes, row_key, run_name
 from analysis.sections import Section
-from analysis.tables import is_present
+from core.axes import is_present
 
 MEDIA_TYPES = {".png": "image/png", ".gif": "image/gif"}
 STOPPED = {"failed", "diverged", "killed", "interrupted", "unreadable", "no summary", "stale"}

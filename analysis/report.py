@@ -39,7 +39,8 @@ from analysis.labels import DATASET_LABELS
 from analysis.plateau import plateau_sentences
 from analysis.rows import row_axes, with_axes
 from analysis.sections import Section
-from analysis.tables import StudyTable, study_table
+from analysis.table_formats import StudyTable
+from analysis.tables import study_table
 from core.io import DataError, atomic_write
 from core.tracking import log_summary_run
 
@@ -198,7 +199,7 @@ def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list]]:
     """A DataFrame as W&B table columns and rows of plain values (None for missing ones); a column holding values of
     several kinds (an axis's ``3d``, ``True``, ``0.5``) as text, since a W&B column has one type."""
     cleaned = frame.astype(object).where(frame.notna(), None)
-    rows = [[_plain(v) for v in row] for row in cleaned.itertuples(index=False)]
+    rows = [[_scalar_or_text(v) for v in row] for row in cleaned.itertuples(index=False)]
     for j in range(len(frame.columns)):
         if len({_kind(row[j]) for row in rows if row[j] is not None}) > 1:
             for row in rows:
@@ -210,7 +211,8 @@ def _kind(value) -> str:
     return "number" if isinstance(value, int | float) and not isinstance(value, bool) else type(value).__name__
 
 
-def _plain(value):
+def _scalar_or_text(value):
+    """A W&B table cell: a numpy scalar as its Python value; a number, text or None as it is; anything else as text."""
     if hasattr(value, "item"):
         return value.item()
     return value if isinstance(value, str | int | float | bool | type(None)) else str(value)

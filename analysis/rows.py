@@ -72,5 +72,20 @@ def run_name(run: pd.Series, axes: tuple[Axis, ...]) -> str:
     return str(run["run_name"]) if key[0] == "run" else row_name(key, axes)
 
 
+def by_variant(runs: pd.DataFrame, axes: tuple[Axis, ...] | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Runs grouped by row name (their values of ``axes``, by default :func:`row_axes` of ``runs``), in the study
+    table's row order (the release's E3D-LSTM first, then by how many axes differ from it); runs without axes each
+    under their folder name, last. Each group sorted by run folder: the figures' and the page's grouping."""
+    axes = row_axes(runs) if axes is None else axes
+    groups: dict[str, list[int]] = {}
+    order: dict[str, tuple] = {}
+    for index, run in runs.iterrows():
+        key = row_key(run, axes)
+        name = row_name(key, axes) if key[0] != "run" else run["run_name"]
+        groups.setdefault(name, []).append(index)
+        order[name] = row_order(key, axes)
+    return [(name, runs.loc[groups[name]].sort_values("run_dir")) for name in sorted(groups, key=order.__getitem__)]
+
+
 def _canonical_or_none(value: Any) -> Any:
     return canonical(value) if is_present(value) else None

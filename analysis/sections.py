@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.effects import best_point
-from analysis.tables import StudyTable
+from analysis.table_formats import StudyTable
 from core.axes import Axis
 
 

@@ -160,12 +160,12 @@ def _iso(value: Any) -> str | None:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
-def _plain(value: Any) -> Any:
+def _dicts_and_lists(value: Any) -> Any:
     """W&B's summary objects (dict-like, nested, not dicts) as plain dicts and lists."""
     if isinstance(value, Mapping) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
-        return {str(key): _plain(value[key]) for key in value.keys()}  # noqa: SIM118 (W&B's objects lack __iter__)
+        return {str(key): _dicts_and_lists(value[key]) for key in value.keys()}  # noqa: SIM118 (W&B's objects lack __iter__)
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_dicts_and_lists(item) for item in value]
     return value
 
 
@@ -244,8 +244,8 @@ def _fetch(run: Any) -> dict[str, Any]:
         "url": run.url,
         "state": run.state,
         "started": getattr(run, "created_at", None),
-        "config": {key: value for key, value in _plain(run.config).items() if not key.startswith("_")},
-        "summary": _plain(summary),
+        "config": {key: value for key, value in _dicts_and_lists(run.config).items() if not key.startswith("_")},
+        "summary": _dicts_and_lists(summary),
         "history": history,
     }
 

@@ -84,21 +84,21 @@ CHANGES = {  # name: (undo the change, flush denormals)
 }
 
 
-def _child(name: str, steps: int, threads: int) -> dict:
+def measure_change(name: str, steps: int, threads: int) -> dict:
     undo, flush = CHANGES[name]
     if undo is not None:
         undo()
-    from bench.bench_train import _measure
+    from bench.bench_train import measure
 
-    return _measure(*STUDY, steps=steps, threads=threads, flush_denormal=flush)
+    return measure(*STUDY, steps=steps, threads=threads, flush_denormal=flush)
 
 
 def bench_changes(steps: int = 2, threads: int = 2) -> dict[str, dict]:
     """Per change undone: the study-size step's median seconds, peak GiB and first two losses (see the module doc)."""
     results = {}
     for name in CHANGES:
-        call = f"_child({name!r}, {steps}, {threads})"
-        code = f"import json; from bench.bench_changes import _child; print(json.dumps({call}))"
+        call = f"measure_change({name!r}, {steps}, {threads})"
+        code = f"import json; from bench.bench_changes import measure_change; print(json.dumps({call}))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     return results

@@ -58,7 +58,7 @@ def conv3d_rate(threads: int = 2, repeats: int = 5, device: str = "cpu", precisi
     return flops / seconds / 1e9
 
 
-def _measure(
+def measure(
     hidden,
     image_size,
     patch,
@@ -81,9 +81,9 @@ def _measure(
     from core.config import ModelConfig
     from core.data.loaders import MovingMNISTStream
     from core.data.moving_mnist import MovingMNISTSpec
+    from core.evaluation import check_precision, precision_context
     from core.losses import prediction_loss
     from core.models import build_model
-    from core.trainer import check_precision, precision_context
 
     torch.set_flush_denormal(flush_denormal)
     torch.set_num_threads(threads)
@@ -140,8 +140,8 @@ def bench_train(steps: int = 2, threads: int = 2, device: str = "cpu", precision
     results = {}
     for name, size in SIZES.items():
         code = (
-            "import json; from bench.bench_train import _measure; "
-            f"print(json.dumps(_measure(*{size!r}, steps={steps}, threads={threads}, device={device!r}, "
+            "import json; from bench.bench_train import measure; "
+            f"print(json.dumps(measure(*{size!r}, steps={steps}, threads={threads}, device={device!r}, "
             f"precision={precision!r})))"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

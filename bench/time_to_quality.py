@@ -33,10 +33,11 @@ import torch
 
 from core.config import Config, load
 from core.data.sources import build_data
+from core.evaluation import evaluate_model, precision_context
 from core.losses import prediction_loss
 from core.models import build_model
 from core.schedule import learning_rate, sampling_eta, true_frame_mask
-from core.trainer import evaluate_model, precision_context, seed_everything
+from core.trainer import seed_everything
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "ttq_results.jsonl"

@@ -13,6 +13,17 @@ from core.config import is_plain_name
 from core.io import CheckpointError, sha256_of
 
 
+def weights_file_name(name: str, digest: str) -> str:
+    """The file name of shipped weights ``name`` whose sha256 is ``digest``: ``<name>-<sha8>.pt`` (its manifest is
+    ``<name>.json`` beside it, :func:`manifest_beside`)."""
+    return f"{name}-{digest[:8]}.pt"
+
+
+def manifest_beside(weights: Path) -> Path:
+    """The manifest of shipped weights ``<name>-<sha8>.pt`` (:func:`weights_file_name`): ``<name>.json`` beside it."""
+    return weights.with_name(weights.stem.rsplit("-", 1)[0] + ".json")
+
+
 def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     """A shipped checkpoint's manifest, its fields checked: ``file`` a plain file name (it lies beside the manifest),
     ``sha256`` 64 hex digits, ``check`` a mapping of ``threads`` (an int >= 1), ``sequences`` (an int >= 1) and

@@ -27,8 +27,8 @@ def save_frames(folder: Path, stem: str, target: Any, pred: Any, context: Any | 
 
     Frames are ``(N, T, C, H, W)`` in [0, 1] or uint8; returns the two paths.
     """
-    target, pred = _as_frames(target, "target"), _as_frames(pred, "pred")
-    context = None if context is None else _as_frames(context, "context")
+    target, pred = as_frames(target, "target"), as_frames(pred, "pred")
+    context = None if context is None else as_frames(context, "context")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
     png, gif = Path(folder) / f"{stem}.png", Path(folder) / f"{stem}.gif"
     write_png(png, frame_grid(target, pred, context))
@@ -101,7 +101,7 @@ def write_gif(path: Path, video: np.ndarray, frame_ms: int = GIF_FRAME_MS) -> No
         handle.write(data)
 
 
-def _as_frames(frames: Any, name: str) -> np.ndarray:
+def as_frames(frames: Any, name: str) -> np.ndarray:
     """``(N, T, C, H, W)`` frames (numpy, or anything with ``.detach()``) as uint8, values in [0, 1] scaled by 255."""
     if hasattr(frames, "detach"):
         frames = frames.detach().cpu().numpy()

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.checkpoints import CHECKPOINT_FORMAT
 from core.config import RELEASE_L1_WEIGHT, Config, to_dict
 from core.io import CheckpointError
 from core.models import build_model
-from core.trainer import CHECKPOINT_FORMAT
 
 
 class ReleaseCheckpointError(CheckpointError):

@@ -11,8 +11,8 @@
   and thread count it trained on, its validation and training-loss histories, the trainer's test summary, and a
   check: the test MSE of the first :data:`CHECK_SEQUENCES` test sequences, which :func:`verify` recomputes.
 
-Both are written under temporary names and renamed. Loading goes through the trainer's weights-only unpickler;
-:mod:`core.manifest` reads a manifest and finds its weights without torch.
+Both are written under temporary names and renamed. Loading goes through :func:`core.checkpoints.load_checkpoint`'s
+weights-only unpickler; :mod:`core.manifest` reads a manifest and finds its weights without torch.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
+from core.checkpoints import load_checkpoint, load_weights
 from core.config import from_dict, hashed_fields, name_problem, to_dict
 from core.data.sources import build_data
+from core.evaluation import evaluate_model, torch_threads
 from core.io import CheckpointError, atomic_write, sha256_of
-from core.manifest import checked_weights, read_manifest
+from core.manifest import checked_weights, manifest_beside, read_manifest, weights_file_name
 from core.models import build_model
-from core.trainer import evaluate_model, load_checkpoint, load_weights, torch_threads
 
 CHECK_SEQUENCES = 64
 """Test sequences the manifest's check scores: enough to catch wrong weights, quick enough for a unit test."""
@@ -87,7 +88,7 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
     with atomic_write(staging) as handle:
         torch.save(slim, handle)
     digest = sha256_of(staging)
-    weights = out_dir / f"{name}-{digest[:8]}.pt"
+    weights = out_dir / weights_file_name(name, digest)
     os.replace(staging, weights)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     manifest = {
@@ -112,7 +113,7 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
         "training": [{"step": row["step"], "loss": row["train/loss"]} for row in history if "train/loss" in row],
         "check": {"sequences": CHECK_SEQUENCES, "threads": 1, "mse": check_mse({**slim, "path": str(weights)})},
     }
-    path = out_dir / f"{name}.json"
+    path = manifest_beside(weights)
     with atomic_write(path, "w") as handle:
         json.dump(manifest, handle, indent=1)
     return path

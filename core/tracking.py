@@ -36,7 +36,7 @@ import numpy as np
 from core.axes import recorded_axes
 from core.config import Config, config_hash, to_dict, to_yaml
 from core.io import atomic_write
-from core.pictures import _as_frames, save_frames
+from core.pictures import as_frames, save_frames
 from core.records import STATUSES, SUMMARY_KEYS, TEST_BY_SEQUENCE, read_metrics, read_summary
 from core.wandb_log import read_log_records, read_run_logs
 
@@ -237,9 +237,9 @@ class Tracker:
         keep = self.cfg.tracking.frames
         if keep == 0:
             return None
-        target = _as_frames(target, "target")[:keep]
-        pred = _as_frames(pred, "pred")[:keep]
-        context = None if context is None else _as_frames(context, "context")[:keep]
+        target = as_frames(target, "target")[:keep]
+        pred = as_frames(pred, "pred")[:keep]
+        context = None if context is None else as_frames(context, "context")[:keep]
         png, gif = save_frames(self.frames_dir, f"{tag}_step{step}", target, pred, context)
         arrays = {"target": target, "pred": pred} | ({} if context is None else {"context": context})
         with atomic_write(png.with_suffix(".npz"), "wb") as handle:  # the raw frames, for figures across runs
@@ -299,8 +299,8 @@ class Tracker:
         clash = [key for key in extra if key in SUMMARY_KEYS]
         if clash:
             raise ValueError(f"summary fields {clash} are summary.json's own; pass metrics through metrics=")
-        new_metrics = _plain(dict(metrics or {}), "metrics")
-        new_extra = _plain(extra, "summary")
+        new_metrics = _json_data(dict(metrics or {}), "metrics")
+        new_extra = _json_data(extra, "summary")
         self._status = status
         self._metrics.update(new_metrics)
         self._extra.update(new_extra)
@@ -551,24 +551,24 @@ def _check_status(status: str) -> None:
 
 def _metric_value(value: Any, key: str) -> Any:
     """A logged value as JSON data: a number, a string, None, or a flat list of numbers (a per-frame curve)."""
-    plain = _plain(value, key)
+    plain = _json_data(value, key)
     if isinstance(plain, dict) or (isinstance(plain, list) and any(isinstance(v, list | dict | str) for v in plain)):
         raise TypeError(f"metric {key!r} must be a number, a string or a list of numbers, got {type(value).__name__}")
     return plain
 
 
-def _plain(value: Any, key: str) -> Any:
+def _json_data(value: Any, key: str) -> Any:
     """Numpy and torch values as plain Python (JSON) data; anything else unrecordable is a TypeError naming the key."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _json_data(v, f"{key}.{k}") for k, v in value.items()}
     if hasattr(value, "tolist"):  # numpy arrays and torch tensors
-        return _plain(value.tolist(), key)
+        return _json_data(value.tolist(), key)
     if isinstance(value, list | tuple):
-        return [_plain(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_json_data(v, f"{key}[{i}]") for i, v in enumerate(value)]
     raise TypeError(f"{key}: cannot record a value of type {type(value).__name__}")
 
 

@@ -3,7 +3,8 @@
 A run lives in one folder (``runs/<name>/``): the tracker's record (config.yaml, metrics.jsonl, summary.json,
 frames/, W&B's offline folder) and ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation MSE). Each
 checkpoint holds the model, the optimiser, the step, the RNG states and the resolved config, and is written under a
-temporary name and renamed, so a kill at any moment leaves the previous one whole.
+temporary name and renamed, so a kill at any moment leaves the previous one whole (:mod:`core.checkpoints` writes
+and reads them; :mod:`core.evaluation` scores a model).
 
 Resume is exact on the CPU: training batch ``k`` and the scheduled-sampling draw at step ``k`` are pure functions of
 ``(seed, k)``, so a run killed at any point and started again from its last checkpoint ends with the same weights as
@@ -33,23 +34,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from core.config import FIDELITY, Config, config_hash, from_dict, to_dict
+from core.checkpoints import (
+    FIDELITY_CHANGES,
+    checkpoint_fidelity,
+    load_checkpoint,
+    load_weights,
+    restore_optimizer,
+    save_checkpoint,
+)
+from core.config import FIDELITY, Config, config_hash, from_dict
 from core.data.formats import SequenceSet, read_sequences
 from core.data.loaders import SequenceDataset
 from core.data.sources import RunData, build_data
+from core.evaluation import check_precision, evaluate_model, precision_context, torch_threads
 from core.io import CheckpointError, DataError, atomic_write, folder_lock, remove_leftovers
 from core.losses import prediction_loss
-from core.metrics import BASELINES, METRICS, MetricAccumulator, Scores, baseline_predictions
+from core.metrics import Scores
 from core.models import build_model
 from core.pictures import save_frames
 from core.records import read_config, read_summary, run_dir_for
+from core.release_checkpoint import import_release, is_release_checkpoint
 from core.schedule import learning_rate, sampling_eta, true_frame_mask
 from core.tracking import Tracker
 
-CHECKPOINT_FORMAT = 1
 EvalCallback = Callable[[int, Scores], bool]
 """Called after each validation with (step, scores); returning True stops the run as ``pruned``."""
 
@@ -83,18 +92,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """A clear error for bfloat16 on a GPU that cannot run it (before Ampere, autocast would fail or crawl)."""
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"train.precision is bf16 but {torch.cuda.get_device_name(device)} has no bfloat16; use fp32")
-
-
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Where forward passes and losses run: ``bf16`` is bfloat16 autocast (convolutions and matmuls in bfloat16,
-    weights and their gradients float32); ``fp32`` changes nothing."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """The module that runs forward passes: ``torch.compile(model)`` when ``enabled``, else ``model``. The compiled
     wrapper shares ``model``'s weights; save and load through ``model``, whose keys have no ``_orig_mod.`` prefix.
@@ -107,212 +104,19 @@ def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, step: int, cfg: Config, best_val: float) -> None:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "step": step,
-        "best_val_mse": best_val,
-        "config": to_dict(cfg),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-    }
-    if torch.cuda.is_available():
-        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    with atomic_write(path) as handle:
-        torch.save(state, handle)
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """Read a checkpoint with torch's weights-only unpickler (tensors and plain containers; no code can run)."""
-    path = Path(path)
-    if path.is_dir():
-        path = checkpoint_in(path)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # truncated, not a checkpoint, or holding objects the safe unpickler refuses
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
-        raise CheckpointError(f"{path}: not a mentalsim checkpoint (format {CHECKPOINT_FORMAT})")
-    state["path"] = str(path)
-    return state
+# Starting points
 
 
 def load_init_from(cfg: Config, device: torch.device | str = "cpu") -> dict:
     """``train.init_from``'s checkpoint: one of ours (:func:`load_checkpoint`), or the release's TensorFlow checkpoint,
     a path ending in ``.ckpt-N``, imported onto ``cfg``'s model (:func:`core.release_checkpoint.import_release`)."""
-    from core.release_checkpoint import import_release, is_release_checkpoint  # it imports this module
-
     if is_release_checkpoint(cfg.train.init_from):
         return {**import_release(cfg.train.init_from, cfg), "path": str(cfg.train.init_from)}
     return load_checkpoint(cfg.train.init_from, device)
 
 
-FIDELITY_CHANGES = (
-    "layer-norm epsilon 1e-12, KTH windows ending on each clip's last frame and validated on held-out persons, "
-    "the study's residual wiring at odd depth, the release's sampling schedule, a training stream apart from the "
-    "fixed sets' seeds"
-)
-
-
-def checkpoint_fidelity(state: dict) -> int:
-    """The fidelity of the code that trained a checkpoint: its config's, 1 for a checkpoint from before the field."""
-    return int(state["config"].get("fidelity", 1))
-
-
-def checkpoint_in(run_dir: Path) -> Path:
-    """A run folder's best checkpoint, else its last."""
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / "checkpoints" / name).is_file():
-            return run_dir / "checkpoints" / name
-    raise CheckpointError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt in this folder")
-
-
-def load_weights(model: torch.nn.Module, state: dict, finetune: bool = False) -> list[str]:
-    """Load a checkpoint's weights into ``model``; a missing, extra or differently shaped weight is a clear error.
-    With ``finetune``, the weights the model starts fresh (its ``fresh_weights()``, e.g. zero-started skip gates) may
-    be missing and keep their initial values; returns those it kept."""
-    own, theirs = model.state_dict(), state["model"]
-    fresh = sorted(set(getattr(model, "fresh_weights", set)()) - set(theirs)) if finetune else []
-    missing = sorted(set(own) - set(theirs) - set(fresh))
-    extra = sorted(set(theirs) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(theirs)) if own[k].shape != theirs[k].shape]  # fmt: skip
-    if missing or extra or shapes:
-        details = "; ".join(
-            part for part in (
-                f"missing {missing[:5]}" if missing else "",
-                f"unexpected {extra[:5]}" if extra else "",
-                f"shape mismatch {shapes[:5]}" if shapes else "",
-            ) if part
-        )  # fmt: skip
-        raise CheckpointError(f"{state.get('path', 'checkpoint')}: does not fit this model ({details})")
-    model.load_state_dict({**{name: own[name] for name in fresh}, **theirs})
-    return fresh
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, state: dict) -> int:
-    """Adam's per-weight state (moments and step count) from a checkpoint's optimizer, for a finetune that goes on
-    where the checkpoint's training stopped; returns how many weights got theirs. The learning rate and betas stay
-    this run's config's. Weights the checkpoint's model lacked (:meth:`fresh_weights`, registered after every other
-    one, so the checkpoint's weights are a prefix of this model's) start with no state, as Adam starts any weight."""
-    where = state.get("path", "checkpoint")
-    saved = state.get("optimizer")
-    if not isinstance(saved, dict) or "state" not in saved:
-        raise CheckpointError(
-            f"{where}: carries no optimizer state (a shipped file keeps the weights only unless shipped with "
-            "--with-optimizer), so train.init_optimizer=restore cannot restore Adam's; use train.init_optimizer=fresh"
-        )
-    params = list(model.parameters())
-    names = [name for name, _ in model.named_parameters()]
-    fresh = getattr(model, "fresh_weights", set)()
-    kept = [index for index, name in enumerate(names) if name not in fresh or name in state["model"]]
-    if kept != list(range(len(kept))):
-        raise CheckpointError(f"{where}: this model's fresh weights are not its last; cannot map the optimizer state")
-    restored = 0
-    for index, value in saved["state"].items():
-        index = int(index)
-        if index >= len(kept):
-            raise CheckpointError(f"{where}: its optimizer state has weight {index}; this model has {len(kept)}")
-        for key, tensor in value.items():
-            if key != "step" and tuple(tensor.shape) != tuple(params[index].shape):
-                raise CheckpointError(
-                    f"{where}: optimizer state {key} of {names[index]} has shape {tuple(tensor.shape)}, the weight "
-                    f"{tuple(params[index].shape)}"
-                )
-        # the moments live beside their weight; Adam keeps its step count on the CPU (unless capturable)
-        optimizer.state[params[index]] = {k: (v if k == "step" else v.to(params[index].device)).clone()
-                                          for k, v in value.items()}  # fmt: skip
-        restored += 1
-    return restored
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def predict_future(model: torch.nn.Module, frames: torch.Tensor, context_frames: int) -> torch.Tensor:
-    """The model's predictions of frames ``context_frames..T-1`` from the first ``context_frames``, fed back on
-    themselves: ``(B, T, C, H, W)`` -> ``(B, T - context_frames, C, H, W)``."""
-    return model(frames, context_frames)[:, context_frames - 1 :]
-
-
-@dataclass
-class Evaluation:
-    scores: Scores  # the model's
-    pictures: dict[str, np.ndarray]  # the first sequences' context, target and pred, for frame grids
-    baselines: dict[str, dict] | None = None  # copy-last-frame and blank: means and per-frame curves, same sequences
-
-
-def evaluate_model(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    context_frames: int,
-    batch_size: int,
-    device: torch.device,
-    ssim_convention: str = "ours",
-    keep: int = 0,
-    num_workers: int = 0,
-    progress: bool = False,
-    baselines: bool = False,
-    precision: str = "fp32",
-) -> Evaluation:
-    """Metrics of the model's predictions on ``dataset``, and the first ``keep`` sequences' frames (``context``,
-    ``target``, ``pred``, each ``(keep, T', C, H, W)``) for pictures. With ``baselines``, the trivial predictions are
-    scored in the same pass, so the sequences are read once (KTH reads them from disk). ``precision`` is the
-    forward pass's (see :func:`precision_context`); metrics are computed on its predictions cast to float32."""
-    was_training = model.training
-    model.eval()
-    scores = MetricAccumulator(ssim_convention)
-    trivial = {name: MetricAccumulator(ssim_convention) for name in BASELINES} if baselines else {}
-    kept: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "pred": []}
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
-    for frames in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=not progress):
-        frames = frames.to(device, non_blocking=True)
-        with precision_context(precision, device):
-            pred = predict_future(model, frames, context_frames)
-        pred = pred.float()  # (B, T', C, H, W); bfloat16 under autocast
-        target = frames[:, context_frames:]
-        scores.update(pred, target)
-        if trivial:
-            for name, guess in baseline_predictions(frames, context_frames).items():
-                trivial[name].update(guess, target)
-        if sum(len(x) for x in kept["pred"]) < keep:
-            kept["context"].append(frames[:, :context_frames].cpu())
-            kept["target"].append(target.cpu())
-            kept["pred"].append(pred.clamp(0, 1).cpu())
-    model.train(was_training)
-    pictures = {name: torch.cat(parts)[:keep].numpy() for name, parts in kept.items() if parts}
-    trivial_scores = {name: _baseline_scores(acc.compute()) for name, acc in trivial.items()} if baselines else None
-    return Evaluation(scores.compute(), pictures, trivial_scores)
-
-
-def _baseline_scores(scores: Scores) -> dict[str, float | list[float]]:
-    """A baseline's means (``mse``...) and per-frame curves (``mse_by_frame``...), as stored in summary.json."""
-    means: dict[str, float | list[float]] = {name: float(getattr(scores, name)) for name in METRICS}
-    return means | {f"{name}_by_frame": [float(v) for v in getattr(scores, f"{name}_by_frame")] for name in METRICS}
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Training
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None):
-    """torch's intra-op threads set to ``count`` inside the block (unchanged for None), as they were after it."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train(

@@ -5,7 +5,7 @@ import torch
 
 import core.models.recall as recall_module
 from bench.bench_changes import CHANGES
-from bench.bench_train import _measure
+from bench.bench_train import measure as _measure
 from core.models.e3d_lstm import CellConv
 from core.models.recall import EideticHistory
 
