@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -102,21 +101,12 @@ def _config_from_release(args: argparse.Namespace) -> None:
         print(text, end="")
 
 
-def _stop_on_sigterm() -> None:
-    """Turn SIGTERM (a scheduler or a sweep stopping this worker) into KeyboardInterrupt, so the run is recorded as
-    killed and resumes from its last checkpoint next time."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _train(args: argparse.Namespace) -> None:
+    from ablations.runner import interrupt_on_sigterm
     from core.trainer import train
     from core.variants import load_variant
 
-    _stop_on_sigterm()
+    interrupt_on_sigterm()
     variant, overrides = args.variant or args.variant_file, args.overrides
     run = _translated(variant, overrides, args.profile)
     if run is not None:
@@ -290,7 +280,7 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from ablations.runner import parse_gpus
+    from ablations.runner import interrupt_on_sigterm, parse_gpus
     from ablations.sweep import format_summary, load_sweep, run_sweep
 
     if args.dry_run:
@@ -299,7 +289,7 @@ def _sweep(args: argparse.Namespace) -> None:
         # Missing data is listed, not refused: a plan can be read before the data is in place.
         print(format_plan(plan_sweep(load_sweep(args.sweep, False, args.max_cells), workers=args.workers)))
         return
-    _stop_on_sigterm()
+    interrupt_on_sigterm()
     sweep = load_sweep(args.sweep, max_cells=args.max_cells)  # validates every cell's config before anything runs
     if args.launcher == "slurm":
         _sweep_on_slurm(args, sweep)

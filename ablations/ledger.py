@@ -1,10 +1,12 @@
-"""The ledger: an Optuna study that records which cell runs where and how it ended.
+"""The ledger: an Optuna study that records which cell runs where and how it ended. With ``ablations/search_space.py``
+(its sampling half) the only module that imports Optuna.
 
 The study lives in ``<runs_dir>/<sweep name>/study.db`` by default, any RDB URL with ``--storage``. The parent creates
-it once and enqueues every grid cell once (:func:`prepare`); workers then claim WAITING trials one at a time, so no cell
-runs twice (Optuna's own GridSampler runs cells twice under concurrent workers) and a grid samples nothing. A heartbeat
-marks each running cell; a cell whose worker died goes stale after the grace period, is failed and re-enqueued by
-``RetryHeartbeatStaleTrialCallback``, and runs again, resuming from its run folder's checkpoint.
+it once and enqueues every grid cell once (:func:`prepare`); workers then open it (:meth:`Ledger.open`, a
+:class:`LedgerSession`) and claim WAITING trials one at a time under a lock, so no cell runs twice (Optuna's own
+GridSampler runs cells twice under concurrent workers) and a grid samples nothing. A heartbeat marks each running cell
+(:meth:`LedgerSession.beating`); a cell whose worker died goes stale after the grace period, is failed and re-enqueued
+by ``RetryHeartbeatStaleTrialCallback``, and runs again, resuming from its run folder's checkpoint.
 
 A search (``bayes``, ``random``) asks the study for new trials (TPE or random sampling) until ``run_cap`` trials exist,
 each trial a cell with its own run folder; the pruner (median, or hyperband from ``early_terminate``) may stop it.
@@ -14,29 +16,39 @@ A trial's parameters are what the sweep compares (a grid's axes, a search's samp
 them: a seed is a repeat of a cell, not a setting to rank, so Optuna's importances and optuna-dashboard's views must
 not see it. Every trial records its cell's seed as the user attribute ``seed`` instead (a grid over ``train.seed`` too).
 
-Optuna is imported lazily, here and in ``ablations/runner.py`` through :func:`_optuna` (``core/`` knows nothing of it).
+Every call a worker makes rides out an unreachable database (:func:`retry_through_outage`) up to ``Ledger.outage_s``.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import fcntl
 import functools
 import hashlib
 import json
 import os
-import signal
+import re
 import socket
-import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.sweep_file import CELL_METHODS, SEARCH_METHODS, Cell, Sweep, SweepError, _text, search_cell
-from core.config import ALIASES
+from ablations.heartbeat import Heartbeat
+from ablations.parameters import CELL_METHODS, SEARCH_METHODS, SweepError
+from ablations.search_space import (
+    choice,
+    grid_distributions,
+    grid_params,
+    optuna_module,
+    pruner,
+    sampler,
+    suggest,
+)
+from ablations.summary import CellStatus, Summary
+from ablations.sweep_file import Cell, Sweep, search_cell
 from core.io import atomic_write
 from core.records import SWEEP_CELLS
 
@@ -63,20 +75,17 @@ class Ledger:
     poll_s: float = 1.0  # how often an idle worker looks for re-enqueued cells while others still run
     outage_s: float = 300.0  # how long a worker waits out an unreachable ledger, with backoff, before it gives up
 
+    def open(self, sweep: Sweep, worker: int = 0) -> LedgerSession:
+        """The study as worker ``worker`` uses it; prepared beforehand (:func:`prepare`)."""
+        return LedgerSession(self, sweep, worker)
+
 
 def default_storage(sweep: Sweep) -> str:
     return f"sqlite:///{(Path(sweep.folder) / 'study.db').resolve()}"
 
 
-def _optuna():
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial INFO lines would drown our progress lines
-    return optuna
-
-
 def _storage(ledger: Ledger):
-    optuna = _optuna()
+    optuna = optuna_module()
     # SQLite: wait for the file lock rather than fail when several workers write at once.
     engine_kwargs = {"connect_args": {"timeout": 60}} if ledger.url.startswith("sqlite") else None
     with warnings.catch_warnings():
@@ -97,7 +106,7 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
     failed or waiting cells, and only new cells of an edited file. Each cell's trial carries its axis values as
     categorical parameters (:func:`_grid_params`), so Optuna's importances and optuna-dashboard see the grid, and its
     seed as the user attribute ``seed`` (never a parameter: see the module's docstring)."""
-    optuna = _optuna()
+    optuna = optuna_module()
     Path(sweep.folder).mkdir(parents=True, exist_ok=True)
     if ledger.url.startswith("sqlite:///"):
         Path(ledger.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -110,8 +119,8 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
         _describe(study, sweep)
         trials = study.get_trials(deepcopy=False)
         if sweep.first and not trials:
-            study.enqueue_trial({name: _choice(value) for name, value in sweep.first.items()})
-        distributions = _grid_distributions(sweep, trials)
+            study.enqueue_trial({name: choice(value) for name, value in sweep.first.items()})
+        distributions = grid_distributions(sweep, trials)
         cells = {cell.id: cell for cell in sweep.cells}
         for trial in trials:
             cell = cells.get(trial.user_attrs.get("cell_id"))
@@ -119,7 +128,7 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
                 continue
             if not trial.params:
                 # Enqueued before cells carried their parameters: a waiting one gets them now (a finished one cannot).
-                params, cell_distributions = _grid_params(cell, distributions)
+                params, cell_distributions = grid_params(cell, distributions)
                 for name, value in params.items():
                     distribution = cell_distributions[name]
                     storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(value), distribution)
@@ -130,7 +139,7 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
         for cell in sweep.cells:
             if cell.id in enqueued:
                 continue
-            params, cell_distributions = _grid_params(cell, distributions)
+            params, cell_distributions = grid_params(cell, distributions)
             study.add_trial(
                 optuna.trial.create_trial(
                     state=optuna.trial.TrialState.WAITING,
@@ -150,117 +159,13 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
 def _describe(study, sweep: Sweep) -> None:
     """Name the objective and record where the study comes from, for optuna-dashboard and anyone opening the ledger
     (rewritten by every run: an edited file may change its metric)."""
-    optuna = _optuna()
+    optuna = optuna_module()
     attrs = {"sweep_file": sweep.path, "method": sweep.method, "metric": sweep.metric, "goal": sweep.goal}
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names is experimental
         study.set_metric_names([sweep.metric])
-
-
-def _grid_distributions(sweep: Sweep, trials) -> dict[str, Any]:
-    """Each axis of a grid or ablation but the seed as a categorical over its values in the file's order
-    (:func:`_choice`).
-
-    Optuna holds one distribution per parameter name in a study and refuses another: an axis the study has recorded
-    keeps its recorded distribution, even after the file changed its values (see :func:`_grid_params`)."""
-    optuna = _optuna()
-    recorded = {name: distribution for trial in trials for name, distribution in trial.distributions.items()}
-    return {p.name: recorded.get(p.name) or optuna.distributions.CategoricalDistribution([_choice(v) for v in p.values])
-            for p in sweep.parameters if p.kind == "values" and not is_seed(p.name)}  # fmt: skip
-
-
-def _grid_params(cell: Cell, distributions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A cell's axis values but its seed as Optuna parameters, with their distributions. A value its axis's
-    distribution lacks (a value added to the file after the study recorded the axis) is left out: that cell goes
-    without the parameter."""
-    categorical = _optuna().distributions.CategoricalDistribution
-    params, chosen = {}, {}
-    for name, value in cell.axes.items():
-        if is_seed(name):
-            continue
-        distribution = distributions[name]
-        if isinstance(distribution, categorical) and _choice(value) in distribution.choices:
-            params[name], chosen[name] = _choice(value), distribution
-    return params, chosen
-
-
-def is_seed(name: str) -> bool:
-    """Whether a sweep parameter is the seed (``train.seed``, by any of its names): a trial's attribute, never one of
-    its Optuna parameters."""
-    return ALIASES.get(name, name) == "train.seed"
-
-
-def _sampler(sweep: Sweep, worker: int):
-    """TPE (bayes) or random sampling, seeded; worker k samples with seed + k, so workers do not repeat each other.
-
-    TPE samples at random for its first max(2, min(10, run_cap // 4)) trials (Optuna's default of 10 would leave a
-    small search entirely random); constant_liar keeps concurrent workers from proposing the same point."""
-    optuna = _optuna()
-    seed = sweep.seed + worker
-    if sweep.method == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    startup = max(2, min(10, (sweep.run_cap or 0) // 4))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
-
-
-def _pruner(sweep: Sweep):
-    optuna = _optuna()
-    spec = dict(sweep.pruner)
-    kind = spec.pop("type", "median")
-    return optuna.pruners.HyperbandPruner(**spec) if kind == "hyperband" else optuna.pruners.MedianPruner(**spec)
-
-
-def _choice(value: Any) -> Any:
-    """A value as Optuna holds it: lists (hidden sizes) as their text, since categorical choices must be scalars."""
-    return _text(value) if isinstance(value, list | tuple | dict) else value
-
-
-def _suggest(trial, sweep: Sweep) -> dict[str, Any]:
-    """The trial's value of each searched parameter, each W&B distribution sampled by its Optuna equivalent.
-
-    - ``values`` axes and ``categorical``: ``suggest_categorical``.
-    - ``int_uniform``: ``suggest_int(min, max)``; ``uniform``: ``suggest_float(min, max)``.
-    - ``log_uniform_values``, ``inv_log_uniform_values``, ``log_uniform`` and ``inv_log_uniform``: ``suggest_float``
-      with ``log=True`` over the range in values, exactly. Each is log-uniform there (the inverse of a log-uniform
-      variable is log-uniform too); load_sweep turned the natural-log bounds of the last two into values.
-    - ``q_uniform``: Optuna's ``step=q`` (``suggest_int`` when q is an integer) over the multiples of q within
-      [min, max], each equally likely; W&B's ``round(X / q) * q`` gives the two end ones half the weight of the others
-      and may step just outside [min, max].
-    - ``q_log_uniform`` and ``q_log_uniform_values``: Optuna has no stepped log scale (a float takes ``step`` or
-      ``log``, not both; a log-scale int only step 1), so the trial samples the log-uniform float, which Optuna records
-      as the parameter and TPE models, and the cell is given it rounded to a multiple of q as W&B rounds, kept within
-      [min, max]: W&B's distribution, but the trial's recorded parameter is the float before rounding.
-
-    W&B's normal, log_normal, beta, their q forms and categorical_w_probabilities have no Optuna equivalent; load_sweep
-    refuses them, naming the reason, so none reaches here."""
-    values = {}
-    for p in sweep.parameters:
-        if p.kind == "value":
-            continue
-        if p.kind == "values":
-            choices = [_choice(v) for v in p.values]
-            values[p.name] = p.values[choices.index(trial.suggest_categorical(p.name, choices))]
-        elif p.distribution == "int_uniform":
-            values[p.name] = trial.suggest_int(p.name, p.low, p.high)
-        elif p.distribution == "uniform":
-            values[p.name] = trial.suggest_float(p.name, p.low, p.high)
-        elif p.distribution == "q_uniform":
-            low, high = p.support
-            if isinstance(p.q, int):
-                values[p.name] = trial.suggest_int(p.name, low, high, step=p.q)
-            else:  # quantize only strips binary noise here: Optuna's low + k * step is already on the grid
-                values[p.name] = p.quantize(trial.suggest_float(p.name, low, high, step=p.q))
-        elif p.distribution in ("log_uniform", "log_uniform_values", "inv_log_uniform", "inv_log_uniform_values"):
-            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=True)
-        elif p.distribution in ("q_log_uniform", "q_log_uniform_values"):
-            values[p.name] = p.quantize(trial.suggest_float(p.name, p.low, p.high, log=True))
-        else:
-            raise SweepError(f"{sweep.path}: parameters.{p.name}: distribution {p.distribution!r} has no sampler here")
-    return values
 
 
 def _fixed_params(cell: Cell) -> dict[str, Any]:
@@ -314,9 +219,9 @@ def _claim(
     storage, study_id: int, cells: dict[str, Cell], claiming: list[int] | None = None
 ) -> tuple[int, int, Cell] | None:
     """Atomically move one waiting trial of this grid to RUNNING; None when there is none left. ``claiming`` holds
-    the trial's id from its move to RUNNING until the claim is complete (see :func:`hand_back_half_claimed`)."""
+    the trial's id from its move to RUNNING until the claim is complete (see :func:`_hand_back_half_claimed`)."""
     claiming = [] if claiming is None else claiming
-    optuna = _optuna()
+    optuna = optuna_module()
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         cell = cells.get(trial.user_attrs.get("cell_id"))
         if cell is None:
@@ -345,9 +250,9 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int
                  ) -> tuple[int, int, Cell, Any] | None:  # fmt: skip
     """A search's next trial, RUNNING: a waiting one (the first trial, a retry) or, while fewer than run_cap trials
     exist (retries share their original's slot), a new one the sampler fills; None when the cap is reached.
-    ``claiming`` holds the trial's id from ask() until the claim is complete (see :func:`hand_back_half_claimed`)."""
+    ``claiming`` holds the trial's id from ask() until the claim is complete (see :func:`_hand_back_half_claimed`)."""
     claiming = [] if claiming is None else claiming
-    optuna = _optuna()
+    optuna = optuna_module()
     state = optuna.trial.TrialState
     while True:
         # ask() pops a waiting trial first (the first trial, a retry: their slots are counted already), else creates
@@ -363,7 +268,7 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int
         slot = _slot(trial)
         trial.set_user_attr("slot", slot)
         try:
-            values = _suggest(trial, sweep)
+            values = suggest(trial, sweep)
             cell = search_cell(sweep, slot, values)
         except (SweepError, ValueError) as exc:  # a combination the config rejects: recorded, the search goes on
             storage.set_trial_user_attr(trial._trial_id, "status", "failed")
@@ -378,11 +283,11 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int
         return trial._trial_id, trial.number, cell, trial
 
 
-def hand_back_half_claimed(study, storage, claiming: list[int]) -> None:
+def _hand_back_half_claimed(study, storage, claiming: list[int]) -> None:
     """Hand back the trials of this worker's claims that a ledger outage cut off midway (``claiming``, filled by
     :func:`_claim` and :func:`_claim_trial`): each one still RUNNING is requeued, since nobody runs it, and its
     worker, alive, would keep vouching for it."""
-    optuna = _optuna()
+    optuna = optuna_module()
     for trial_id in list(claiming):
         trial = storage.get_trial(trial_id)
         if trial.state == optuna.trial.TrialState.RUNNING:
@@ -390,12 +295,12 @@ def hand_back_half_claimed(study, storage, claiming: list[int]) -> None:
         claiming.remove(trial_id)
 
 
-def requeue_orphans(study, storage, study_id: int) -> None:
+def _requeue_orphans(study, storage, study_id: int) -> None:
     """Hand back every RUNNING trial that no worker signed: a claim cut off by a ledger outage after the trial was
     made or moved to RUNNING and before the claim's own writes (its heartbeat, its ``worker``). Nobody runs it and,
     without a heartbeat, it never goes stale: left alone, the sweep would wait for it forever. Called under the
     ledger's lock, where no other claim is half done."""
-    optuna = _optuna()
+    optuna = optuna_module()
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if "worker" not in trial.user_attrs:
             _requeue_orphan(study, storage, trial)
@@ -428,7 +333,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def vouch_for_local_workers(storage, study_id: int) -> None:
+def _beat_for_live_local_workers(storage, study_id: int) -> None:
     """Beat for every running trial whose worker is a live process on this machine, before stale trials are failed.
 
     Heartbeats are how a ledger shared by several machines tells a dead worker from a live one; but on a loaded
@@ -436,7 +341,7 @@ def vouch_for_local_workers(storage, study_id: int) -> None:
     lock), and its cell would be declared dead and run a second time beside it. On the worker's own machine liveness
     is a fact, not a guess: a cell is taken away only from a worker that is gone, or from one on another machine whose
     beats stopped."""
-    optuna = _optuna()
+    optuna = optuna_module()
     host = socket.gethostname()
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         name, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
@@ -444,79 +349,8 @@ def vouch_for_local_workers(storage, study_id: int) -> None:
             storage.record_heartbeat(trial._trial_id)
 
 
-class _Heartbeat:
-    """Records the trial's heartbeat every interval from a thread while the cell runs, and fences the claim.
-
-    A worker on another machine whose beats came too late may have had its cell declared dead and handed to another
-    worker. At each beat the thread reads the trial back: once it is no longer RUNNING, the claim is lost, ``lost``
-    is set and the main thread is interrupted (KeyboardInterrupt), so this worker stops the cell within one interval
-    instead of training it beside its new owner (whose run folder lock, :func:`core.io.folder_lock`, keeps the two
-    apart where the file system honours locks).
-
-    The interrupt is a signal of its own, :data:`FENCE_SIGNAL`, handled while the cell runs: a real signal also cuts
-    short a sleep or a wait in progress (``_thread.interrupt_main`` does not), and SIGINT is ignored in a worker that a
-    script started in the background (``launch.py sweep ... &`` without job control, as in a batch script)."""
-
-    def __init__(self, storage, trial_id: int, interval: float) -> None:
-        self._stop = threading.Event()
-        self.lost = False
-        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
-        self._signalled = False  # whether FENCE_SIGNAL is ours while the cell runs (only the main thread handles it)
-        self._previous: Any = signal.SIG_DFL
-
-    def _beat(self, storage, trial_id: int, interval: float) -> None:
-        running = _optuna().trial.TrialState.RUNNING
-        while True:
-            try:
-                storage.record_heartbeat(trial_id)
-                if storage.get_trial(trial_id).state != running and not self._stop.is_set():
-                    self.lost = True
-                    if self._signalled:
-                        os.kill(os.getpid(), FENCE_SIGNAL)
-                    else:  # a worker outside the main thread: its next bytecode, once a sleep or wait has ended
-                        _thread.interrupt_main()
-                    return
-            except Exception as exc:  # a busy database must not silence the cell for good: try again next beat
-                print(f"heartbeat of trial {trial_id} failed ({type(exc).__name__}: {exc}); retrying", flush=True)
-            if self._stop.wait(interval):
-                return
-
-    def __enter__(self) -> _Heartbeat:
-        if threading.current_thread() is threading.main_thread():
-            self._previous, self._signalled = signal.signal(FENCE_SIGNAL, self._claim_lost), True
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop beating (and fencing): before this worker itself changes the trial's state."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _claim_lost(self, signum, frame) -> None:
-        if not self._stop.is_set():  # a signal handled after the cell ended (and stop()) has nothing left to stop
-            raise ClaimLost("the cell's claim was lost: declared dead and handed on elsewhere")
-
-    def __exit__(self, exc_type, exc, traceback) -> bool:
-        self.stop()
-        if self._signalled:
-            signal.signal(FENCE_SIGNAL, signal.SIG_DFL if self._previous is None else self._previous)
-        # The claim was lost just as the cell ended, between its last line and here: what comes next (recording the
-        # cell, which finds the trial no longer this worker's) says so; the worker goes on with the next cell.
-        return exc_type is not None and issubclass(exc_type, ClaimLost)
-
-
-class ClaimLost(KeyboardInterrupt):
-    """Raised in a worker's main thread when its heartbeat finds the cell's claim lost (see :class:`_Heartbeat`)."""
-
-
-FENCE_SIGNAL = signal.SIGUSR1
-"""The signal a worker's heartbeat thread sends its own process when the cell's claim is lost (see :class:`_Heartbeat`;
-SIGUSR2 is submitit's preemption signal)."""
-
-
 def _requeue(study, storage, trial_id: int, reason: str) -> None:
-    optuna = _optuna()
+    optuna = optuna_module()
     frozen = storage.get_trial(trial_id)
     storage.set_trial_user_attr(trial_id, "status", reason)
     storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
@@ -532,55 +366,192 @@ def _requeue(study, storage, trial_id: int, reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Summarising
+# A worker's side: claim a cell, beat while it runs, report its evaluations, record how it ended or hand it back
 
 
-@dataclass
-class CellStatus:
+@dataclass(frozen=True)
+class Claim:
+    """A cell this worker holds: its trial's id and number; a search's live trial, whose pruner its reports reach."""
+
     cell: Cell
-    status: str  # done | failed | diverged | pruned | running | waiting | interrupted
+    trial_id: int
+    number: int
+    trial: Any = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a claimed cell ended: ``finished`` with its metric's value, or ``failed``, ``diverged`` or ``pruned``."""
+
+    status: str
     value: float | None = None
     reason: str = ""
-    trials: int = 0  # trials this cell has had (more than one after a retry)
+    step: int | None = None  # the step of its last report (a pruned cell's)
 
 
-@dataclass
-class Summary:
-    sweep: Sweep
-    cells: list[CellStatus]
+class LedgerSession:
+    """The ledger as one worker uses it (:meth:`Ledger.open`): :meth:`claim`, ``with`` :meth:`beating`, :meth:`report`
+    each evaluation, :meth:`record` the outcome, or :meth:`requeue` a cell handed back. Each call rides out an outage
+    (:func:`retry_through_outage`), naming the worker and what it was doing."""
 
-    def count(self, *statuses: str) -> int:
-        return sum(c.status in statuses for c in self.cells)
+    def __init__(self, ledger: Ledger, sweep: Sweep, worker: int) -> None:
+        optuna = optuna_module()
+        self.ledger, self.sweep, self.worker = ledger, sweep, worker
+        self.search = sweep.method in SEARCH_METHODS
+        self._storage = _storage(ledger)
+        # Samplers and pruners live in the process, not in the database: every worker builds its own.
+        chosen = (sampler(sweep, worker), pruner(sweep)) if self.search else (None, optuna.pruners.NopPruner())
+        self._study = optuna.load_study(study_name=ledger.study_name, storage=self._storage, sampler=chosen[0],
+                                        pruner=chosen[1])  # fmt: skip
+        self._study_id = self._storage.get_study_id_from_name(ledger.study_name)
+        self._cells = {cell.id: cell for cell in sweep.cells}
+        self._claiming: list[int] = []  # a claim's trial until the claim is complete: an outage may cut it off midway
 
-    @property
-    def done(self) -> int:
-        return self.count("done")
+    def _retrying(self, call: Callable[[], Any], what: str) -> Any:
+        return retry_through_outage(call, self.ledger, f"worker {self.worker}: {what}")
 
-    @property
-    def failed(self) -> int:
-        return self.count("failed", "diverged")
+    def claim(self) -> Claim | None:
+        """The next cell, RUNNING and this worker's; None when none is waiting (a search: at run_cap), or once a
+        finished cell has reached the metric's target."""
+        return self._retrying(self._claim_once, "claiming a cell")
 
-    @property
-    def pruned(self) -> int:
-        return self.count("pruned")
+    def _claim_once(self) -> Claim | None:
+        optuna = optuna_module()
+        study, storage, study_id = self._study, self._storage, self._study_id
+        with _exclusive(self.ledger), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # ask() warns that heartbeats are meant for optimize(); this loop is our optimize(), beating as it does.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            _hand_back_half_claimed(study, storage, self._claiming)
+            _requeue_orphans(study, storage, study_id)
+            _beat_for_live_local_workers(storage, study_id)
+            optuna.storages.fail_stale_trials(study)
+            if target_reached(storage, study_id, self.sweep):
+                return None  # metric.target: the cells running finish, no new one starts
+            if self.search:
+                claimed = _claim_trial(study, storage, study_id, self.sweep, self._claiming)
+                return None if claimed is None else Claim(claimed[2], claimed[0], claimed[1], claimed[3])
+            claimed = _claim(storage, study_id, self._cells, self._claiming)
+            return None if claimed is None else Claim(claimed[2], claimed[0], claimed[1])
 
-    @property
-    def left(self) -> int:
-        """Cells (a search: trials up to run_cap) not yet done, failed or pruned: waiting, running or not started."""
-        return max(len(self.cells), self.sweep.planned) - self.done - self.failed - self.pruned
+    def others_running(self) -> bool:
+        """Whether a cell of this sweep still runs elsewhere (it may die and come back to the queue)."""
 
-    @property
-    def best(self) -> CellStatus | None:
-        finished = [c for c in self.cells if c.status == "done" and c.value is not None]
-        sign = 1 if self.sweep.goal == "minimize" else -1
-        return min(finished, key=lambda c: sign * c.value) if finished else None
+        def look() -> bool:
+            running = optuna_module().trial.TrialState.RUNNING
+            trials = self._storage.get_all_trials(self._study_id, deepcopy=False, states=(running,))
+            return any(self.search or t.user_attrs.get("cell_id") in self._cells for t in trials)
+
+        return self._retrying(look, "looking for running cells")
+
+    def beating(self, claim: Claim) -> Heartbeat:
+        """``with session.beating(claim):`` the cell runs with a heartbeat, fenced: a claim lost meanwhile (declared
+        dead after late beats and handed on) stops it (:class:`ablations.heartbeat.Heartbeat`)."""
+        running = optuna_module().trial.TrialState.RUNNING
+
+        def beat() -> bool:
+            self._storage.record_heartbeat(claim.trial_id)
+            return self._storage.get_trial(claim.trial_id).state == running
+
+        return Heartbeat(beat, self.ledger.heartbeat_interval, f"trial {claim.trial_id}")
+
+    def report(self, claim: Claim, step: int, value: float) -> bool:
+        """Record an evaluation's value; True when the cell should stop (a search's pruner says so). Both writes are
+        idempotent (the same value at the same step), so a retry after a lost reply is safe."""
+        if claim.trial is None:
+            self._retrying(lambda: self._storage.set_trial_intermediate_value(claim.trial_id, step, float(value)),
+                           f"recording {claim.cell.name}'s validation at step {step}")  # fmt: skip
+            return False
+        self._retrying(lambda: claim.trial.report(float(value), step),
+                       f"reporting {claim.cell.name}'s validation at step {step} to the pruner")  # fmt: skip
+        return bool(self._retrying(claim.trial.should_prune, f"asking the pruner about {claim.cell.name}"))
+
+    def record(self, claim: Claim, outcome: Outcome) -> bool:
+        """Record how the cell ended; False when another process finished it or declared it dead meanwhile (its
+        beats came late), and the record is theirs."""
+        optuna = optuna_module()
+        state, storage = optuna.trial.TrialState, self._storage
+
+        def write() -> None:
+            if outcome.status == "pruned" and outcome.step is not None:
+                storage.set_trial_user_attr(claim.trial_id, "step", outcome.step)
+            storage.set_trial_user_attr(claim.trial_id, "status", outcome.status)
+            if outcome.reason:
+                storage.set_trial_user_attr(claim.trial_id, "reason", outcome.reason)
+            if outcome.status == "finished":
+                self._study.tell(claim.number, outcome.value)
+            else:
+                self._study.tell(claim.number, state=state.PRUNED if outcome.status == "pruned" else state.FAIL)
+
+        try:
+            self._retrying(write, f"recording {claim.cell.name}")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        return True
+
+    def requeue(self, claim: Claim, reason: str) -> None:
+        """Hand the cell back to the queue (``interrupted``, ``busy``): the next claim runs it, resuming its run."""
+        self._retrying(lambda: _requeue(self._study, self._storage, claim.trial_id, reason),
+                       f"handing {claim.cell.name} back")  # fmt: skip
+
+
+def target_reached(storage, study_id: int, sweep: Sweep) -> bool:
+    """Whether a finished cell of this sweep (a search: any trial) has reached the file's ``metric.target``."""
+    if sweep.target is None:
+        return False
+    complete = storage.get_all_trials(study_id, deepcopy=False, states=(optuna_module().trial.TrialState.COMPLETE,))
+    ids = {cell.id for cell in sweep.cells}
+    return any(sweep.reached(t.value) for t in complete if sweep.method in SEARCH_METHODS or t.user_attrs.get("cell_id")
+               in ids)  # fmt: skip
+
+
+class LedgerUnreachable(SweepError):
+    """The ledger's database stayed unreachable past ``ledger.outage_s``: the sweep stops, no cell is blamed."""
+
+
+def retry_through_outage(call: Callable[[], Any], ledger: Ledger, what: str) -> Any:
+    """``call()``, retried while the ledger's database is unreachable (a restart, a network cut): after 1, 2, 4, ...
+    30 s, up to ``ledger.outage_s`` in all, saying so each time; then a LedgerUnreachable that says what is safe. A
+    cell's training goes on meanwhile (its heartbeat thread rides out failed beats on its own)."""
+    errors = _ledger_errors()
+    waited, delay = 0.0, 1.0
+    while True:
+        try:
+            return call()
+        except errors as exc:
+            if waited >= ledger.outage_s:
+                raise LedgerUnreachable(f"{what}: the ledger ({_safe_url(ledger.url)}) has been unreachable for "
+                                        f"{waited:.0f} s ({type(exc).__name__}); every finished cell's run folder is "
+                                        "intact: run the same command again once it is back") from exc  # fmt: skip
+            print(f"{what}: the ledger is unreachable ({type(exc).__name__}); trying again in {delay:.0f} s "
+                  f"({waited:.0f} s so far, giving up after {ledger.outage_s:.0f} s)", flush=True)  # fmt: skip
+            time.sleep(delay)
+            waited += delay
+            delay = min(2 * delay, 30.0)
+
+
+def _ledger_errors() -> tuple[type[BaseException], ...]:
+    """What an unreachable database raises through Optuna: its own StorageInternalError, SQLAlchemy's errors."""
+    import sqlalchemy.exc
+
+    optuna = optuna_module()
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
+def _safe_url(url: str) -> str:
+    """A storage URL without its password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Summarising
 
 
 def summarize(sweep: Sweep, ledger: Ledger) -> Summary:
     """Each cell's state from the ledger: its latest trial decides (a retry comes after the trial it replaces).
 
     A search's cells are its trials in slot order, once they have values (a waiting first trial has none yet)."""
-    optuna = _optuna()
+    optuna = optuna_module()
     study = optuna.load_study(study_name=ledger.study_name, storage=_storage(ledger))
     search = sweep.method in SEARCH_METHODS
     by_cell: dict[Any, list] = {}
@@ -610,34 +581,3 @@ def summarize(sweep: Sweep, ledger: Ledger) -> Summary:
         value = latest.value if status == "done" else None  # a pruned trial's value is only its last report
         statuses.append(CellStatus(cell, status, value, reason, len(trials)))
     return Summary(sweep, statuses)
-
-
-def format_start(summary: Summary, ledger: Ledger, workers: str) -> str:
-    """The line a sweep starts with: what it is, where it stands, who runs it (``2 workers``, ``8 SLURM jobs``)."""
-    sweep = summary.sweep
-    what = f"a {sweep.method} search of {sweep.planned} trials" if sweep.method in SEARCH_METHODS else (
-        f"{len(sweep.cells)} cells")  # fmt: skip
-    return (f"{sweep.name}: {what}, {summary.done} done, {summary.failed} failed, {summary.pruned} pruned, "
-            f"{summary.left} to run; {workers}; ledger {ledger.url}")  # fmt: skip
-
-
-def format_summary(summary: Summary) -> str:
-    """The end-of-sweep table: every cell, its status and metric, then the counts and the best cell."""
-    sweep = summary.sweep
-    width = max([len("cell"), *(len(c.cell.name) for c in summary.cells)])
-    lines = [f"{'cell':<{width}}  {'status':<11}{sweep.metric:>12}  tries  reason"]
-    for c in summary.cells:
-        value = f"{c.value:.6g}" if c.value is not None else "-"
-        lines.append(f"{c.cell.name:<{width}}  {c.status:<11}{value:>12}  {c.trials:>5}  {c.reason}".rstrip())
-    lines.append(f"{sweep.name}: {_counts(summary)}")
-    best = summary.best
-    if best is not None:
-        lines.append(f"best ({sweep.goal} {sweep.metric}): {best.cell.name} {best.value:.6g}  {best.cell.run_dir}")
-    return "\n".join(lines)
-
-
-def _counts(summary: Summary) -> str:
-    search = summary.sweep.method in SEARCH_METHODS
-    pruned = f"{summary.pruned} pruned, " if search else ""
-    total = f"{summary.sweep.planned} trials" if search else f"{len(summary.cells)} cells"
-    return f"{summary.done} done, {pruned}{summary.failed} failed, {summary.left} left of {total}"

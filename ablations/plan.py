@@ -284,14 +284,14 @@ def _default_ledger(sweep) -> str:
 
 
 def _cells(sweep, stage: int) -> tuple[CellPlan, ...]:
-    from ablations.sweep_file import SEARCH_METHODS, cell_config, search_cell
+    from ablations.sweep_file import SEARCH_METHODS, search_cell
 
     if sweep.method not in SEARCH_METHODS:
-        return tuple(_cell_plan(cell, cell_config(cell), sweep.name, stage) for cell in sweep.cells)
+        return tuple(_cell_plan(cell, cell.config, sweep.name, stage) for cell in sweep.cells)
     # A search's trials are sampled as it runs: each is costed as trial 0 (the searched values change no shape unless
     # the search is over sizes, where this is the first trial's), and named by its slot.
     first = search_cell(sweep, 0, sweep.first)
-    cfg = cell_config(first)
+    cfg = first.config
     plans = []
     for slot in range(sweep.run_cap):
         plan = _cell_plan(first, cfg, sweep.name, stage)

@@ -1,7 +1,7 @@
 """One progress display for a whole sweep, across its cells and workers: steps done, it/s, ETA, and the cells
 running, done, failed and pruned.
 
-The parent process of :func:`ablations.runner.run_sweep` polls it while its workers train. It reads what is already
+The parent process of :func:`ablations.runner.launch` polls it while its workers train. It reads what is already
 written: each cell's state from the ledger (:func:`ablations.ledger.summarize`) and each cell's training step from
 its run folder (the last row of ``metrics.jsonl``), so workers report nothing extra and a worker on another machine
 counts as well. On a terminal it is a tqdm bar redrawn in place. In a log file (output not a terminal) it is a plain
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ablations.ledger import Ledger, Summary, summarize
-from ablations.sweep_file import Cell, Sweep, cell_config
+from ablations.ledger import Ledger, summarize
+from ablations.summary import Summary
+from ablations.sweep_file import Cell, Sweep
 
 TERMINAL_EVERY_S = 2.0  # how often the bar on a terminal is redrawn
 LOG_EVERY_S = 60.0  # at most one line a minute in a log file
@@ -145,8 +146,7 @@ class SweepProgress:
             print(self.line(snap, elapsed_s), file=self.stream, flush=True)
 
     def _planned(self, cell: Cell) -> int:
-        if cell.id not in self._steps:
-            self._steps[cell.id] = cell_config(cell).train.steps
+        self._steps.setdefault(cell.id, cell.config.train.steps)
         return self._steps[cell.id]
 
 

@@ -6,16 +6,14 @@ returns the ledger's summary. A job SLURM kills outright leaves its cell to the 
 told to stop (``scancel``, its time limit's warning signal, a preemption) hands its cell back to the queue at once, and
 submitit requeues it: the requeued job claims cells again, and a cell's run resumes from its last checkpoint.
 
-The job settings (:data:`SETTINGS`) come from the sweep file, as constant parameters ``slurm.<name>`` (W&B's schema has
-no other place for them), and from ``--slurm NAME=VALUE`` on the command line, which wins. submitit is imported only
-when jobs are submitted; importing this module imports neither submitit, Optuna nor torch.
+The job settings (``ablations/slurm_settings.py``) come from the sweep file, as constant parameters ``slurm.<name>``
+(W&B's schema has no other place for them), and from ``--slurm NAME=VALUE`` on the command line, which wins.
+submitit is imported only when jobs are submitted; importing this module imports neither submitit, Optuna nor torch.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -24,35 +22,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from ablations.ledger import (
-    GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
-    MAX_RETRY,
-    Ledger,
-    Summary,
-    default_storage,
-    format_start,
-    prepare,
-    summarize,
-)
+from ablations.ledger import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, MAX_RETRY, Ledger
+from ablations.runner import launch, train_cell, work
+from ablations.slurm_settings import PREFIX, SlurmSettings, parse_setting
+from ablations.summary import Summary
 from ablations.sweep_file import Sweep, SweepError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PREFIX = "slurm."  # the sweep file's parameters for the launcher: slurm.partition, slurm.time, ...
-# What each setting is, for --help and for errors naming the valid ones.
-SETTINGS = {
-    "partition": "the partition the jobs run in (sbatch --partition; default: the cluster's default partition)",
-    "account": "the account the jobs are charged to (sbatch --account; default: yours)",
-    "time": "each job's time limit, minutes or SLURM's [D-]HH:MM:SS (default 60); a job near its limit hands its "
-    "cell back and is requeued",
-    "gpus_per_job": "GPUs per job, that is per worker (sbatch --gpus-per-node; default 0)",
-    "cpus_per_job": "CPUs per job, also the worker's torch thread cap (sbatch --cpus-per-task; default 1)",
-}
-DEFAULT_TIME_MIN = 60
 # submitit requeues a job that reaches its time limit at most this many times. Every requeue makes progress (a cell
 # resumes from its checkpoint), so the bound only stops a worker that times out forever; submitit's default, 3, would
 # end a long sweep's workers after four time limits.
@@ -64,76 +44,6 @@ FINAL_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NO
                 "TIMEOUT", "SPECIAL_EXIT")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class SlurmSettings:
-    """What every worker's job asks SLURM for."""
-
-    partition: str | None = None
-    account: str | None = None
-    time: int = DEFAULT_TIME_MIN  # minutes
-    gpus_per_job: int = 0
-    cpus_per_job: int = 1
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Settings: checked in the sweep file when it loads, and on the command line
-
-
-def launcher_parameter_problem(name: str, value: Any) -> str | None:
-    """Why ``value`` cannot be the sweep file's ``slurm.<name>``; None when it can (used by ``load_sweep``)."""
-    try:
-        _setting(name.removeprefix(PREFIX), value, from_file=True)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _setting(name: str, value: Any, from_file: bool) -> Any:
-    """The typed value of one setting; a ValueError says what is wrong with it."""
-    if name not in SETTINGS:
-        close = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown SLURM setting {name!r}{hint}; valid: {', '.join(SETTINGS)}")
-    if name in ("partition", "account"):
-        # It reaches the job script (#SBATCH --partition=...): SLURM's names, or a comma-separated list of them.
-        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
-            raise ValueError(f"{value!r} must be a {name} name: letters, digits and _ . , : + - only")
-        return value
-    if name == "time":
-        if from_file and not isinstance(value, str):
-            # YAML 1.1 reads an unquoted 4:00:00 as the number 14400 (base 60), which as minutes is ten days.
-            raise ValueError(f"{value!r} must be quoted text, e.g. '4:00:00' or '240' (minutes): YAML reads an "
-                             "unquoted 4:00:00 as the number 14400")  # fmt: skip
-        return parse_time(str(value))
-    number = value if isinstance(value, int) and not isinstance(value, bool) else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value)
-    low = 0 if name == "gpus_per_job" else 1
-    if number is None or number < low:
-        raise ValueError(f"{value!r} must be a whole number of at least {low}")
-    return number
-
-
-def parse_time(text: str) -> int:
-    """SLURM's time formats as whole minutes (seconds rounded up): ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``,
-    ``D-H:M:S``; a ValueError otherwise."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a SLURM time: minutes, or [D-]HH:MM:SS, e.g. 240 or 4:00:00 or 1-12:00:00")
-    days, first, second, third = match.groups()
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        seconds = int(days) * 86400 + int(first) * 3600 + int(second or 0) * 60 + int(third or 0)
-    elif third is not None:  # H:M:S
-        seconds = int(first) * 3600 + int(second) * 60 + int(third)
-    elif second is not None:  # M:S
-        seconds = int(first) * 60 + int(second)
-    else:  # M
-        seconds = int(first) * 60
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: a job's time limit must be positive")
-    return -(-seconds // 60)
-
-
 def slurm_settings(sweep: Sweep, pairs: Iterable[str] = ()) -> SlurmSettings:
     """The jobs' settings: the sweep file's ``slurm.*`` constants (checked when it loaded), then each command-line
     ``NAME=VALUE`` over them. Errors name the flag and the value."""
@@ -142,7 +52,7 @@ def slurm_settings(sweep: Sweep, pairs: Iterable[str] = ()) -> SlurmSettings:
         if parameter.name.startswith(PREFIX):
             name = parameter.name.removeprefix(PREFIX)
             try:
-                value = _setting(name, parameter.values[0], from_file=True)
+                value = parse_setting(name, parameter.values[0], from_file=True)
             except ValueError as exc:  # load_sweep checked it already; a Sweep built by hand may not be
                 raise SweepError(f"{sweep.path}: parameters.{parameter.name}: {exc}") from exc
             settings = replace(settings, **{name: value})
@@ -151,7 +61,7 @@ def slurm_settings(sweep: Sweep, pairs: Iterable[str] = ()) -> SlurmSettings:
         if not equals:
             raise SweepError(f"--slurm {pair!r}: expected NAME=VALUE, e.g. --slurm partition=gpu")
         try:
-            settings = replace(settings, **{name.strip(): _setting(name.strip(), text.strip(), from_file=False)})
+            settings = replace(settings, **{name.strip(): parse_setting(name.strip(), text.strip(), from_file=False)})
         except ValueError as exc:
             raise SweepError(f"--slurm {pair!r}: {exc}") from exc
     return settings
@@ -236,8 +146,6 @@ class SlurmWorker:
     (instead of waiting out the heartbeat's grace period), and any worker resumes it from its run's last checkpoint."""
 
     def __call__(self, sweep: Sweep, ledger: Ledger, objective: Callable, worker: int, threads: int) -> int:
-        from ablations.runner import work
-
         _hand_back_before_requeue()
         print(f"worker {worker}: SLURM job {os.environ.get('SLURM_JOB_ID', '?')} on {socket.gethostname()}, "
               f"restart {os.environ.get('SLURM_RESTART_COUNT', '0')}", flush=True)  # fmt: skip
@@ -276,6 +184,59 @@ def _hand_back_before_requeue() -> None:
 # Submitting and waiting
 
 
+class SlurmLauncher:
+    """``workers`` SLURM jobs, each one worker (:class:`SlurmWorker`) over the shared ledger, submitted through
+    submitit; waits by asking squeue (:func:`_wait`). Ctrl-C cancels the jobs: each hands its cell back."""
+
+    def __init__(self, workers: int, settings: SlurmSettings | None = None, queue_poll_s: float = QUEUE_POLL_S) -> None:
+        if workers < 1:
+            raise SweepError(f"--workers must be at least 1, got {workers}")
+        self.workers, self.settings, self.queue_poll_s = workers, settings or SlurmSettings(), queue_poll_s
+        self.jobs: list = []
+        self.states: dict[str, str] = {}
+        self.poll_s, self.grace_period = 1.0, 0
+
+    def describe(self) -> str:
+        return f"{self.workers} SLURM job{'s' * (self.workers > 1)}"
+
+    def check(self, sweep: Sweep, ledger: Ledger) -> None:
+        problem = storage_problem(ledger.url, partition_nodes(self.settings.partition), socket.gethostname())
+        if problem:
+            raise SweepError(f"{sweep.path}: {problem}")
+
+    def start(self, sweep: Sweep, ledger: Ledger, objective: Callable) -> None:
+        import submitit
+
+        self.poll_s, self.grace_period = ledger.poll_s, ledger.grace_period
+        folder = Path(sweep.folder).resolve() / "slurm"
+        executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=MAX_TIMEOUTS)
+        executor.update_parameters(**executor_parameters(self.settings, sweep))
+        self.jobs = []
+        threads = self.settings.cpus_per_job
+        for index in range(self.workers):
+            self.jobs.append(executor.submit(SlurmWorker(), sweep, ledger, objective, index, threads))
+        print(f"submitted SLURM jobs {', '.join(job.job_id for job in self.jobs)} ({_describe(self.settings)}); "
+              f"their logs in {folder}", flush=True)  # fmt: skip
+
+    def wait(self, progress) -> None:
+        self.states = _wait([job.job_id for job in self.jobs], progress, self.poll_s, self.queue_poll_s)
+
+    def stop(self) -> None:
+        if self.jobs:  # scancel sends SIGTERM: each worker hands its cell back to the queue
+            subprocess.run(["scancel", *(job.job_id for job in self.jobs)], check=False, timeout=60)
+            print(f"cancelled SLURM jobs {', '.join(job.job_id for job in self.jobs)}; the same command resumes the "
+                  "sweep", file=sys.stderr, flush=True)  # fmt: skip
+
+    def report(self) -> None:
+        for index, job in enumerate(self.jobs):
+            state = self.states.get(job.job_id, "gone")
+            if state != "COMPLETED":
+                tail = "\n".join((job.stderr() or "").strip().splitlines()[-5:])
+                print(f"SLURM job {job.job_id} (worker {index}) ended {state}; a cell it left running is retried after "
+                      f"the grace period ({self.grace_period} s) when the sweep runs again"
+                      + (f"; its stderr ends:\n{tail}" if tail else ""), flush=True)  # fmt: skip
+
+
 def run_slurm_sweep(
     sweep: Sweep,
     workers: int,
@@ -288,56 +249,13 @@ def run_slurm_sweep(
     poll_s: float = 1.0,
     queue_poll_s: float = QUEUE_POLL_S,
 ) -> Summary:
-    """Run (or resume) a sweep with ``workers`` SLURM jobs over its ledger, wait for them and return the summary.
+    """Run (or resume) a sweep with ``workers`` SLURM jobs (:class:`SlurmLauncher`) over its ledger, wait for them and
+    return the summary.
 
     Ctrl-C (or SIGTERM) here cancels the jobs: each hands its cell back, and the same command resumes the sweep."""
-    from ablations.progress import SweepProgress
-    from ablations.runner import run_stage1, train_cell
-
-    if workers < 1:
-        raise SweepError(f"--workers must be at least 1, got {workers}")
-    settings = settings or SlurmSettings()
-    run_stage1(sweep, lambda stage1: run_slurm_sweep(stage1, workers, storage, settings, objective, heartbeat_interval,
-                                                     grace_period, max_retry, poll_s, queue_poll_s))  # fmt: skip
-    url = storage or default_storage(sweep)
-    problem = storage_problem(url, partition_nodes(settings.partition), socket.gethostname())
-    if problem:
-        raise SweepError(f"{sweep.path}: {problem}")
-    ledger = Ledger(url, sweep.name, heartbeat_interval, grace_period, max_retry, poll_s)
-    prepare(sweep, ledger)  # once, here: the jobs only load the study (concurrent first creation races)
-    before = summarize(sweep, ledger)
-    print(format_start(before, ledger, f"{workers} SLURM job{'s' * (workers > 1)}"), flush=True)
-    if before.left == 0:
-        return before
-    import submitit
-
-    folder = Path(sweep.folder).resolve() / "slurm"
-    executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=MAX_TIMEOUTS)
-    executor.update_parameters(**executor_parameters(settings, sweep))
-    jobs = []
-    try:
-        for index in range(workers):
-            jobs.append(executor.submit(SlurmWorker(), sweep, ledger, objective or train_cell, index,
-                                        settings.cpus_per_job))  # fmt: skip
-        ids = [job.job_id for job in jobs]
-        print(f"submitted SLURM jobs {', '.join(ids)} ({_describe(settings)}); their logs in {folder}", flush=True)
-        progress = SweepProgress(sweep, ledger)
-        states = _wait(ids, progress, poll_s, queue_poll_s)
-        progress.close()
-    except KeyboardInterrupt:
-        if jobs:  # scancel sends SIGTERM: each worker hands its cell back to the queue
-            subprocess.run(["scancel", *(job.job_id for job in jobs)], check=False, timeout=60)
-            print(f"cancelled SLURM jobs {', '.join(job.job_id for job in jobs)}; the same command resumes the sweep",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        raise
-    for index, job in enumerate(jobs):
-        state = states.get(job.job_id, "gone")
-        if state != "COMPLETED":
-            tail = "\n".join((job.stderr() or "").strip().splitlines()[-5:])
-            print(f"SLURM job {job.job_id} (worker {index}) ended {state}; a cell it left running is retried after "
-                  f"the grace period ({grace_period} s) when the sweep runs again"
-                  + (f"; its stderr ends:\n{tail}" if tail else ""), flush=True)  # fmt: skip
-    return summarize(sweep, ledger)
+    return launch(sweep, SlurmLauncher(workers, settings, queue_poll_s), storage, objective or train_cell,
+                  heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
+                  poll_s=poll_s)  # fmt: skip
 
 
 def _describe(settings: SlurmSettings) -> str:

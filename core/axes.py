@@ -41,7 +41,8 @@ def canonical(value: Any) -> Any:
 
 
 def shown(value: Any) -> str:
-    """A value as a table or legend shows it: on/off, 0.002, 32,32."""
+    """A value as a table or legend shows it to people: on/off, 0.002, 32,32. Command lines and cell names write the
+    text a config reads back instead (``ablations.parameters.as_text``: true/false)."""
     value = canonical(value)
     if isinstance(value, bool):
         return "on" if value else "off"

@@ -9,7 +9,7 @@ import yaml
 
 import launch
 from ablations.plan import GPU_ASSUMPTION, STEP_COSTS, analytic_gflop, format_plan, plan_sweep, step_cost
-from ablations.sweep import SweepError, cell_config, load_sweep, run_sweep
+from ablations.sweep import SweepError, load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"heartbeat_interval": 1, "grace_period": 2, "poll_s": 0.2}
@@ -42,13 +42,13 @@ def test_the_paper_files_plan_the_studys_rows_in_two_stages_at_a_measured_cost(n
     # Adam's state restored and teacher forcing restarted at 1.0, as the study's scripts; every cell at its batch.
     stage1 = load_sweep(f"sweeps/{name}_stage1.yaml", check_files=False)
     baseline = next(c for c in stage1.cells if c.name == stage1_cells[0])
-    cfg = cell_config(sweep.cells[0])
+    cfg = sweep.cells[0].config
     assert cfg.train.init_from == str(Path(baseline.run_dir) / "checkpoints/best.pt")
     assert cfg.train.lr == lr and cfg.model.residual and math.isclose(cfg.loss.l1_weight, 2 / 3)
     assert cfg.train.init_optimizer == "restore" and cfg.train.sampling_start == 1.0
     assert cfg.model.residual_layers == "study"
-    assert {cell_config(c).train.batch_size for c in [*stage1.cells, *sweep.cells]} == {batch}
-    assert {cell_config(c).train.init_optimizer for c in stage1.cells} == {"fresh"}
+    assert {c.config.train.batch_size for c in [*stage1.cells, *sweep.cells]} == {batch}
+    assert {c.config.train.init_optimizer for c in stage1.cells} == {"fresh"}
     assert math.isclose(plan.cpu_h, sum(c.cpu_h for c in plan.cells))
     # With 3 workers the three stage-1 cells run side by side: the longest of them, then the finetune.
     longest = max(c.gpu_h for c in plan.stages[0].cells)

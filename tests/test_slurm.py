@@ -28,7 +28,7 @@ import yaml
 from test_sweep import FAST, call_counts, write_sweep
 
 import launch
-from ablations import slurm
+from ablations import slurm, slurm_settings
 from ablations.sweep import SweepError, load_sweep
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -96,7 +96,7 @@ def test_a_bad_setting_on_the_command_line_names_the_flag_and_value(tmp_path, pa
 
 def test_slurm_times_parse_as_sbatch_reads_them():
     cases = {"90": 90, "1:30": 2, "2:00:00": 120, "1-0": 1440, "1-2:30": 1590, "0-0:0:1": 1, "1-00:00:00": 1440}
-    assert {text: slurm.parse_time(text) for text in cases} == cases
+    assert {text: slurm_settings.parse_time(text) for text in cases} == cases
 
 
 def test_the_command_line_refuses_slurm_settings_without_the_slurm_launcher(tmp_path, capsys):

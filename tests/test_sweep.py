@@ -2,6 +2,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -13,20 +14,22 @@ import sweep_fakes
 import yaml
 
 import ablations.ledger as ledger_module
+import ablations.search_space as search_space
 import ablations.sweep as sweep_module
 import ablations.sweep_file as sweep_file_module
 import launch
+from ablations.heartbeat import FENCE_SIGNAL, ClaimLost, Heartbeat
 from ablations.sweep import (
     OWN_PARAMETERS,
     TOP_LEVEL_KEYS,
     CellFailed,
     Ledger,
     SweepError,
-    cell_config,
     format_summary,
     load_sweep,
     prepare,
     run_sweep,
+    stale_cell,
     summarize,
     train_cell,
     work,
@@ -99,7 +102,7 @@ def test_demo_grid_expands_to_eight_named_cells_with_stable_ids():
     assert names[-1] == "conv=2d-residual=true-l1_weight=0.5-seed=0"
     assert all(Path(c.run_dir) == Path("runs/demo") / f"{c.name}-{c.id}" for c in sweep.cells)
     cell = sweep.cells[-1]
-    cfg = cell_config(cell)
+    cfg = cell.config
     assert cell.id == config_hash(cfg) and cfg.train.threads == 1  # its identity is what it trains
     assert (cfg.model.conv, cfg.model.residual, cfg.loss.l1_weight, cfg.train.seed) == ("2d", True, 0.5, 0)
     assert cfg.model.hidden == (32, 32)  # the demo profile applied
@@ -112,14 +115,14 @@ def test_the_showcase_sweeps_start_from_the_shipped_baselines():
     manifests = {p.stem: json.loads(p.read_text()) for p in pretrained_dir.glob("*.json")}
     shipped = {name: f"ablations/moving_mnist/pretrained/{m['file']}" for name, m in manifests.items()}
     # the stage-1 rows: each variant's shipped model at each seed, its own file, scored as it is
-    baselines = [cell_config(c) for c in load_sweep(ROOT / "sweeps/baselines.yaml").cells]
+    baselines = [c.config for c in load_sweep(ROOT / "sweeps/baselines.yaml").cells]
     assert sorted((c.variant, c.train.seed) for c in baselines) == sorted(
         (f"mmnist_{v}", s) for v in ("e3d_baseline", "e2d", "residual") for s in (0, 1))  # fmt: skip
     for c in baselines:
         assert (c.train.steps, c.train.init_from) == (0, shipped[f"{c.variant}-s{c.train.seed}"])
         assert c.model == from_dict(manifests[f"{c.variant}-s{c.train.seed}"]["config"], "manifest").model
     grid = load_sweep(ROOT / "sweeps/finetune.yaml")
-    configs = [cell_config(c) for c in grid.cells]
+    configs = [c.config for c in grid.cells]
     assert len({c.id for c in grid.cells}) == 12
     # no skips, the study's fixed skips, zero-gated skips: each x l1 weight 0 and 2/3 x 2 seeds
     skips = {(False, "fixed"), (True, "fixed"), (True, "zero")}
@@ -230,9 +233,9 @@ def test_a_search_is_validated_up_front(tmp_path):
     assert (sweep.run_cap, sweep.seed, sweep.planned) == (6, 0, 6)
     assert sweep.first == {"loss.l1_weight": pytest.approx(2 / 3)}  # the release's value, tried first
     assert sweep.pruner == {"type": "median", "n_startup_trials": 2}
-    assert type(ledger_module._sampler(sweep, worker=0)).__name__ == "TPESampler"
+    assert type(search_space.sampler(sweep, worker=0)).__name__ == "TPESampler"
     random = load_sweep(write_search(tmp_path, method="random"))
-    assert type(ledger_module._sampler(random, worker=0)).__name__ == "RandomSampler"
+    assert type(search_space.sampler(random, worker=0)).__name__ == "RandomSampler"
     assert not (tmp_path / "runs").exists()
 
 
@@ -266,8 +269,8 @@ def test_hyperband_comes_from_early_terminate_in_training_steps(tmp_path):
     sweep = load_sweep(write_search(tmp_path, early_terminate={"type": "hyperband", "min_iter": 2}))
     # W&B counts iterations in evaluations: 2 evaluations of 10 steps; the whole run (50 steps) is the most.
     assert sweep.pruner == {"type": "hyperband", "min_resource": 20, "max_resource": 50, "reduction_factor": 3}
-    assert type(ledger_module._pruner(sweep)).__name__ == "HyperbandPruner"  # optuna is imported only in ablations/
-    assert type(ledger_module._pruner(load_sweep(write_search(tmp_path)))).__name__ == "MedianPruner"
+    assert type(search_space.pruner(sweep)).__name__ == "HyperbandPruner"  # optuna is imported only in ablations/
+    assert type(search_space.pruner(load_sweep(write_search(tmp_path)))).__name__ == "MedianPruner"
     capped = write_search(tmp_path, early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 4, "eta": 2})
     assert load_sweep(capped).pruner == {"type": "hyperband", "min_resource": 10, "max_resource": 40,
                                          "reduction_factor": 2}  # fmt: skip
@@ -452,19 +455,17 @@ def test_a_cell_whose_run_folder_is_busy_goes_back_to_the_queue_and_runs_once(tm
 def test_a_worker_rides_out_a_ledger_outage_and_gives_up_cleanly_after_its_limit(tmp_path, calls, monkeypatch, capsys):
     import optuna
 
-    import ablations.runner as runner_module
-
     sweep = load_sweep(write_sweep(tmp_path))
     ledger = Ledger(f"sqlite:///{tmp_path / 'runs/grid/study.db'}", "grid", **FAST)
     prepare(sweep, ledger)
-    real_claim, outage = runner_module._claim, iter(range(2))
+    real_claim, outage = ledger_module._claim, iter(range(2))
 
     def claim_through_an_outage(*args):
         if next(outage, None) is not None:  # the database is down for the first two claims
             raise optuna.exceptions.StorageInternalError("connection refused")
         return real_claim(*args)
 
-    monkeypatch.setattr(runner_module, "_claim", claim_through_an_outage)
+    monkeypatch.setattr(ledger_module, "_claim", claim_through_an_outage)
     assert work(sweep, ledger, sweep_fakes.count_calls) == 8
     assert call_counts(calls) == Counter({cell.id: 1 for cell in sweep.cells})
     out = capsys.readouterr().out
@@ -477,7 +478,7 @@ def test_a_worker_rides_out_a_ledger_outage_and_gives_up_cleanly_after_its_limit
     hidden = dataclasses.replace(ledger, url="postgresql://me:secret@db:5432/sweeps", outage_s=3)
     with pytest.raises(SweepError, match=r"the ledger \(postgresql://me:\*\*\*@db:5432/sweeps\) has been unreachable "
                        r"for 3 s .* run the same command again"):  # fmt: skip
-        runner_module.patiently(down, hidden, "worker 0: claiming a cell")
+        ledger_module.retry_through_outage(down, hidden, "worker 0: claiming a cell")
 
 
 @pytest.mark.parametrize("kind", ["grid", "search"])
@@ -560,9 +561,9 @@ def test_a_worker_whose_cell_was_declared_dead_elsewhere_stops_it_within_a_beat(
         signal.signal(signal.SIGINT, previous)
     storage = ledger_module._storage(ledger)
     study_id = storage.get_study_id_from_name("grid")
-    (running,) = storage.get_all_trials(study_id, states=(ledger_module._optuna().trial.TrialState.RUNNING,))
+    (running,) = storage.get_all_trials(study_id, states=(search_space.optuna_module().trial.TrialState.RUNNING,))
     taken = time.monotonic()
-    storage.set_trial_state_values(running._trial_id, state=ledger_module._optuna().trial.TrialState.FAIL)
+    storage.set_trial_state_values(running._trial_id, state=search_space.optuna_module().trial.TrialState.FAIL)
     worker.join(timeout=60)
     assert worker.exitcode == 0 and time.monotonic() - taken < 20  # not the 30 s the cell would have taken
     assert sweep.cells[0].id not in call_counts(calls)  # it never finished here
@@ -573,26 +574,17 @@ def test_a_claim_lost_as_the_cell_ends_does_not_stop_the_worker():
     """The fence's signal can land after the cell's last line: once the heartbeat has stopped it does nothing, and
     between the cell's end and the heartbeat's exit it is swallowed (recording then finds the trial gone)."""
 
-    class Running:  # a storage whose trial stays RUNNING: the heartbeat never fences by itself
-        state = ledger_module._optuna().trial.TrialState.RUNNING
-
-        def record_heartbeat(self, trial_id):
-            pass
-
-        def get_trial(self, trial_id):
-            return self
-
-    before = signal.getsignal(ledger_module.FENCE_SIGNAL)
-    with ledger_module._Heartbeat(Running(), 0, 60) as heartbeat:
+    before = signal.getsignal(FENCE_SIGNAL)
+    with Heartbeat(lambda: True, 60) as heartbeat:  # a claim that holds: it never fences by itself
         heartbeat.stop()
-        os.kill(os.getpid(), ledger_module.FENCE_SIGNAL)  # handled here, after stop(): nothing to stop
+        os.kill(os.getpid(), FENCE_SIGNAL)  # handled here, after stop(): nothing to stop
         time.sleep(0.05)
-    with ledger_module._Heartbeat(Running(), 0, 60):
-        with pytest.raises(ledger_module.ClaimLost):  # while the cell runs: it stops the cell ...
-            os.kill(os.getpid(), ledger_module.FENCE_SIGNAL)
+    with Heartbeat(lambda: True, 60):
+        with pytest.raises(ClaimLost):  # while the cell runs: it stops the cell ...
+            os.kill(os.getpid(), FENCE_SIGNAL)
             time.sleep(5)
-        raise ledger_module.ClaimLost("landed after the cell's last line")  # ... but not the worker
-    assert signal.getsignal(ledger_module.FENCE_SIGNAL) == before
+        raise ClaimLost("landed after the cell's last line")  # ... but not the worker
+    assert signal.getsignal(FENCE_SIGNAL) == before
 
 
 def test_a_stopped_worker_hands_its_cell_back_at_once(tmp_path, calls, monkeypatch):
@@ -647,7 +639,7 @@ def test_train_cell_reports_each_evaluation_and_stops_when_told(tmp_path):
                "train.eval_every": {"value": 2}}  # fmt: skip
     sweep = load_sweep(write_search(tmp_path, **changes))
     cell = sweep_module.search_cell(sweep, 0, {"loss.l1_weight": 0.25})
-    assert cell.name == "trial=0-l1_weight=0.25-seed=0" and cell_config(cell).loss.l1_weight == 0.25
+    assert cell.name == "trial=0-l1_weight=0.25-seed=0" and cell.config.loss.l1_weight == 0.25
     reports = []
     with pytest.raises(CellFailed) as stopped:
         train_cell(cell, "val/mse", lambda step, value: reports.append((step, value)) or step >= 4)
@@ -707,6 +699,27 @@ def test_a_cell_is_its_resolved_config_and_an_edited_file_leaves_the_old_runs_st
     }
     assert all(cell.text != "stale" for row in table.rows for cell in row.cells.values())
     assert (tmp_path / "report/runs.csv").read_text().count(",stale,") == 2  # listed, marked, never tabulated
+
+
+def test_a_variant_edited_mid_sweep_is_refused_naming_the_file(tmp_path):
+    """A cell's config is resolved once, when the sweep loads. A worker that then finds the cell's files resolving to
+    another config refuses the cell and names the edited file, rather than train either config in the folder of the
+    old one's hash; a comment changes no config and is no reason."""
+    sweep = load_sweep(_tiny_grid(tmp_path))
+    cell, variant = sweep.cells[0], tmp_path / "tiny.yaml"
+    original = variant.read_text()
+    variant.write_text(original + "# a comment\n")
+    assert stale_cell(cell) is None
+    edited = yaml.safe_load(original)
+    edited["train"]["steps"] = 3
+    variant.write_text(yaml.safe_dump(edited))
+    changed = rf"{re.escape(variant.name)} changed since the sweep was loaded, and it now resolves to config \w{{8}}"
+    with pytest.raises(CellFailed, match=rf"{changed}, not {cell.id}; not trained"):
+        train_cell(cell, "val/mse")
+    assert not Path(cell.run_dir).exists()
+    summary = run_sweep(sweep, workers=1, **FAST)
+    assert summary.failed == 2 and all(re.search(changed, c.reason) for c in summary.cells)
+    assert not any(Path(c.run_dir).exists() for c in sweep.cells)
 
 
 def test_a_sweep_over_any_key_gets_a_full_report(tmp_path):
@@ -770,19 +783,19 @@ def test_stage_two_finetunes_from_the_best_checkpoint_of_a_stage_one_cell(tmp_pa
     cell = stage2.cells[0]
     best = Path(first.run_dir) / "checkpoints/best.pt"
     assert (
-        cell_config(cell).train.init_from == str(best)
+        cell.config.train.init_from == str(best)
         and Path(cell.run_dir) == tmp_path / "runs/two" / f"{cell.name}-{cell.id}"
     )
     # Stage 1 has not run: refused (run_sweep runs stage 1 first; tests/test_plan.py runs both stages).
     with pytest.raises(SweepError) as error:
-        sweep_file_module._check_stage1_finished(stage2)
+        sweep_file_module.check_stage1_finished(stage2)
     message = str(error.value)
     assert "stage-1 cell 'residual=false-seed=0'" in message and "is not started" in message
     assert f"launch.py sweep {one}" in message and not (tmp_path / "runs/two").exists()
 
     train_cell(first, "val/mse")
     assert best.is_file()
-    sweep_file_module._check_stage1_finished(stage2)  # now stage 2 may run
+    sweep_file_module.check_stage1_finished(stage2)  # now stage 2 may run
     train_cell(cell, "val/mse")
     saved = yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text())
     assert saved["train"]["init_from"] == str(best) and saved["model"]["residual"] is True
@@ -811,7 +824,7 @@ def test_the_demo_finetune_file_starts_from_a_demo_grid_cell():
     assert [c.name for c in sweep.cells] == ["l1_weight=0.0-seed=0", "l1_weight=0.5-seed=0"]
     baseline = next(c for c in load_sweep(ROOT / "sweeps/demo.yaml").cells if c.name == sweep.cells[0].params[
         "init_from_cell"])  # fmt: skip
-    cfg = cell_config(sweep.cells[0])
+    cfg = sweep.cells[0].config
     assert cfg.train.init_from == str(Path(baseline.run_dir) / "checkpoints/best.pt") and cfg.model.residual is True
 
 
@@ -833,7 +846,7 @@ def test_the_command_a_wandb_agent_builds_trains_the_same_config(monkeypatch):
     monkeypatch.setattr(core.trainer, "train", fake_train)
     monkeypatch.chdir(ROOT)
     assert launch.main(argv[3:]) == 130
-    ours = cell_config(cell)
+    ours = cell.config
     # The same run, but for where W&B groups it: the agent's runs carry no group or tags of ours.
     assert seen["cfg"].tracking.group is None and ours.tracking.group == sweep.name
     assert dataclasses.replace(seen["cfg"], tracking=ours.tracking) == ours

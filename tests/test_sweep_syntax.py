@@ -1,6 +1,6 @@
 """W&B's sweep syntax as a fluent W&B user writes it: each form parses to the parameter it means, each distribution
 with no Optuna equivalent is refused by name with the reason, nested parameters become dotted keys, and a search
-samples every mapped distribution within its bounds (the ledger's ``_suggest`` on a real in-memory Optuna study, no
+samples every mapped distribution within its bounds (``search_space.suggest`` on a real in-memory Optuna study, no
 training)."""
 
 import math
@@ -11,9 +11,9 @@ import optuna
 import pytest
 import yaml
 
-from ablations.ledger import _sampler, _suggest
-from ablations.sweep import SweepError, cell_config, load_sweep
-from ablations.sweep_file import DISTRIBUTIONS, REFUSED_DISTRIBUTIONS, Parameter
+from ablations.parameters import DISTRIBUTIONS, REFUSED_DISTRIBUTIONS, Parameter
+from ablations.search_space import sampler, suggest
+from ablations.sweep import SweepError, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = str(ROOT / "ablations/moving_mnist/e3d_baseline.yaml")
@@ -105,7 +105,7 @@ def test_constants_and_categoricals_in_every_spelling(tmp_path):
     assert (named["model.conv"].kind, named["model.conv"].values) == ("value", ("2d",))
     assert (named["model.residual"].kind, named["model.residual"].values) == ("values", (False, True))
     assert (named["loss.l1_weight"].kind, named["loss.l1_weight"].values) == ("values", (0.0, 0.5))
-    assert len(sweep.cells) == 4 and {cell_config(c).model.conv for c in sweep.cells} == {"2d"}
+    assert len(sweep.cells) == 4 and {c.config.model.conv for c in sweep.cells} == {"2d"}
 
 
 def test_a_grid_expands_int_uniform_and_q_uniform_as_wandbs_grid_does(tmp_path):
@@ -217,7 +217,7 @@ def test_nested_parameters_become_dotted_keys(tmp_path):
     assert [c.axes for c in nested.cells] == [c.axes for c in flat.cells]
     assert [c.params.keys() for c in nested.cells] == [c.params.keys() for c in flat.cells]
     assert [c.name for c in nested.cells][-1] == "residual=true-l1_weight=0.5-seed=0"
-    cfg = cell_config(nested.cells[-1])
+    cfg = nested.cells[-1].config
     assert (cfg.model.conv, cfg.model.residual, cfg.loss.l1_weight) == ("3d", True, 0.5)
 
 
@@ -265,14 +265,14 @@ def search(tmp_path_factory):
 
 def ask(study, sweep) -> tuple[dict, dict]:
     trial = study.ask()
-    values = _suggest(trial, sweep)
+    values = suggest(trial, sweep)
     study.tell(trial, 0.0)
     return values, trial.params
 
 
 def test_every_mapped_distribution_samples_within_its_bounds_under_random_and_tpe(search):
     # TPE samples at random for its first 10 trials (run_cap 40 // 4), then from its model: both are exercised.
-    study = optuna.create_study(sampler=_sampler(search, worker=0))
+    study = optuna.create_study(sampler=sampler(search, worker=0))
     named = {p.name: p for p in search.parameters}
     seen = {name: [] for name in SEARCHED}
     for _ in range(30):
@@ -319,7 +319,7 @@ def test_the_first_trial_is_the_resolved_config_where_the_distribution_can_give_
     # log_every 10; its l1 weight 0.0 is no multiple of 0.1 within [0.05, 0.95], so that one is sampled.
     assert search.first == {"train.batch_size": 4, "train.lr": 0.002, "train.beta1": 0.95, "model.forget_bias": 1.0,
                             "train.log_every": 10, "model.residual": False, "model.conv": "3d"}  # fmt: skip
-    study = optuna.create_study(sampler=_sampler(search, worker=0))
+    study = optuna.create_study(sampler=sampler(search, worker=0))
     study.enqueue_trial(search.first)
     values, _ = ask(study, search)
     assert {name: values[name] for name in search.first} == search.first
