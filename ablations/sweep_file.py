@@ -5,12 +5,13 @@ it too. Parameter names are the config's dotted keys (``model.conv``, ``loss.l1_
 ``model: {parameters: {conv: ...}}`` is flattened to them) or the release's flag names, plus ours: ``variant`` (the
 variant file, required), ``profile``, and a stage-2 sweep's ``stage1`` (a grid or ablation file) and
 ``init_from_cell`` (the cell of it whose best checkpoint this sweep's cells finetune from). Each W&B distribution is
-sampled by its Optuna equivalent or refused with the reason (:data:`REFUSED_DISTRIBUTIONS`; sweeps/README.md).
+sampled by its Optuna equivalent or refused with the reason (``ablations/parameters.py``; sweeps/README.md).
 
 ``method: grid`` expands into the cartesian product of the ``values`` axes; ``method: ablation`` (ours) into the base
 cell, then each axis changed alone. ``method: bayes`` and ``random`` search instead: their cells are trials the ledger
-samples one at a time (:func:`search_cell`), up to ``run_cap``. A cell is its resolved config: its id is the config's
-hash and ends its run folder's name.
+samples one at a time (:func:`search_cell`), up to ``run_cap``. A cell is its resolved config, resolved once here and
+carried as ``cell.config``: its id is the config's hash and ends its run folder's name (:func:`stale_cell` tells a
+worker when the files have changed under it).
 
 Nothing here imports Optuna or torch.
 """
