@@ -23,7 +23,16 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.config import BEFORE_FIELD, RELEASE_L1_WEIGHT, UNHASHED, Config, inert_fields, to_dict, valid_keys
+from core.config import (
+    BEFORE_FIELD,
+    MODEL_FAMILIES,
+    RELEASE_L1_WEIGHT,
+    UNHASHED,
+    Config,
+    inert_fields,
+    to_dict,
+    valid_keys,
+)
 
 
 def canonical(value: Any) -> Any:
@@ -126,7 +135,21 @@ def _weight(value: Any) -> str:
     return "l1 only" if weight == 1 else "l2 only" if weight == 0 else f"l1+l2 (w={weight:.2g})"
 
 
+def _family(value: Any) -> Any:
+    """``model.name``, with a record that predates the field read as the only family there was then."""
+    return "e3d_lstm" if value is None else value
+
+
+def _family_label(value: Any) -> str:
+    return MODEL_FAMILIES.get(value, str(value))
+
+
+PAPER_CONV = {"e3d_lstm": "3d", "convlstm": "2d"}
+"""Each family's kernel in its paper: a row names the kernel only where it is off its family's paper's."""
+
+
 STUDY_AXES: tuple[Axis, ...] = (
+    Axis("family", "model.name", "model", "e3d_lstm", shapes=True, phrase=_family_label, read=_family),
     Axis("conv", "model.conv", "convolution", "3d", shapes=True, phrase=lambda v: f"{v} convolution"),
     Axis(
         "residual",
@@ -225,15 +248,26 @@ def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES)
     other axis always (it is a row axis only where it varies, and its release value is nobody's to remember).
 
     ``{"conv": "3d"}`` -> "E3D-LSTM"; ``{"conv": "2d"}`` -> "E2D-LSTM"; residuals, finetuned, l1 weight 1 ->
-    "E3D-LSTM + residuals, l1 only, finetuned"; with ``train.lr`` an axis: "E3D-LSTM, lr=0.002".
+    "E3D-LSTM + residuals, l1 only, finetuned"; with ``train.lr`` an axis: "E3D-LSTM, lr=0.002". Another family is
+    named by its label, then its kernel where it is off its paper's (:data:`PAPER_CONV`), then its residuals:
+    ``{"family": "convlstm", "conv": "3d", "residual": True}`` -> "ConvLSTM, 3D kernels, residuals".
     """
-    name = "E2D-LSTM" if values.get("conv") == "2d" else "E3D-LSTM"
-    if values.get("residual"):
-        name += f" + {_residual_phrase(values['residual'])}"
+    family = values.get("family")
     details = []
+    if not is_present(family) or family == "e3d_lstm":
+        name = "E2D-LSTM" if values.get("conv") == "2d" else "E3D-LSTM"
+        if values.get("residual"):
+            name += f" + {_residual_phrase(values['residual'])}"
+    else:  # another family: "ConvLSTM, 3D kernels, residuals"
+        name = _family_label(family)
+        conv = values.get("conv")
+        if is_present(conv) and conv != PAPER_CONV.get(family, "2d"):
+            details.append(f"{str(conv).upper()} kernels")
+        if values.get("residual"):
+            details.append(_residual_phrase(values["residual"]))
     for each in axes:
         value = values.get(each.name)
-        if each.name in ("conv", "residual") or not is_present(value):
+        if each.name in ("family", "conv", "residual") or not is_present(value):
             continue
         if each not in STUDY_AXES or not each.is_release(value):  # another key is named whenever it is a row axis
             details.append(each.describe(value))

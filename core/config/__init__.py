@@ -29,10 +29,13 @@ from core.config.names import NAME_MAX_BYTES, is_plain_name, name_problem
 from core.config.safe_yaml import MAX_YAML_DEPTH, MAX_YAML_NODES, read_yaml
 from core.config.schema import (
     ALIASES,
+    E3D_ONLY,
     FIDELITY,
     FILE_KEYS,
+    MODEL_FAMILIES,
     RELEASE_L1_WEIGHT,
     SECTIONS,
+    UNUSED_FIELDS,
     Config,
     ConfigError,
     DataConfig,
@@ -60,6 +63,9 @@ __all__ = [
     "SECTIONS",
     "ALIASES",
     "FILE_KEYS",
+    "E3D_ONLY",
+    "MODEL_FAMILIES",
+    "UNUSED_FIELDS",
     "field_docs",
     "valid_keys",
     "coerce",

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
 from typing import Any, Literal
 
 from core.config.names import NAME_MAX_BYTES, is_plain_name
-from core.config.schema import ALIASES, SECTIONS, Config, ConfigError, field_types, valid_keys
+from core.config.schema import (
+    ALIASES,
+    SECTIONS,
+    UNUSED_FIELDS,
+    Config,
+    ConfigError,
+    ModelConfig,
+    field_types,
+    valid_keys,
+)
 
 
 def _unknown_key(key: str, where: str) -> ConfigError:
@@ -228,6 +238,21 @@ def validate(cfg: Config) -> Config:
         ),  # fmt: skip
         (cfg.tracking.frames >= 0, "tracking.frames", "must be 0 or more"),
     ]
+    for field_name in UNUSED_FIELDS.get(m.name, ()):  # a switch another family's cell reads: refused, not ignored
+        default = getattr(ModelConfig, field_name)
+        rules.append((
+            getattr(m, field_name) == default,
+            f"model.{field_name}",
+            f"means nothing for model.name {m.name!r} (its cell has no such part; only "
+            f"{', '.join(n for n, unused in UNUSED_FIELDS.items() if field_name not in unused)} reads it): leave it at "
+            f"its default ({json.dumps(list(default) if isinstance(default, tuple) else default)})",
+        ))  # fmt: skip
+    rules.append((
+        m.name != "convlstm" or m.conv == "2d" or m.window >= 2,
+        "model.conv",
+        "'3d' gives convlstm a temporal kernel of 2 frames, which needs model.window >= 2 (at window 1 its second "
+        "tap would only ever see the zero pad)",
+    ))  # fmt: skip
     for ok, key, message in rules:
         if not ok:
             raise ConfigError(f"{key} {message}")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.config.building import build, flatten, set_key, validate
-from core.config.schema import Config, ModelConfig, to_dict
+from core.config.schema import UNUSED_FIELDS, Config, ModelConfig, to_dict
 
 UNHASHED = {"train.runs_dir", "train.run_name", "train.device", "train.compile", "data.num_workers", "data.data_dir",
              "tracking.wandb", "tracking.project", "tracking.group", "tracking.tags", "tracking.frames",
@@ -28,10 +28,11 @@ KTH runs validated on test windows, which no value of data.val_persons describes
 
 def inert_fields(flat: Mapping[str, Any]) -> set[str]:
     """Fields whose value changes nothing that a config ``flat`` (``{dotted key: value}``) computes:
-    model.residual_layers without residuals or below 5 layers, where both wirings take the same skips. The hash leaves
-    them out and a report reads them at their default, so a run recorded before the field and one of today's with the
-    same computation keep one id and one row."""
-    inert = set()
+    model.residual_layers without residuals or below 5 layers, where both wirings take the same skips; the switches
+    of another family's cell (``UNUSED_FIELDS``: a ConvLSTM has no recall to scale). The hash leaves them out and a
+    report reads them at their default, so a run recorded before the field and one of today's with the same
+    computation keep one id and one row."""
+    inert = {f"model.{name}" for name in UNUSED_FIELDS.get(flat.get("model.name", ModelConfig.name), ())}
     if not flat.get("model.residual", False) or len(flat.get("model.hidden", ModelConfig.hidden)) < 5:
         inert.add("model.residual_layers")
     return inert
