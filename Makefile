@@ -4,7 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench data demo pretrain sweep finetune-long report lint format clean
+.PHONY: help setup test test-fast bench data demo pretrain sweep finetune-long report lint format clean
+.DEFAULT_GOAL := help
+
+help:  ## list the targets (this)
+	@grep -E '^[a-z][a-z-]*%?:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## /\1\t/' | expand -t 16
 
 setup: $(STAMP)  ## create .venv and install the pinned requirements
 

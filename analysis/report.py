@@ -114,10 +114,13 @@ def write_report(
 
 
 def _write_tables(tables: list[StudyTable], folder: Path) -> list[Path]:
+    """Each table as Markdown, LaTeX and CSV. A LaTeX table's label names its section's folder (``tab:baselines``,
+    ``tab:finetune-2``), so a paper can ``\\input`` the tables of several sections side by side."""
     written = []
     for index, table in enumerate(tables):
         stem = folder / ("table" if len(tables) == 1 else f"table-{index + 1}")
-        for suffix, text in ((".md", table.to_markdown()), (".tex", table.to_latex()), (".csv", table.to_csv())):
+        label = "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", folder.name).strip("-") + (f"-{index + 1}" * (len(tables) > 1))
+        for suffix, text in ((".md", table.to_markdown()), (".tex", table.to_latex(label)), (".csv", table.to_csv())):
             _write_text(stem.with_suffix(suffix), text)
         written.append(stem.with_suffix(".md"))
     return written

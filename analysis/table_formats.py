@@ -323,7 +323,7 @@ _LATEX_SPECIAL = {
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "–": "--",
-    PUBLISHED_SSIM_MARK: r"\textsuperscript{\dag}",
+    PUBLISHED_SSIM_MARK: r"$^\dagger$",  # math mode: Computer Modern's dagger, no Type 3 font without cm-super
 }
 
 

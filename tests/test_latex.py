@@ -100,3 +100,27 @@ def test_two_datasets_span_both_columns(tmp_path):
     assert r"\begin{table*}" in latex
     widths = compile_table(latex, tmp_path / "tex")
     assert widths["variant"] >= 150 and widths["text"] > 2 * widths["column"]
+
+
+def test_two_sections_tables_input_into_one_paper(tmp_path):
+    """Each section's table has its own label (from its folder), so a paper can \\input two of them; the published
+    SSIM's dagger is math mode, so the PDF has no Type 3 (bitmap) font even without cm-super."""
+    from analysis.report import write_report
+
+    for name in ("baselines", "finetune"):
+        mmnist_study(tmp_path / name)
+    write_report([tmp_path / "baselines", tmp_path / "finetune"], out_dir=tmp_path / "report", published=True)
+    tables = sorted((tmp_path / "report").glob("*/table.tex"))
+    labels = [re.search(r"\\label\{([^}]*)\}", table.read_text()).group(1) for table in tables]
+    assert labels == ["tab:baselines", "tab:finetune"]
+    assert all(r"$^\dagger$" in table.read_text() and r"\dag}" not in table.read_text() for table in tables)
+    paper = WRAPPER.replace(r"\input{table}", "\n".join(rf"\input{{{t.parent.name}/table}}" for t in tables))
+    (tmp_path / "report/paper.tex").write_text(paper)
+    done = subprocess.run([_pdflatex(), "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "paper.tex"],
+                          cwd=tmp_path / "report", capture_output=True, text=True, timeout=120)  # fmt: skip
+    log = (tmp_path / "report/paper.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert "multiply defined" not in log
+    if shutil.which("pdffonts"):
+        fonts = subprocess.run(["pdffonts", str(tmp_path / "report/paper.pdf")], capture_output=True, text=True)
+        assert "Type 3" not in fonts.stdout
