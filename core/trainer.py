@@ -327,7 +327,9 @@ def _loop(
         if logging:
             elapsed = time.perf_counter() - interval_start
             means = {f"train/loss{'' if k == 'loss' else '_' + k}": float(v) / interval_steps for k, v in sums.items()}
-            tracker.log({**means, "train/eta": eta, "train/steps_per_s": interval_steps / elapsed}, step=done)
+            # The probability of feeding the true frame (the release calls it eta; not a time left).
+            rates = {"train/true_frame_prob": eta, "train/steps_per_s": interval_steps / elapsed}
+            tracker.log({**means, **rates}, step=done)
             postfix["loss"] = f"{means['train/loss']:.4g}"
             bar.set_postfix(postfix)
             sums = dict.fromkeys(sums, 0.0)

@@ -41,6 +41,8 @@ def test_train_writes_a_complete_run(tmp_path, mnist_npz):
     assert len(summary["baselines"]["copy_last_frame"]["ssim_by_frame"]) == 3  # per predicted frame, like the model's
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]
+    # The probability of feeding the true frame, named as what it is (the release's "eta" reads as a time left).
+    assert all(0 <= r["train/true_frame_prob"] <= 1 and "train/eta" not in r for r in rows if "train/loss" in r)
     assert [r["step"] for r in rows if "val/mse" in r] == [3, 6]
     state = load_checkpoint(result.run_dir)
     assert {"model", "optimizer", "rng", "step", "config"} <= set(state)
