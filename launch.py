@@ -328,7 +328,7 @@ def _report(args: argparse.Namespace) -> None:
             raise ValueError("report needs a folder of runs, e.g. `launch.py report runs/demo`")
         report = write_report(args.roots, args.out, published=not args.no_published, wandb=args.wandb,
                               project=args.wandb_project)  # fmt: skip
-    print(report.main_table())
+    print(report.tables_text())
     for section in report.sections:
         if section.effects is not None and not section.effects.empty:
             print(f"{section.title}: axis effects on MSE")

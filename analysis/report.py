@@ -67,6 +67,15 @@ class Report:
         """The first section's first table as Markdown (what ``make sweep`` prints)."""
         return self.sections[0].tables[0].to_markdown() if self.sections and self.sections[0].tables else ""
 
+    def tables_text(self) -> str:
+        """Every section's tables as Markdown, each section headed by its title when there are several (what
+        ``launch.py report`` prints, so ``make sweep`` ends with all of its sweeps' tables)."""
+        parts = []
+        for section in self.sections:
+            head = [f"## {section.title}", ""] if len(self.sections) > 1 else []
+            parts.extend("\n".join([*head, table.to_markdown()]) for table in section.tables)
+        return "\n".join(parts)
+
 
 def write_report(
     roots: Sequence[str | Path] = (),

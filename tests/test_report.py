@@ -626,6 +626,9 @@ def test_report_of_two_sweeps_gets_a_section_each(sweep, tmp_path):
     assert "qualitative" in result.sections[1].figure_problems
     assert 'class="problem"' in result.html.read_text()
     assert result.main_table() == (tmp_path / "out" / "demo" / "table.md").read_text()
+    printed = result.tables_text()  # what launch.py report prints: every section's table, under its title
+    assert printed.index("## ") < printed.index((tmp_path / "out" / "demo" / "table.md").read_text())
+    assert (tmp_path / "out" / "grid" / "table.md").read_text() in printed and printed.count("\n## ") == 1
 
 
 def test_cli_report_prints_the_table_and_the_page(sweep, tmp_path, capsys):
