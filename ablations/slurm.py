@@ -55,20 +55,27 @@ def slurm_settings(sweep: Sweep, pairs: Iterable[str] = ()) -> SlurmSettings:
                 value = parse_setting(name, parameter.values[0], from_file=True)
             except ValueError as exc:  # load_sweep checked it already; a Sweep built by hand may not be
                 raise SweepError(f"{sweep.path}: parameters.{parameter.name}: {exc}") from exc
-            settings = replace(settings, **{name: value})
+            settings = _with(settings, name, value)
     for pair in pairs:
         name, equals, text = pair.partition("=")
         if not equals:
             raise SweepError(f"--slurm {pair!r}: expected NAME=VALUE, e.g. --slurm partition=gpu")
         try:
-            settings = replace(settings, **{name.strip(): parse_setting(name.strip(), text.strip(), from_file=False)})
+            settings = _with(settings, name.strip(), parse_setting(name.strip(), text.strip(), from_file=False))
         except ValueError as exc:
             raise SweepError(f"--slurm {pair!r}: {exc}") from exc
     return settings
 
 
+def _with(settings: SlurmSettings, name: str, value: Any) -> SlurmSettings:
+    if name in {field.name for field in fields(SlurmSettings)} and name != "submitit":
+        return replace(settings, **{name: value})
+    return replace(settings, submitit=(*((k, v) for k, v in settings.submitit if k != name), (name, value)))
+
+
 def executor_parameters(settings: SlurmSettings, sweep: Sweep) -> dict[str, Any]:
-    """submitit's ``SlurmExecutor.update_parameters`` for every worker's job."""
+    """submitit's ``SlurmExecutor.update_parameters`` for every worker's job: ours, then submitit's own parameters as
+    the sweep gave them (``setup`` lines run after ours)."""
     parameters: dict[str, Any] = {
         "job_name": f"sweep-{sweep.name}",
         "time": settings.time,
@@ -83,6 +90,13 @@ def executor_parameters(settings: SlurmSettings, sweep: Sweep) -> dict[str, Any]
     for name in ("partition", "account"):
         if getattr(settings, name) is not None:
             parameters[name] = getattr(settings, name)
+    for name, value in settings.submitit:
+        if name == "additional_parameters":
+            parameters[name] = dict(value)
+        elif name == "setup":
+            parameters[name] = [*parameters["setup"], *value]
+        else:
+            parameters[name] = list(value) if isinstance(value, tuple) else value
     return parameters
 
 
@@ -259,8 +273,8 @@ def run_slurm_sweep(
 
 
 def _describe(settings: SlurmSettings) -> str:
-    return ", ".join(f"{field.name} {getattr(settings, field.name)}" for field in fields(settings)
-                     if getattr(settings, field.name) is not None)  # fmt: skip
+    ours = [(field.name, getattr(settings, field.name)) for field in fields(settings) if field.name != "submitit"]
+    return ", ".join(f"{name} {value}" for name, value in [*ours, *settings.submitit] if value is not None)
 
 
 def _wait(ids: list[str], progress, poll_s: float, queue_poll_s: float) -> dict[str, str]:

@@ -46,7 +46,7 @@ from ablations.parameters import (
     parse_parameter,
     pruner_spec,
 )
-from ablations.slurm_settings import LAUNCHER_PARAMETERS, launcher_parameter_problem
+from ablations.slurm_settings import LAUNCHER_PARAMETERS, PREFIX, launcher_parameter_problem, setting_names
 from core.config import (
     ALIASES,
     NAME_MAX_BYTES,
@@ -207,8 +207,9 @@ def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
     parameters = []
     for name, spec in pairs:
         key = f"{where}: parameters.{name}"
-        if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        if name not in known and not _is_launcher_setting(name):
+            launcher = [f"{PREFIX}{setting}" for setting in setting_names()] if str(name).startswith(PREFIX) else []
+            close = difflib.get_close_matches(str(name), [*known, *launcher], n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SweepError(
                 f"{key}: unknown parameter {name!r}{hint}; valid: {', '.join([*OWN_PARAMETERS, *valid_keys()])}, "
@@ -228,14 +229,24 @@ def _parameters(raw: Any, where: str, method: str) -> tuple[Parameter, ...]:
         seen[dotted] = name
     if "variant" not in seen:
         raise SweepError(f"{where}: parameters.variant is required (e.g. variant: {{value: ablations/.../x.yaml}})")
-    for own in OWN_PARAMETERS:
-        spec = next((p for p in parameters if p.name == own), None)
-        if spec is not None and own in LAUNCHER_PARAMETERS:
-            _check_launcher_parameter(spec, f"{where}: parameters.{own}")
-        elif spec is not None and (spec.kind == "distribution" or not all(isinstance(v, str) for v in spec.values)):
-            raise SweepError(f"{where}: parameters.{own} must be a file, profile or cell name as value or values")
+    for spec in parameters:
+        if spec.name.startswith(PREFIX):
+            _check_launcher_parameter(spec, f"{where}: parameters.{spec.name}")
+        elif spec.name in OWN_PARAMETERS and (spec.kind == "distribution"
+                                              or not all(isinstance(v, str) for v in spec.values)):  # fmt: skip
+            raise SweepError(f"{where}: parameters.{spec.name} must be a file, profile or cell name as value or values")
     _check_stage(parameters, where)
     return tuple(parameters)
+
+
+def is_own(name: str) -> bool:
+    """Whether a sweep parameter is ours (variant, profile, a stage, a launcher setting), never a config key."""
+    return name in OWN_PARAMETERS or name.startswith(PREFIX)
+
+
+def _is_launcher_setting(name: str) -> bool:
+    """``slurm.<name>`` for one of ours or submitit's (submitit is imported only for a name not ours)."""
+    return name in LAUNCHER_PARAMETERS or (name.startswith(PREFIX) and name.removeprefix(PREFIX) in setting_names())
 
 
 def _check_launcher_parameter(spec: Parameter, key: str) -> None:
@@ -385,7 +396,7 @@ def cell_name(axes: dict[str, Any], seed: int) -> str:
 
 
 def _overrides(params: dict[str, Any]) -> list[str]:
-    overrides = [f"--{key}={as_text(value)}" for key, value in params.items() if key not in OWN_PARAMETERS]
+    overrides = [f"--{key}={as_text(value)}" for key, value in params.items() if not is_own(key)]
     checkpoint = stage1_checkpoint(params)
     return [*overrides, f"--train.init_from={checkpoint}"] if checkpoint else overrides
 
@@ -514,7 +525,7 @@ def _search_settings(sweep: Sweep) -> Sweep:
     searched = [p for p in sweep.parameters if p.kind != "value"]
     if not searched:
         raise SweepError(f"{where}: a {sweep.method} search needs a parameter with values or a distribution")
-    own = [p.name for p in searched if p.name in OWN_PARAMETERS]
+    own = [p.name for p in searched if is_own(p.name)]
     if own:
         raise SweepError(f"{where}: parameters.{own[0]} must be a constant in a search")
     base = {p.name: p.values[0] for p in sweep.parameters if p.kind == "value"}

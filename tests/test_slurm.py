@@ -9,6 +9,7 @@ skip with the reason; under CI=true they must run.
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -129,6 +130,35 @@ def test_each_job_asks_for_its_time_gpus_cpus_and_partition(tmp_path, monkeypatc
     # the job imports this repository from any directory
     assert f"export PYTHONPATH={shlex.quote(str(slurm.REPO_ROOT))}" in script
     assert "gpus" not in " ".join(slurm.executor_parameters(slurm.SlurmSettings(), sweep))  # none asked, none given
+
+
+def test_any_of_submitits_parameters_passes_through_checked_against_its_signature(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+    path = write_sweep(tmp_path, **{"slurm.mem": {"value": "8G"}, "slurm.setup": {"value": ["module load cuda"]},
+                                    "slurm.exclusive": {"value": True}})  # fmt: skip
+    sweep = load_sweep(path)
+    assert [c.id for c in sweep.cells] == [c.id for c in load_sweep(write_sweep(tmp_path / "plain")).cells]
+    settings = slurm.slurm_settings(sweep, ["qos=high", "additional_parameters={wckey: study}", "constraint=a100"])
+    executor = submitit.SlurmExecutor(folder=tmp_path / "logs")
+    executor.update_parameters(**slurm.executor_parameters(settings, sweep))
+    script = executor._make_submission_file_text("python -m job", "uid")
+    for flag in ("--mem=8G", "--qos=high", "--constraint=a100", "--wckey=study", "--exclusive"):
+        assert f"#SBATCH {flag}\n" in script
+    assert script.index("export PYTHONPATH=") < script.index("module load cuda")  # the sweep's setup after ours
+    refused = {
+        "job_name=x": "the launcher sets submitit's 'job_name' itself",
+        "nodes=2": "a job is one worker; ask for more workers with --workers",
+        "memm=8G": "unknown SLURM setting 'memm' (did you mean 'mem'?)",
+        "mem=8G\nrm -rf /": "must be one line: it is written into the job script",
+        "use_srun=maybe": "'maybe' must be bool, as submitit's use_srun is",
+        "array_parallelism=-1": "'-1' must be a whole number of at least 0",
+    }
+    for pair, message in refused.items():
+        with pytest.raises(SweepError, match=re.escape(message)):
+            slurm.slurm_settings(sweep, [pair])
+    with pytest.raises(SweepError, match=re.escape("parameters.slurm.qos: a SLURM setting is a constant")):
+        load_sweep(write_sweep(tmp_path / "axis", **{"slurm.qos": {"values": ["a", "b"]}}))
 
 
 def test_an_sqlite_ledger_only_for_jobs_on_this_machine():
@@ -378,7 +408,8 @@ def test_a_preempted_job_hands_its_cell_back_and_is_requeued(tmp_path, slurm_clu
 def test_submitit_lives_in_the_launcher_alone_and_loads_only_to_submit():
     from test_boundaries import _modules, _uses
 
-    assert [name for name, imports in _modules() if _uses(imports, "submitit")] == ["ablations/slurm.py"]
+    users = [name for name, imports in _modules() if _uses(imports, "submitit")]
+    assert users == ["ablations/slurm.py", "ablations/slurm_settings.py"]  # the launcher and its settings' check
     probe = "import sys, ablations.slurm, ablations.sweep; print('submitit' in sys.modules, 'torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=slurm.REPO_ROOT)
     assert done.stdout.split() == ["False", "False"], done.stderr
