@@ -104,8 +104,9 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
 
     Enqueueing skips a cell that already has a trial in any state, so re-running the sweep adds nothing for finished,
     failed or waiting cells, and only new cells of an edited file. Each cell's trial carries its axis values as
-    categorical parameters (:func:`_grid_params`), so Optuna's importances and optuna-dashboard see the grid, and its
-    seed as the user attribute ``seed`` (never a parameter: see the module's docstring)."""
+    categorical parameters (:func:`ablations.search_space.grid_params`), so Optuna's importances and
+    optuna-dashboard see the grid, and its seed as the user attribute ``seed`` (never a parameter: see the module's
+    docstring)."""
     optuna = optuna_module()
     Path(sweep.folder).mkdir(parents=True, exist_ok=True)
     if ledger.url.startswith("sqlite:///"):
@@ -156,11 +157,21 @@ def prepare(sweep: Sweep, ledger: Ledger) -> None:
                 json.dump(listing, handle, indent=1)
 
 
+IMPORTANCES_NOTE = (
+    "{trials} trials. Parameter importances (PED-ANOVA, fANOVA) fit how the finished trials' values vary with each "
+    "parameter; over a few dozen trials, with seed noise between repeats, they mean little and can rank a setting "
+    "that moves the metric far below one that does not. Read the axis effects with their intervals over seeds in "
+    "`launch.py report` instead."
+)
+"""What the study's ``importances`` attribute tells a reader of optuna-dashboard's importance view."""
+
+
 def _describe(study, sweep: Sweep) -> None:
     """Name the objective and record where the study comes from, for optuna-dashboard and anyone opening the ledger
     (rewritten by every run: an edited file may change its metric)."""
     optuna = optuna_module()
-    attrs = {"sweep_file": sweep.path, "method": sweep.method, "metric": sweep.metric, "goal": sweep.goal}
+    attrs = {"sweep_file": sweep.path, "method": sweep.method, "metric": sweep.metric, "goal": sweep.goal,
+             "importances": IMPORTANCES_NOTE.format(trials=sweep.planned)}  # fmt: skip
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     with warnings.catch_warnings():
