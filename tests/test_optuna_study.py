@@ -46,9 +46,10 @@ def test_grid_trials_carry_their_axes_and_importances_see_them(tmp_path, calls):
     # fANOVA fits an unseeded forest to 8 points: which axis ranks first varies; that every axis is there does not.
     assert set(importances) == set(AXES) and abs(sum(importances.values()) - 1) < 1e-6
     assert study.metric_names == ["val/mse"]
-    importances = study.user_attrs.pop("importances")
-    assert study.user_attrs == {"sweep_file": sweep.path, "method": "grid", "metric": "val/mse", "goal": "minimize"}
-    assert importances.startswith(f"{len(sweep.cells)} trials. Parameter importances") and "mean little" in importances
+    attrs = dict(study.user_attrs)
+    note = attrs.pop("importances")
+    assert attrs == {"sweep_file": sweep.path, "method": "grid", "metric": "val/mse", "goal": "minimize"}
+    assert note.startswith(f"{len(sweep.cells)} trials. Parameter importances") and "mean little" in note
 
     prepare(load_sweep(write_sweep(tmp_path)), ledger)  # a rerun enqueues nothing and runs nothing
     assert len(study.get_trials()) == 8
