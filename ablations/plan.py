@@ -73,9 +73,11 @@ def step_key(cfg) -> StepKey:
             cfg.train.batch_size)  # fmt: skip
 
 
-def measure(key: StepKey, steps: int = 1, channels: int = 1, context_frames: int = 10) -> dict[str, Any]:
-    """Time ``steps`` training steps (after a warm-up) of the model at ``key`` on random frames, on the threads torch
-    has (run it under OMP_NUM_THREADS=1 for the table), then count one step's FLOPs and dispatched operations."""
+def measure(key: StepKey, steps: int = 1, channels: int = 1, context_frames: int = 10, family: str = "e3d_lstm",
+            window: int = 2) -> dict[str, Any]:  # fmt: skip
+    """Time ``steps`` training steps (after a warm-up) of the model at ``key`` (of ``family``, its cells seeing
+    ``window`` frames) on random frames, on the threads torch has (run it under OMP_NUM_THREADS=1 for the table), then
+    count one step's FLOPs and dispatched operations."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -87,7 +89,8 @@ def measure(key: StepKey, steps: int = 1, channels: int = 1, context_frames: int
     image_size, patch, frames_per_sequence, hidden, conv, batch = key
     torch.set_flush_denormal(True)  # as every run (the release's unscaled recall makes subnormal floats)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(hidden=tuple(hidden), patch_size=patch, conv=conv), channels, image_size)
+    model_cfg = ModelConfig(name=family, hidden=tuple(hidden), patch_size=patch, conv=conv, window=window)
+    model = build_model(model_cfg, channels, image_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.9995))
     frames = torch.rand(batch, frames_per_sequence, channels, image_size, image_size)  # (B, T, C, H, W)
     mask = torch.zeros(batch, frames_per_sequence - context_frames - 1)  # the model's own predictions fed back
@@ -127,10 +130,14 @@ WINDOW = 2  # frames a cell sees at once (model.window; the study's and the rele
 KERNEL_TAPS = {"3d": 1.5, "2d": 1.0}  # temporal taps per output frame: 'same' padding over 2 frames gives 1 and 2
 
 
-def analytic_gflop(key: StepKey, channels: int = 1) -> float:
+def analytic_gflop(key: StepKey, channels: int = 1, family: str = "e3d_lstm", window: int = WINDOW,
+                   filter_size: int = 5) -> float:  # fmt: skip
     """A training step's FLOPs from the shapes alone: the cell's convolutions and the recall's two matmuls, backward
     counted as twice the forward (2.5 times for the fused attention). Only used to scale a measured step to a size the
-    table lacks; within 10% of the flop counter at the table's sizes (tests/test_plan.py)."""
+    table lacks, or the E3D-LSTM's to another family (:func:`family_gflop`); within 10% of the flop counter at the
+    table's sizes (tests/test_plan.py)."""
+    if family != "e3d_lstm":
+        return family_gflop(key, family, channels, window, filter_size)
     image_size, patch, frames, hidden, conv, batch = key
     side = image_size // patch
     positions = batch * WINDOW * side * side  # one conv's output positions per time step: (B, window, H', W')
@@ -145,6 +152,49 @@ def analytic_gflop(key: StepKey, channels: int = 1) -> float:
         # Recall at step t: every query position against the (t + 1) windows of history, twice (Q K^T, then V).
         recall_macs += sum(2 * positions * (t + 1) * WINDOW * side * side * width for t in range(frames - 1))
     return 2 * (3 * conv_macs + 3.5 * recall_macs) / 1e9
+
+
+def family_gflop(key: StepKey, family: str, channels: int = 1, window: int = WINDOW, filter_size: int = 5,
+                 context_frames: int = 10) -> float:  # fmt: skip
+    """:func:`analytic_gflop` for the families without recall (ConvLSTM, PredRNN, PredRNN++): their cells'
+    convolutions over a window of ``window`` frames with ``filter_size`` kernels, backward counted as twice the
+    forward, except the first layer's convolution of the ``context_frames`` true frames alone, which needs no gradient
+    of its input (a fed-back prediction does); elementwise gates and peepholes are not counted, as the flop counter
+    counts none."""
+    image_size, patch, frames, hidden, conv, batch = key
+    side = image_size // patch
+    positions = batch * window * side * side  # one conv's output positions per time step: (B, window, H', W')
+    taps = (2 * window - 1) / window if conv == "3d" else 1.0  # 'same' in time: the last output frame sees one tap
+    k2 = filter_size**2 * taps
+    macs = frames_macs = 0.0
+    for layer, width in enumerate(hidden):
+        inputs = channels * patch * patch if layer == 0 else hidden[layer - 1]
+        below = hidden[layer - 1]  # the memory a PredRNN++ layer reads: the layer below's (layer 0: the top's)
+        per_position = {
+            "convlstm": k2 * (inputs + width) * 4 * width,  # one conv over [X, H] to 4 gates
+            # conv_x (7 gates), conv_h (4), conv_m (3), conv_o over [C, M]; then the 1x1 over [C, M].
+            "predrnn": k2 * (inputs * 7 + width * 4 + width * 3 + 2 * width) * width + 2 * width * width,
+            # conv_x (7), conv over [H, C] (3), over C' (4), over M from below (4), over M' (1); the 1x1 over [C, M];
+            # the gradient highway before layer 1 (its X and Z, 2 gates each).
+            "predrnnpp": k2 * (inputs * 7 + 2 * width * 3 + width * 4 + below * 4 + width) * width
+            + 2 * width * width + (k2 * 4 * hidden[0] * hidden[0] if layer == 1 else 0),
+        }[family]  # fmt: skip
+        macs += (frames - 1) * positions * per_position
+        if layer == 0 and family != "convlstm":  # the convolution over the frames alone (ConvLSTM's also reads H)
+            frames_macs = positions * k2 * inputs * width * 7
+    return 2 * (3 * macs - context_frames * frames_macs) / 1e9
+
+
+# Dispatched operations of one training step of each family against the E3D-LSTM's at the same sizes (which has recall
+# over the history and layer norms): counted as measure() counts, 32x32 frames, patch 4, 20 frames, batch 2, 2 and 3
+# layers of 8, 2026-12-06: 0.32-0.35 (ConvLSTM), 0.47-0.54 (PredRNN), 0.62-0.74 (PredRNN++), the lower at 2D
+# kernels over one frame. Scales a measured E3D-LSTM step's count to another family's, for the GPU estimate.
+FAMILY_OPS = {"e3d_lstm": 1.0, "convlstm": 0.33, "predrnn": 0.5, "predrnnpp": 0.7}
+# The FLOP scaling checked against measured steps at the demo size (64px, patch 8, 2 x 32, batch 4), process CPU time
+# on one core beside a training (python -m ablations.plan measure KEY 5 FAMILY WINDOW, 2026-12-06; the E3D-LSTM's 3d
+# and 2d steps measured 1.52 and 1.01 s there against the table's 1.30 and 0.90): 2d over 1 frame (the families'
+# variants) ConvLSTM 0.21 s, PredRNN 0.40 s, PredRNN++ 0.57 s, estimated 0.19, 0.34 and 0.49; 3d over 2 frames 0.61,
+# 1.17 and 1.64 s, estimated 0.56, 1.03 and 1.49. So the table needs no entry of theirs at these sizes.
 
 
 # How the GPU figures are estimated: no GPU has run this code for the table yet. A step costs its FLOPs at an
@@ -192,6 +242,19 @@ def step_cost(key: StepKey) -> tuple[StepCost, str]:
     ops = ref.ops * (len(key[3]) * (key[2] - 1)) / (len(nearest[3]) * (nearest[2] - 1))
     scaled = StepCost(ref.cpu_s * ratio, ref.gflop * ratio, round(ops), f"scaled from {nearest} by FLOPs")
     return scaled, f"scaled from {_key_text(nearest)}"
+
+
+def family_step_cost(key: StepKey, family: str, window: int = WINDOW, filter_size: int = 5) -> tuple[StepCost, str]:
+    """:func:`step_cost` for any family: the E3D-LSTM's (:data:`STEP_COSTS` is measured on it) as it is, another
+    family's the E3D-LSTM's at the same key scaled by the two FLOP counts (:func:`analytic_gflop`), its dispatched
+    operations by :data:`FAMILY_OPS`; the second value says which."""
+    cost, basis = step_cost(key)
+    if family == "e3d_lstm":
+        return cost, basis
+    ratio = analytic_gflop(key, family=family, window=window, filter_size=filter_size) / analytic_gflop(key)
+    scaled = StepCost(cost.cpu_s * ratio, cost.gflop * ratio, round(cost.ops * FAMILY_OPS[family]),
+                      f"{family}: the E3D-LSTM's step scaled by FLOPs")  # fmt: skip
+    return scaled, f"{family}: the E3D-LSTM's step ({basis}) scaled by FLOPs"
 
 
 def _key_text(key: StepKey) -> str:
@@ -305,7 +368,7 @@ def _cells(sweep, stage: int) -> tuple[CellPlan, ...]:
 def _cell_plan(cell, cfg, sweep_name: str, stage: int) -> CellPlan:
     from ablations.sweep_file import missing_files
 
-    cost, basis = step_cost(step_key(cfg))
+    cost, basis = family_step_cost(step_key(cfg), cfg.model.name, cfg.model.window, cfg.model.filter_size)
     steps, batch = cfg.train.steps, cfg.train.batch_size
     test = min(cfg.data.test_size, KTH_TEST_WINDOWS) if cfg.data.dataset == "kth" else cfg.data.test_size
     sequences = (steps // cfg.train.eval_every) * cfg.data.val_size + test if steps else test
@@ -345,7 +408,10 @@ def format_plan(plan: Plan) -> str:
     ]
     scaled = sorted({c.basis for c in plan.cells if c.basis != "measured"})
     if scaled:
-        lines.append(f"~: no step time measured at that size; {'; '.join(scaled)} (ablations/plan.py STEP_COSTS)")
+        lines.append(
+            f"~: no step time measured at that size or for that family; {'; '.join(scaled)} "
+            "(ablations/plan.py STEP_COSTS)"
+        )
     for key, path in sorted({m for c in plan.cells for m in c.missing}):
         lines.append(
             f"warning: {key} names {path}, which does not exist here: the sweep refuses to start until it does"
@@ -362,5 +428,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["measure"]:
     import ast
     import json
 
+    # python -m ablations.plan measure KEY [STEPS [FAMILY [WINDOW]]]
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    print(json.dumps({**measure(ast.literal_eval(sys.argv[2]), steps), "key": sys.argv[2]}), flush=True)
+    family = sys.argv[4] if len(sys.argv) > 4 else "e3d_lstm"
+    window = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+    result = measure(ast.literal_eval(sys.argv[2]), steps, family=family, window=window)
+    print(json.dumps({**result, "key": sys.argv[2], "family": family, "window": window}), flush=True)

@@ -47,7 +47,7 @@ def study_table(
     baselines: bool = True,
     published: bool = False,
     split_by_test_set: bool = False,
-    title: str = "E3D-LSTM variants",
+    title: str | None = None,
 ) -> StudyTable | list[StudyTable]:
     """The study's table over ``runs`` (a :func:`analysis.collect.collect` frame, filtered as you like).
 
@@ -57,12 +57,17 @@ def study_table(
         published: add design.md section 1's published rows for the table's datasets.
         split_by_test_set: return a list of tables, one per (test set, SSIM convention), instead of raising
             :class:`IncomparableRunsError` when the runs of a dataset were scored on several.
+        title: the caption's head; by default "E3D-LSTM variants", or "Recurrent model variants" where the runs
+            include another model family (ConvLSTM, PredRNN, ...).
     """
     unknown = [m for m in metrics if m not in LOWER_IS_BETTER]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(TABLE_METRICS)}")
     if runs.empty:
         raise ValueError("no runs to tabulate")
+    if title is None:  # "E3D-LSTM variants", or "Recurrent model variants" once another family has rows
+        families = set(runs["family"].dropna()) if "family" in runs else set()
+        title = "E3D-LSTM variants" if families <= {"e3d_lstm"} else "Recurrent model variants"
     if split_by_test_set:
         return [_build(group, tuple(metrics), baselines, published, title) for group in _split_by_test_set(runs)]
     _check_comparable(runs)

@@ -144,7 +144,7 @@ def _family_label(value: Any) -> str:
     return MODEL_FAMILIES.get(value, str(value))
 
 
-PAPER_CONV = {"e3d_lstm": "3d", "convlstm": "2d"}
+PAPER_CONV = {"e3d_lstm": "3d", "convlstm": "2d", "predrnn": "2d", "predrnnpp": "2d"}
 """Each family's kernel in its paper: a row names the kernel only where it is off its family's paper's."""
 
 

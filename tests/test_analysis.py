@@ -427,3 +427,12 @@ def test_unknown_metric_and_empty_runs_are_errors(study):
         study_table(study, metrics=("mse", "lpips"))
     with pytest.raises(ValueError, match="no runs"):
         study_table(study.iloc[:0])
+
+
+def test_the_caption_names_the_models_the_table_holds(tmp_path):
+    mmnist_study(tmp_path / "runs")
+    runs = collect(tmp_path / "runs")
+    assert study_table(runs).caption.startswith("E3D-LSTM variants.")
+    runs.loc[runs.index[0], "family"] = "convlstm"  # one row of another family
+    assert study_table(runs).caption.startswith("Recurrent model variants.")
+    assert study_table(runs, title="Mine").caption.startswith("Mine.")

@@ -62,8 +62,10 @@ def test_registry_builds_from_model_config():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown model 'predrnn'; valid names: convlstm, e3d_lstm"):
-        build_model(tiny(name="predrnn"), 1, SIZE)
+    with pytest.raises(
+        ValueError, match=r"unknown model 'phydnet'; valid names: convlstm, e3d_lstm, predrnn, predrnnpp"
+    ):
+        build_model(tiny(name="phydnet"), 1, SIZE)
 
 
 def test_duplicate_registration_raises(monkeypatch):

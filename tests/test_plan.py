@@ -8,7 +8,15 @@ import sweep_fakes
 import yaml
 
 import launch
-from ablations.plan import GPU_ASSUMPTION, STEP_COSTS, analytic_gflop, format_plan, plan_sweep, step_cost
+from ablations.plan import (
+    GPU_ASSUMPTION,
+    STEP_COSTS,
+    analytic_gflop,
+    family_step_cost,
+    format_plan,
+    plan_sweep,
+    step_cost,
+)
 from ablations.sweep import SweepError, load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +93,49 @@ def test_the_step_table_agrees_with_the_flop_model_and_scales_unmeasured_sizes()
     wider = (*measured[:3], tuple(2 * h for h in measured[3]), *measured[4:])
     scaled, basis = step_cost(wider)
     assert basis.startswith("scaled from") and scaled.cpu_s > STEP_COSTS[measured].cpu_s
+
+
+@pytest.mark.parametrize("family", ["convlstm", "predrnn", "predrnnpp"])
+def test_other_families_cost_the_e3d_lstms_step_scaled_by_their_flops(family):
+    """Their FLOP model agrees with the flop counter (a step at a small size), and a cell of theirs costs the measured
+    E3D-LSTM step at its key times the FLOP ratio, saying so."""
+    import torch
+
+    from core.config import ModelConfig
+    from core.flops import flop_counter
+    from core.losses import prediction_loss
+    from core.models import build_model
+
+    for key, window, hidden in [((32, 4, 12, (4, 4), "3d", 2), 2, (4, 4)), ((32, 4, 12, (8, 4), "2d", 1), 1, (8, 4))]:
+        if family == "predrnn":
+            key, hidden = (*key[:3], (4, 4), *key[4:]), (4, 4)
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name=family, hidden=hidden, patch_size=4, conv=key[4], window=window), 1, 32)
+        frames = torch.rand(key[5], key[2], 1, 32, 32)
+        with flop_counter() as counter:
+            prediction_loss(model(frames, 10), frames[:, 1:], 0.0)["loss"].backward()
+        counted = counter.get_total_flops() / 1e9
+        assert analytic_gflop(key, family=family, window=window) == pytest.approx(counted, rel=0.1)
+    demo = (64, 8, 20, (32, 32), "2d", 4)
+    cost, basis = family_step_cost(demo, family, window=1)
+    ratio = analytic_gflop(demo, family=family, window=1) / analytic_gflop(demo)
+    assert cost.cpu_s == pytest.approx(STEP_COSTS[demo].cpu_s * ratio) and 0 < ratio < 1
+    assert basis == f"{family}: the E3D-LSTM's step (measured) scaled by FLOPs"
+    assert family_step_cost(demo, "e3d_lstm") == (STEP_COSTS[demo], "measured")
+
+
+def test_the_families_grid_costs_every_family_by_its_own_flops(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    plan = plan_sweep(load_sweep("sweeps/families.yaml", check_files=False))
+    cells = {c.name: c for c in plan.cells}
+    families = ("e3d_lstm", "convlstm", "predrnn", "predrnnpp")
+    assert sorted(cells) == sorted(f"name={f}-conv={conv}-seed=0" for f in families for conv in ("3d", "2d"))
+    for conv in ("3d", "2d"):
+        cost = [cells[f"name={f}-conv={conv}-seed=0"] for f in families]
+        assert cost[0].basis == "measured"
+        assert all(c.basis.startswith(f"{f}: the E3D-LSTM's") for f, c in zip(families[1:], cost[1:], strict=True))
+        assert cost[1].cpu_h < cost[2].cpu_h < cost[3].cpu_h  # ConvLSTM's cell is the smallest, PredRNN++'s largest
+        assert all(c.cpu_h > 0 and c.gpu_h > 0 and c.steps == 150 for c in cost)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -248,11 +248,18 @@ def validate(cfg: Config) -> Config:
             f"its default ({json.dumps(list(default) if isinstance(default, tuple) else default)})",
         ))  # fmt: skip
     rules.append((
-        m.name != "convlstm" or m.conv == "2d" or m.window >= 2,
+        m.name == "e3d_lstm" or m.conv == "2d" or m.window >= 2,
         "model.conv",
-        "'3d' gives convlstm a temporal kernel of 2 frames, which needs model.window >= 2 (at window 1 its second "
+        f"'3d' gives {m.name} a temporal kernel of 2 frames, which needs model.window >= 2 (at window 1 its second "
         "tap would only ever see the zero pad)",
     ))  # fmt: skip
+    rules += [
+        (m.name != "predrnn" or len(set(m.hidden)) == 1, "model.hidden",
+         f"must be one size in every layer for predrnn (its memory M passes from layer to layer as it is): "
+         f"{list(m.hidden)}"),
+        (m.name != "predrnnpp" or len(m.hidden) >= 2, "model.hidden",
+         "needs at least 2 layers for predrnnpp (its gradient highway sits between the first two)"),
+    ]  # fmt: skip
     for ok, key, message in rules:
         if not ok:
             raise ConfigError(f"{key} {message}")

@@ -62,7 +62,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "e3d_lstm"
-    """model family in the registry: e3d_lstm (Wang et al. 2019) or convlstm (Shi et al. 2015)"""
+    """model family in the registry: e3d_lstm (Wang et al. 2019), convlstm (Shi et al. 2015), predrnn (Wang et al.
+    2017) or predrnnpp (PredRNN++, Wang et al. 2018)"""
     hidden: tuple[int, ...] = (64, 64, 64, 64)
     """hidden channels of each stacked layer (the release's num_hidden)"""
     conv: Literal["3d", "2d"] = "3d"
@@ -95,15 +96,17 @@ class ModelConfig:
     """added to the memory's forget gate pre-activation"""
 
 
-MODEL_FAMILIES = {"e3d_lstm": "E3D-LSTM", "convlstm": "ConvLSTM"}
+MODEL_FAMILIES = {"e3d_lstm": "E3D-LSTM", "convlstm": "ConvLSTM", "predrnn": "PredRNN", "predrnnpp": "PredRNN++"}
 """The model families the stack builds (``model.name``) and how people name them."""
 
 E3D_ONLY = ("layer_norm", "layer_norm_eps", "memory_flow", "recall", "output_gate")
 """ModelConfig fields only the E3D-LSTM's cell reads: its layer norms and the release-vs-paper switches."""
 
-UNUSED_FIELDS: dict[str, tuple[str, ...]] = {"e3d_lstm": (), "convlstm": E3D_ONLY}
+UNUSED_FIELDS: dict[str, tuple[str, ...]] = {"e3d_lstm": (), "convlstm": E3D_ONLY, "predrnn": E3D_ONLY,
+                                             "predrnnpp": E3D_ONLY}  # fmt: skip
 """The ModelConfig fields each family's cell ignores (Shi et al.'s ConvLSTM has no layer norm, memory M, recall or
-second output nonlinearity). A value off the default is refused, and the hash leaves them out (``inert_fields``)."""
+second output nonlinearity; PredRNN's and PredRNN++'s papers have no layer norm or recall, and their memory always
+zigzags). A value off the default is refused, and the hash leaves them out (``inert_fields``)."""
 
 
 RELEASE_L1_WEIGHT = 2 / 3

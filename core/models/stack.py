@@ -43,14 +43,15 @@ class CellConv(nn.Conv3d):
 
     TensorFlow pads an even kernel unevenly, the extra frame after: for kt = 2 the time axis gets 0 frames before and
     1 after, so output time i = W_0 * x_i + W_1 * x_(i+1), the last output seeing only the last input (the pad is
-    zero). Spatial padding is k // 2 on each side (k is odd).
+    zero). Spatial padding is k // 2 on each side (k is odd). ``bias=False`` where a gate's one bias is another
+    convolution's (a cell whose paper writes one bias per gate over several convolutions).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, temporal: int, spatial: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, temporal: int, spatial: int, bias: bool = True) -> None:
         if temporal not in (1, 2):
             raise ValueError(f"temporal kernel must be 1 or 2, got {temporal}")
         super().__init__(
-            in_channels, out_channels, (temporal, spatial, spatial), padding=(0, spatial // 2, spatial // 2)
+            in_channels, out_channels, (temporal, spatial, spatial), padding=(0, spatial // 2, spatial // 2), bias=bias
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,7 +122,8 @@ class RecurrentStack(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv3d):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def _takes_skip(self, position: int) -> bool:
         """Residual wiring: the decoder (position L) always adds the top two layers' outputs, H_{L-1} + H_{L-2}, as
