@@ -43,8 +43,8 @@ pretrain: $(STAMP)  ## the showcase's stage 1: E3D-LSTM, E2D-LSTM, E3D-LSTM + re
 	$(PY) launch.py verify $(foreach run,$(PRETRAIN_RUNS),$(PRETRAINED)/mmnist_$(run).json)
 
 # One run, pretrain-<variant>-s<seed>: train (or resume, or find finished) runs/pretrain/mmnist_<variant>-s<seed>, then
-# ship its final weights with a manifest into $(PRETRAINED); the finetunes' start (E3D-LSTM, seed 0) keeps Adam's state
-# too. Only the first of the two parallel runs draws a progress bar, so the two do not share a line.
+# ship its final weights with a manifest into $(PRETRAINED), as the shipped files were (weights only). Only the first of
+# the two parallel runs draws a progress bar, so the two do not share a line.
 pretrain_variant = $(word 1,$(subst -s, ,$*))
 pretrain_seed = $(word 2,$(subst -s, ,$*))
 PRETRAIN_ARGS = ablations/moving_mnist/$(pretrain_variant).yaml --profile pretrain --train.seed=$(pretrain_seed) \
@@ -53,7 +53,7 @@ PRETRAIN_ARGS = ablations/moving_mnist/$(pretrain_variant).yaml --profile pretra
 pretrain-%: $(STAMP)
 	$(PY) launch.py train $(PRETRAIN_ARGS) $(if $(filter e3d_baseline-s0,$*),,--quiet)
 	$(PY) launch.py ship runs/pretrain/mmnist_$* --name mmnist_$* --out $(PRETRAINED) \
-		$(if $(filter e3d_baseline-s0,$*),--with-optimizer) --command-line "python launch.py train $(PRETRAIN_ARGS)"
+		--command-line "python launch.py train $(PRETRAIN_ARGS)"
 
 SWEEPS ?= runs/baselines runs/finetune runs/search
 

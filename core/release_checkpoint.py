@@ -545,7 +545,7 @@ def ship_release(
     import json
 
     from core.io import atomic_write, sha256_of
-    from core.shipped import CHECK_SEQUENCES, check_mse, cpu_name
+    from core.shipped import CHECK_SEQUENCES, check_mse, cpu_kind, cpu_name
 
     prefix, out = checkpoint_prefix(path), Path(out)
     checkpoint = import_release(prefix, cfg, weights, release_batch)
@@ -561,6 +561,7 @@ def ship_release(
         "optimizer": "optimizer" in checkpoint,
         "command": command,
         "cpu": cpu_name(),
+        "cpu_kind": cpu_kind(),
         "threads": 1,
         "torch": torch.__version__,
         "config": to_dict(cfg),

@@ -49,6 +49,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kind() -> str:
+    """What decides a CPU's float32 sums: its model name, family and model, and whether it has AVX-512
+    (``AMD EPYC, family 23 model 49, no avx512f``). Two runs reproduce each other's bytes only on the same kind: an
+    E3D-LSTM retrained on the EPYC without AVX-512 ended at other weights than the file shipped from one with it."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return cpu_name()
+    avx512 = "avx512f" if "avx512f" in fields.get("flags", "").split() else "no avx512f"
+    return f"{cpu_name()}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {avx512}"
+
+
 def check_mse(state: dict[str, Any], threads: int = 1) -> float:
     """Test MSE of a checkpoint's weights on the first :data:`CHECK_SEQUENCES` sequences of its config's test set,
     computed in float32 with ``threads`` torch threads."""
@@ -99,6 +114,7 @@ def ship(run_dir: str | Path, out_dir: str | Path, name: str, command: str, with
         "optimizer": with_optimizer,
         "command": command,
         "cpu": cpu_name(),
+        "cpu_kind": cpu_kind(),
         "threads": summary.get("threads"),
         "torch": torch.__version__,
         "config": to_dict(from_dict(slim["config"], str(weights))),

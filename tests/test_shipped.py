@@ -11,7 +11,7 @@ from test_trainer import tiny, tiny_overrides
 
 from analysis.collect import collect
 from core.config import ConfigError, config_hash, from_dict
-from core.shipped import CHECK_SEQUENCES, cpu_name, ship, verify
+from core.shipped import CHECK_SEQUENCES, cpu_kind, cpu_name, ship, verify
 from core.trainer import CheckpointError, evaluate_checkpoint, load_checkpoint, train
 from core.variants import load_variant
 
@@ -33,6 +33,7 @@ def test_a_shipped_checkpoint_is_small_named_by_its_hash_and_described(shipped):
     assert weights.stat().st_size < (run.run_dir / "checkpoints" / "best.pt").stat().st_size
     assert manifest["config"]["model"]["hidden"] == [4, 4] and manifest["command"].startswith("python launch.py")
     assert manifest["test"]["test/mse"] == run.test["test/mse"] and manifest["threads"] >= 1 and manifest["cpu"]
+    assert manifest["cpu_kind"].startswith(manifest["cpu"]) and "avx512f" in manifest["cpu_kind"]
     assert [row["step"] for row in manifest["validation"]] == [3, 6]
     logged = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [(row["step"], row["train/loss"]) for row in logged if "train/loss" in row]
@@ -246,7 +247,8 @@ def test_a_shipped_baseline_matches_its_checksum_and_its_recorded_check_mse(mani
     result = verify(manifest)  # the sha256, then the test MSE of the first 64 test sequences, one thread
     # The CPU kind it was shipped from computes the same float32 sums: 1e-4. Another kind's kernels may round
     # differently, which moves an MSE near 100 in its 4th-6th significant digit, not more.
-    same_kind = json.loads(manifest.read_text())["cpu"] == cpu_name()
+    recorded = json.loads(manifest.read_text())
+    same_kind = recorded.get("cpu_kind", recorded["cpu"]) == (cpu_kind() if "cpu_kind" in recorded else cpu_name())
     assert result["measured"] == pytest.approx(result["expected"], abs=1e-4 if same_kind else 1e-2)
 
 
