@@ -515,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("offline", "online"),
         help="also log each sweep's tables and figures as a W&B run in the sweep's group",
     )
-    report.add_argument("--wandb-project", default="mentalsim", help="the W&B project for --wandb (default: mentalsim)")
+    report.add_argument(
+        "--wandb-project", default=None, help="the W&B project for --wandb (default: $WANDB_PROJECT, else mentalsim)"
+    )
     report.set_defaults(run=_report)
 
     config = commands.add_parser("config", help="print a variant's resolved config, or the release's flags as one")

@@ -84,7 +84,7 @@ def write_report(
     collected: Sequence[tuple[str, pd.DataFrame]] = (),
     link: Callable[[pd.Series], str | None] | None = None,
     wandb: str | None = None,
-    project: str = "mentalsim",
+    project: str | None = None,
 ) -> Report:
     """Collect the runs under each of ``roots`` (and/or take ``collected`` runs, e.g. from W&B: ``(title, runs)``) and
     write a section for each, then the HTML page.
@@ -93,7 +93,8 @@ def write_report(
         published: add design.md's published rows to the tables.
         link: where a run's link points (default: its folder, relative to the report; its W&B page when it has one).
         wandb: ``offline`` or ``online``: also log each section's tables and figures as one W&B run (job type
-            ``report``) in ``project``, grouped with the sweep's runs (the group is the sweep folder's name).
+            ``report``) in ``project`` (default: ``$WANDB_PROJECT``, else mentalsim), grouped with the sweep's runs
+            (the group is the sweep folder's name).
     """
     sources = [(str(root), collect(root), Path(root)) for root in roots]
     sources += [(title, runs, None) for title, runs in collected]
@@ -192,7 +193,7 @@ def _write_section(title: str, everything: pd.DataFrame, folder: Path, published
     return section
 
 
-def _log_to_wandb(section: Section, mode: str, project: str) -> Path | None:
+def _log_to_wandb(section: Section, mode: str, project: str | None) -> Path | None:
     group = Path(section.title).name
     tables = {"study_table" if i == 0 else f"study_table_{i + 1}": _rows(table.to_frame())
               for i, table in enumerate(section.tables)}  # fmt: skip

@@ -454,7 +454,7 @@ class Tracker:
 def log_summary_run(
     folder: str | Path,
     name: str,
-    project: str,
+    project: str | None,
     group: str | None,
     tables: Mapping[str, tuple[list[str], list[list[Any]]]],
     images: Mapping[str, str | Path],
@@ -467,6 +467,7 @@ def log_summary_run(
     ``wandb.Image``. W&B's files go to ``folder/wandb``. Returns the run's transaction log (``.wandb``; ``wandb sync``
     uploads an offline one), or None with mode ``disabled``.
     """
+    project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT  # the user's setting wins
     if mode not in WANDB_MODES:
         raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
     if mode == "disabled":

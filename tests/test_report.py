@@ -697,8 +697,9 @@ def test_report_logs_its_tables_and_figures_as_a_wandb_run(sweep, tmp_path, monk
         monkeypatch.setenv(name, str(tmp_path / "home" / name.lower()))
     for name in ("WANDB_MODE", "WANDB_ERROR_REPORTING", "WANDB_SILENT", "WANDB_CONSOLE"):
         monkeypatch.delenv(name, raising=False)  # restored afterwards; the report sets what it needs
+    monkeypatch.setenv("WANDB_PROJECT", "mentalsim-test")  # the user's project, as for every other run
     try:
-        result = write_report([sweep], tmp_path / "out", wandb="offline", project="mentalsim-test")
+        result = write_report([sweep], tmp_path / "out", wandb="offline")
     finally:
         wandb.teardown()
     log = result.sections[0].wandb_log
