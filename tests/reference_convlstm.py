@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from reference_e3d import fold, unfold
+from reference_e3d import fed_frame, fold, skip_layers, unfold
 from torch import Tensor, nn
 
 
@@ -68,20 +68,13 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
 
     # The residuals, written out: layer 2 adds H_0 (even: layer 4, ... too); the decoder adds H_{L-2}, each times its
     # gate when the skips are gated.
-    layer_skips = ({2} if cfg.residual_layers == "study" else set(range(2, layers, 2))) if cfg.residual else set()
+    layer_skips = skip_layers(cfg, layers)
 
     def gate(name: str) -> Tensor | float:
         return gates[name] if gates else 1.0
 
     for t in range(length - 1):
-        if t < context_frames:
-            frame = x[:, t]
-        elif true_mask is None:
-            frame = predictions[-1]
-        else:
-            keep = true_mask[:, t - context_frames].view(batch, 1, 1, 1)
-            frame = keep * x[:, t] + (1 - keep) * predictions[-1]
-        fed.append(frame)
+        fed.append(fed_frame(x, t, context_frames, true_mask, predictions))
         inputs = torch.stack(fed[len(fed) - window :], dim=2)  # (B, C*p*p, window, H', W'): frames t-window+1..t
         new_h = []
         for l in range(layers):

@@ -103,6 +103,25 @@ def cell(model_cell: nn.Module, cfg, x, h, c, m, history):
     return h_new, c_new, m_new
 
 
+def skip_layers(cfg, layers: int) -> set[int]:
+    """The layers that add H_{l-2} to their input, written out (not the model's rule): layer 2 (the study's wiring),
+    or every even layer from 2 (``even``); none without residuals. The decoder's skip is separate."""
+    if not cfg.residual:
+        return set()
+    return {2} if cfg.residual_layers == "study" else set(range(2, layers, 2))
+
+
+def fed_frame(x: Tensor, t: int, context_frames: int, true_mask: Tensor | None, predictions: list[Tensor]) -> Tensor:
+    """The frame the model reads at step t: the true one in the context, then its own last prediction, or under
+    scheduled sampling the true frame where ``true_mask`` says so."""
+    if t < context_frames:
+        return x[:, t]
+    if true_mask is None:
+        return predictions[-1]
+    keep = true_mask[:, t - context_frames].view(x.shape[0], 1, 1, 1)
+    return keep * x[:, t] + (1 - keep) * predictions[-1]
+
+
 def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, true_mask: Tensor | None = None) -> Tensor:
     """The E3DLSTM forward recomputed explicitly: (B, T, C, H, W) -> (B, T-1, C, H, W)."""
     cfg = model.cfg
@@ -117,17 +136,10 @@ def reference_forward(model: nn.Module, frames: Tensor, context_frames: int, tru
     predictions = []
 
     # The residuals, written out (not the model's rule): layer 2 adds H_0 (even: layer 4, ... too); decoder H_{L-2}.
-    layer_skips = ({2} if cfg.residual_layers == "study" else set(range(2, layers, 2))) if cfg.residual else set()
+    layer_skips = skip_layers(cfg, layers)
 
     for t in range(length - 1):
-        if t < context_frames:
-            frame = x[:, t]
-        elif true_mask is None:
-            frame = predictions[-1]
-        else:
-            keep = true_mask[:, t - context_frames].view(batch, 1, 1, 1)
-            frame = keep * x[:, t] + (1 - keep) * predictions[-1]
-        fed.append(frame)
+        fed.append(fed_frame(x, t, context_frames, true_mask, predictions))
         inputs = torch.stack(fed[len(fed) - window :], dim=2)  # (B, C*p*p, window, H', W'): frames t-window+1..t
         new_h = []
         for l in range(layers):

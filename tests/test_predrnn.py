@@ -8,33 +8,19 @@ import pytest
 import torch
 from reference_predrnn import reference_forward as predrnn_reference
 from reference_predrnnpp import reference_forward as predrnnpp_reference
+from test_convlstm import BATCH, CONTEXT, LENGTH, SIZE, frames, make  # the same sizes and weight shake
 
 from ablations.variants import ROOT
 from core.config import E3D_ONLY, ConfigError, ModelConfig, config_hash, hashed_fields, load
 from core.models import PredRNN, PredRNNpp, build_model
 from core.variants import load_variant
 
-BATCH, LENGTH, CONTEXT, SIZE = 2, 6, 3, 16
 FAMILIES = {"predrnn": (PredRNN, predrnn_reference), "predrnnpp": (PredRNNpp, predrnnpp_reference)}
 
 
 def tiny(family: str, **changes) -> ModelConfig:
     """2 x 4 hidden, 3x3 kernels, 16x16 frames folded by 4 to 4x4x16."""
     return dataclasses.replace(ModelConfig(name=family, hidden=(4, 4), filter_size=3, patch_size=4), **changes)
-
-
-def make(cfg: ModelConfig, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
-    """Every parameter (biases and skip gates included) moved off its init, so no term hides."""
-    torch.manual_seed(0)
-    model = build_model(cfg, 1, SIZE).to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
-
-
-def frames(dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return torch.rand(BATCH, LENGTH, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1), dtype=dtype)
 
 
 REFERENCE_CASES = {
