@@ -230,7 +230,8 @@ def _claim(
     storage, study_id: int, cells: dict[str, Cell], claiming: list[int] | None = None
 ) -> tuple[int, int, Cell] | None:
     """Atomically move one waiting trial of this grid to RUNNING; None when there is none left. ``claiming`` holds
-    the trial's id from its move to RUNNING until the claim is complete (see :func:`_hand_back_half_claimed`)."""
+    the trial's id from its move to RUNNING on; the caller clears it once the claim is complete, its lock let go (see
+    :func:`_hand_back_half_claimed`)."""
     claiming = [] if claiming is None else claiming
     optuna = optuna_module()
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
@@ -244,8 +245,7 @@ def _claim(
             claiming.append(trial_id)
             if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
                 storage.set_trial_user_attr(trial_id, "worker", worker_tag())
-                claiming.remove(trial_id)
-                return trial_id, trial.number, cell
+                return trial_id, trial.number, cell  # still in claiming: the caller clears it once the lock is let go
             claiming.remove(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker claimed and finished it meanwhile
@@ -261,7 +261,8 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int
                  ) -> tuple[int, int, Cell, Any] | None:  # fmt: skip
     """A search's next trial, RUNNING: a waiting one (the first trial, a retry) or, while fewer than run_cap trials
     exist (retries share their original's slot), a new one the sampler fills; None when the cap is reached.
-    ``claiming`` holds the trial's id from ask() until the claim is complete (see :func:`_hand_back_half_claimed`)."""
+    ``claiming`` holds the trial's id from ask() on; the caller clears it once the claim is complete, its lock let go
+    (see :func:`_hand_back_half_claimed`)."""
     claiming = [] if claiming is None else claiming
     optuna = optuna_module()
     state = optuna.trial.TrialState
@@ -290,7 +291,6 @@ def _claim_trial(study, storage, study_id: int, sweep: Sweep, claiming: list[int
             continue
         for key, value in (("cell_id", cell.id), ("cell_name", cell.name), ("values", values), ("seed", cell.seed)):
             trial.set_user_attr(key, value)
-        claiming.remove(trial._trial_id)
         return trial._trial_id, trial.number, cell, trial
 
 
@@ -441,9 +441,15 @@ class LedgerSession:
                 return None  # metric.target: the cells running finish, no new one starts
             if self.search:
                 claimed = _claim_trial(study, storage, study_id, self.sweep, self._claiming)
-                return None if claimed is None else Claim(claimed[2], claimed[0], claimed[1], claimed[3])
-            claimed = _claim(storage, study_id, self._cells, self._claiming)
-            return None if claimed is None else Claim(claimed[2], claimed[0], claimed[1])
+                claim = None if claimed is None else Claim(claimed[2], claimed[0], claimed[1], claimed[3])
+            else:
+                claimed = _claim(storage, study_id, self._cells, self._claiming)
+                claim = None if claimed is None else Claim(claimed[2], claimed[0], claimed[1])
+        # Complete only now: an outage that fails the lock's release (measured: PostgreSQL restarted just then) makes
+        # the retry hand this signed trial back, where it would otherwise stay RUNNING under a live worker that vouches
+        # for it and never runs it, and the sweep would wait for it forever.
+        self._claiming.clear()
+        return claim
 
     def others_running(self) -> bool:
         """Whether a cell of this sweep still runs elsewhere (it may die and come back to the queue)."""

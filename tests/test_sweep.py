@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -481,24 +482,37 @@ def test_a_worker_rides_out_a_ledger_outage_and_gives_up_cleanly_after_its_limit
         ledger_module.retry_through_outage(down, hidden, "worker 0: claiming a cell")
 
 
+@pytest.mark.parametrize("cut", ["signing", "unlocking"])
 @pytest.mark.parametrize("kind", ["grid", "search"])
-def test_a_claim_cut_off_by_an_outage_hands_its_trial_back(tmp_path, calls, monkeypatch, kind):
-    """The outage falls inside a claim, after its trial is RUNNING and before the claim is signed: the worker, alive
-    and so vouching for it, hands that trial back before it claims again. Every cell runs once; none is left
-    running (the sweep would wait for it forever), and a search keeps to its run_cap."""
+def test_a_claim_cut_off_by_an_outage_hands_its_trial_back(tmp_path, calls, monkeypatch, kind, cut):
+    """The outage falls inside a claim, after its trial is RUNNING: before the claim is signed, or once it is signed,
+    on the release of the ledger's lock (seen in CI: PostgreSQL restarted just then). The worker, alive and so
+    vouching for that trial, hands it back before it claims again. Every cell runs once; none is left running (the
+    sweep would wait for it forever), and a search keeps to its run_cap."""
     import optuna
 
     sweep = load_sweep(write_sweep(tmp_path) if kind == "grid" else write_search(tmp_path, run_cap=3))
     ledger = Ledger(f"sqlite:///{tmp_path / 'runs' / sweep.name / 'study.db'}", sweep.name, **FAST)
     prepare(sweep, ledger)
-    real_tag, outage = ledger_module.worker_tag, iter(range(1))
+    outage = iter(range(1))
 
-    def tag_through_an_outage():
+    def down_once() -> None:
         if next(outage, None) is not None:  # the database goes down mid-claim, once
             raise optuna.exceptions.StorageInternalError("server closed the connection unexpectedly")
-        return real_tag()
 
-    monkeypatch.setattr(ledger_module, "worker_tag", tag_through_an_outage)
+    if cut == "signing":
+        real_tag = ledger_module.worker_tag
+        monkeypatch.setattr(ledger_module, "worker_tag", lambda: (down_once(), real_tag())[1])
+    else:
+        real_exclusive = ledger_module._exclusive
+
+        @contextlib.contextmanager
+        def exclusive_down_on_release(held):
+            with real_exclusive(held):
+                yield
+            down_once()
+
+        monkeypatch.setattr(ledger_module, "_exclusive", exclusive_down_on_release)
     objective = sweep_fakes.count_calls if kind == "grid" else sweep_fakes.quadratic
     ran = work(sweep, ledger, objective)
     summary = summarize(sweep, ledger)
