@@ -172,6 +172,11 @@ class Tracker:
         return self.run_dir / "frames"
 
     @property
+    def reports_to_wandb(self) -> bool:
+        """Whether this run logs to W&B (online or offline), not only to its local record."""
+        return self._run is not None
+
+    @property
     def status(self) -> str:
         return self._status
 
@@ -220,6 +225,15 @@ class Tracker:
         self._metrics_file.flush()
         if self._run is not None:
             self._log_wandb(values, step)
+
+    def mark_best(self, metrics: Mapping[str, float], step: int) -> None:
+        """The evaluation at ``step`` is the run's best (by validation MSE): W&B's summary gets each of its numbers
+        under ``best/`` (``best/val/ssim``, ...) and ``best/step``, so every metric there comes from that one step.
+        (``val/<metric>``'s own summary is that metric's best over all steps, which may be other steps.)"""
+        self._check_open()
+        if self._run is not None:
+            best = {f"best/{key}": value for key, value in metrics.items() if isinstance(value, int | float)}
+            self._run.summary.update({**best, "best/step": operator.index(step)})
 
     def log_frames(
         self, tag: str, target: Any, pred: Any, context: Any | None = None, step: int = 0

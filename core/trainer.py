@@ -288,8 +288,8 @@ def _loop(
     # On CUDA the batches come in page-locked memory, so the copy below returns at once and overlaps compute.
     batches = data.train_batches(start, pin_memory=device.type == "cuda") if start < t.steps else iter(())
     if t.steps == 0:  # a checkpoint scored as it is: validated too, so it ranks with trained runs
-        scores = evaluate_model(runner, data.val, context, t.eval_batch_size, device, precision=t.precision).scores
-        tracker.log(scores.to_dict("val/"), step=0)
+        scores = _validate(training, 0)
+        tracker.mark_best(scores.to_dict("val/"), step=0)
         best_val_mse = scores.mse
         for name in ("best.pt", "last.pt"):
             save_checkpoint(checkpoints / name, model, optimizer, 0, cfg, best_val_mse)
@@ -335,10 +335,10 @@ def _loop(
             sums = dict.fromkeys(sums, 0.0)
             interval_start, interval_steps = time.perf_counter(), 0
         if evaluating:
-            scores = evaluate_model(runner, data.val, context, t.eval_batch_size, device, precision=t.precision).scores
-            tracker.log(scores.to_dict("val/"), step=done)
+            scores = _validate(training, done)
             if scores.mse < best_val_mse:
                 best_val_mse = scores.mse
+                tracker.mark_best(scores.to_dict("val/"), step=done)
                 save_checkpoint(checkpoints / "best.pt", model, optimizer, done, cfg, best_val_mse)
             postfix["val_mse"] = f"{scores.mse:.1f}"
             bar.set_postfix(postfix)
@@ -357,6 +357,22 @@ def _loop(
             save_checkpoint(checkpoints / "last.pt", model, optimizer, done, cfg, best_val_mse)
     bar.close()
     return "finished", max(start, t.steps), best_val_mse
+
+
+def _validate(training: _Training, step: int):
+    """Score the validation set at ``step`` and record it; a run that reports to W&B also gets the first
+    ``tracking.frames`` sequences' predictions there at every evaluation (``val/frames``, ``val/video``), so the
+    dashboard's step slider shows the model learning (they are written under frames/ too, as ``val_step<step>``)."""
+    cfg, tracker = training.cfg, training.tracker
+    t = cfg.train
+    keep = cfg.tracking.frames if tracker.reports_to_wandb else 0
+    result = evaluate_model(training.runner, training.data.val, training.data.context_frames, t.eval_batch_size,
+                            training.device, keep=keep, precision=t.precision)  # fmt: skip
+    tracker.log(result.scores.to_dict("val/"), step=step)
+    if result.pictures:
+        pictures = result.pictures
+        tracker.log_frames("val", pictures["target"], pictures["pred"], pictures["context"], step=step)
+    return result.scores
 
 
 def _final_test(cfg, runner, data, device, tracker, step, best_val_mse, progress) -> tuple[dict, dict]:

@@ -499,7 +499,16 @@ def test_a_quiet_run_gives_wandb_its_console_output_and_on_request_its_checkpoin
     artifacts = {artifact["type"]: artifact for artifact in run["artifacts"]}
     assert artifacts["model"]["files"] == ["best.pt", "last.pt"] and "final" in artifacts["model"]["aliases"]
     assert artifacts["predictions"]["files"] == ["test_step6.gif", "test_step6.npz", "test_step6.png"]
+    # The validation's predictions at every evaluation, each at its step (W&B's media slider).
+    media_steps = [row["_step"] for row in run["history"] if "val/frames" in row]
+    assert media_steps == [row["step"] for row in read_metrics(tmp_path / "runs/kept/metrics.jsonl") if "val/mse" in row]
     assert artifacts["model"]["name"] == f"{run['id']}-model"
+    # Every best/ number comes from the one evaluation with the lowest validation MSE (wandb#4812).
+    evaluations = [row for row in read_metrics(tmp_path / "runs" / "kept" / "metrics.jsonl") if "val/mse" in row]
+    best = min(evaluations, key=lambda row: row["val/mse"])
+    assert len(evaluations) >= 2 and run["summary"]["best/step"] == best["step"]
+    assert {key: run["summary"][f"best/{key}"] for key in ("val/mse", "val/ssim", "val/psnr")} == {
+        key: best[key] for key in ("val/mse", "val/ssim", "val/psnr")}  # fmt: skip
 
 
 def test_wandb_mode_online_from_the_environment_reaches_wandb(tmp_path, monkeypatch):
