@@ -103,6 +103,7 @@ def _config_from_release(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from ablations.runner import interrupt_on_sigterm
+    from core.tracking import under_wandb_agent
     from core.trainer import train
     from core.variants import load_variant
 
@@ -115,7 +116,8 @@ def _train(args: argparse.Namespace) -> None:
             return
         variant, overrides = run.variant, run.overrides
     cfg = load_variant(variant, overrides, args.profile)
-    result = train(cfg, progress=not args.quiet)
+    # Under `wandb agent` a run's output goes to the agent's log and W&B's console: one line per evaluation, no bar.
+    result = train(cfg, progress=not (args.quiet or under_wandb_agent()))
     print(f"{result.status}: {result.run_dir} (step {result.step})")
     reason = json.loads((Path(result.run_dir) / "summary.json").read_text()).get("reason")  # as the trainer judged
     if result.test:

@@ -53,12 +53,19 @@ def job_type(cfg: Config) -> str:
     return "eval" if cfg.train.steps == 0 else "finetune"
 
 
+def under_wandb_agent() -> bool:
+    """Whether this process is a run that ``wandb agent`` started (it sets ``WANDB_SWEEP_ID``, and ``WANDB_RUN_ID``
+    for the run the sweep's controller waits for)."""
+    return bool(os.environ.get("WANDB_SWEEP_ID"))
+
+
 def wandb_mode_from_env() -> str:
     """W&B's convention where the config does not say: the environment's ``WANDB_MODE`` (its ``dryrun`` and ``run``
-    spellings too), else ``offline``, which needs no account. An unknown value is an error naming it."""
+    spellings too), else ``online`` under ``wandb agent`` (whose controller must hear of the run; the agent sets no
+    WANDB_MODE), else ``offline``, which needs no account. An unknown value is an error naming it."""
     value = os.environ.get("WANDB_MODE", "").strip().lower()
     if not value:
-        return "offline"
+        return "online" if under_wandb_agent() else "offline"
     if value not in _ENV_MODES:
         raise ValueError(f"WANDB_MODE={value!r} is not a W&B mode ({', '.join(_ENV_MODES)})")
     return _ENV_MODES[value]
@@ -420,7 +427,9 @@ class Tracker:
 
     def _start_wandb(self) -> None:
         wandb = _wandb_for(self.mode)
-        self.wandb_id = wandb_run_id(self.run_dir.name, self.cfg)
+        # Under `wandb agent`, the run is the agent's: its WANDB_RUN_ID is the run the sweep's controller waits for.
+        agent_run = os.environ.get("WANDB_RUN_ID") if under_wandb_agent() else None
+        self.wandb_id = agent_run or wandb_run_id(self.run_dir.name, self.cfg)
         tracking = self.cfg.tracking
         self._run = wandb.init(
             project=tracking.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,

@@ -485,6 +485,36 @@ def test_under_a_wandb_agent_the_variant_stays_a_name(tmp_path):
     assert list(rows["variant"]) == ["e2d"]
 
 
+def test_under_a_wandb_agent_a_run_goes_online_unless_wandb_mode_says(monkeypatch):
+    """`wandb agent` sets WANDB_SWEEP_ID and WANDB_RUN_ID, not WANDB_MODE: its runs must reach its controller."""
+    from core.tracking import wandb_mode_from_env
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    assert wandb_mode_from_env() == "offline"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    assert wandb_mode_from_env() == "online"
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert wandb_mode_from_env() == "offline"
+
+
+@pytest.mark.slow
+def test_under_a_wandb_agent_the_run_is_the_agents_with_its_console_and_no_bar(tmp_path, mnist_npz):
+    """As `wandb agent` starts a run (its environment; offline here only to stay off the network): W&B's run id
+    is the agent's WANDB_RUN_ID, the output is one line per evaluation (no progress bar's redraws), and W&B has it."""
+    from test_trainer import tiny_overrides
+
+    pytest.importorskip("wandb")
+    command = [sys.executable, "launch.py", "train", "ablations/moving_mnist/e3d_baseline.yaml",
+               *tiny_overrides(tmp_path, mnist_npz, "--train.run_name=agent", "--tracking.frames=0",
+                                              "--tracking.wandb=offline")]  # fmt: skip
+    env = _offline_env(tmp_path, OMP_NUM_THREADS="1", WANDB_SWEEP_ID="abc123", WANDB_RUN_ID="agentflat01")
+    done = subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300, capture_output=True, text=True)
+    assert "\r" not in done.stdout + done.stderr and "agent: step 6/6, val MSE " in done.stdout
+    run = read_offline_run(tmp_path / "runs" / "agent")
+    assert run["id"] == "agentflat01" and "agent: step 6/6, val MSE " in run["console"]
+
+
 @pytest.mark.slow
 def test_a_quiet_run_gives_wandb_its_console_output_and_on_request_its_checkpoints_and_frames(tmp_path, mnist_npz):
     from test_trainer import tiny_overrides
@@ -501,7 +531,9 @@ def test_a_quiet_run_gives_wandb_its_console_output_and_on_request_its_checkpoin
     assert artifacts["predictions"]["files"] == ["test_step6.gif", "test_step6.npz", "test_step6.png"]
     # The validation's predictions at every evaluation, each at its step (W&B's media slider).
     media_steps = [row["_step"] for row in run["history"] if "val/frames" in row]
-    assert media_steps == [row["step"] for row in read_metrics(tmp_path / "runs/kept/metrics.jsonl") if "val/mse" in row]
+    assert media_steps == [
+        row["step"] for row in read_metrics(tmp_path / "runs/kept/metrics.jsonl") if "val/mse" in row
+    ]
     assert artifacts["model"]["name"] == f"{run['id']}-model"
     # Every best/ number comes from the one evaluation with the lowest validation MSE (wandb#4812).
     evaluations = [row for row in read_metrics(tmp_path / "runs" / "kept" / "metrics.jsonl") if "val/mse" in row]
