@@ -233,6 +233,26 @@ class Tracker:
         if self._run is not None:
             self._log_wandb(values, step)
 
+    def use_checkpoint(self, path: str | Path) -> None:
+        """Online, W&B's lineage graph shows the checkpoint this run started from as its input: a ``model`` artifact
+        named as its producer logged it (``<the producing run's W&B id>-model`` for a run folder's checkpoint, the
+        file's stem for a shipped one), so W&B links the two runs when the producer logged its artifacts. Offline W&B
+        cannot use artifacts (it refuses); summary.json's ``init_from`` names the checkpoint either way."""
+        self._check_open()
+        path = Path(path)
+        if self._run is None or self.mode != "online" or not path.is_file():
+            return
+        producer = read_summary(path.parent.parent / "summary.json") if path.parent.name == "checkpoints" else None
+        producer_id = ((producer or {}).get("wandb") or {}).get("id")
+        name = f"{producer_id}-model" if producer_id else re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)
+        try:
+            artifact = import_wandb().Artifact(name, type="model", metadata={"path": str(path)})
+            artifact.add_file(str(path), name=path.name)
+            self._run.use_artifact(artifact)
+        except Exception as exc:  # lineage is a view of the record, never a reason to stop the run
+            warnings.warn(f"W&B: could not record {path} as this run's input ({type(exc).__name__}: {exc})",
+                          stacklevel=2)  # fmt: skip
+
     def mark_best(self, metrics: Mapping[str, float], step: int) -> None:
         """The evaluation at ``step`` is the run's best (by validation MSE): W&B's summary gets each of its numbers
         under ``best/`` (``best/val/ssim``, ...) and ``best/step``, so every metric there comes from that one step.

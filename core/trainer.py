@@ -198,6 +198,8 @@ def _train(cfg: Config, run_dir: Path, on_eval: EvalCallback | None, progress: b
         if start > 0:
             tracker.truncate_after(start)
         started_from = {"init_from": initialised} if initialised else {}
+        if initialised:
+            tracker.use_checkpoint(initialised["checkpoint"])
         tracker.summary("running", test_set=data.test_name, **_execution(cfg, device), **started_from)
         runner = compiled(model, cfg.train.compile)
         training = _Training(cfg, model, runner, optimizer, data, device, tracker, run_dir)

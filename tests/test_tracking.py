@@ -307,6 +307,33 @@ def test_offline_reader_merges_the_parts_of_a_resumed_run(tmp_path):
     assert run["exit_code"] == 0 and run["complete"] and [p["exit_code"] for p in run["parts"]] == [None, 0]
 
 
+def test_online_a_run_names_the_checkpoint_it_started_from_as_its_input_artifact(tmp_path, monkeypatch):
+    """W&B's lineage: the producing run's model artifact (``<its W&B id>-model``) or a shipped file's stem, used by
+    the run, online only (offline W&B refuses use_artifact; a disabled run has nothing to link)."""
+    pytest.importorskip("wandb")
+    producer = tmp_path / "runs" / "baseline" / "checkpoints" / "best.pt"
+    producer.parent.mkdir(parents=True)
+    producer.write_bytes(b"weights")
+    (producer.parent.parent / "summary.json").write_text(json.dumps({"status": "finished", "wandb": {"id": "base-1"}}))
+    shipped = tmp_path / "mmnist_e3d_baseline-s0-15bf0f58.pt"
+    shipped.write_bytes(b"weights")
+    used = []
+
+    class OnlineRun:  # stands in for the server's run: what the tracker hands it
+        def use_artifact(self, artifact):
+            used.append((artifact.name, artifact.type, sorted(artifact.manifest.entries)))
+
+    with Tracker(tmp_path / "runs" / "finetune", _config(), mode="disabled") as tracker:
+        tracker.use_checkpoint(producer)  # disabled: nothing
+        tracker._run, tracker.mode = OnlineRun(), "online"
+        tracker.use_checkpoint(producer)
+        tracker.use_checkpoint(shipped)
+        tracker.use_checkpoint(tmp_path / "missing.pt")  # a release checkpoint's prefix, not a file: nothing
+        tracker._run = None
+    assert used == [("base-1-model", "model", ["best.pt"]),
+                    ("mmnist_e3d_baseline-s0-15bf0f58", "model", ["mmnist_e3d_baseline-s0-15bf0f58.pt"])]  # fmt: skip
+
+
 def test_offline_wandb_receives_config_history_summary_and_media(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     # Restored after the test; the tracker sets the mode variables itself.
