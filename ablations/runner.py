@@ -119,7 +119,8 @@ def train_cell(cell: Cell, metric: str, report: Report | None = None) -> float:
 def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> None:
     """Copy a finished run of the same resolved config (the same id) from another sweep's folder into the cell's, so
     the trainer finds it finished instead of training it again, and replay its validations to ``report`` (a search's
-    pruner learns from them as from a run it watched). W&B's files stay behind: that run is the other sweep's."""
+    pruner learns from them as from a run it watched). W&B's files stay behind, that run is the other sweep's: the
+    copy gets its own W&B run in this sweep's group, its history replayed (:meth:`core.tracking.Tracker.adopt`)."""
     run_dir = Path(cell.run_dir)
     if run_dir.exists():
         return
@@ -134,6 +135,11 @@ def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> Non
         with atomic_write(copying / "summary.json", "w") as handle:
             json.dump({**record, "reused_from": str(other)}, handle, indent=2)
         os.replace(copying, run_dir)  # whole or not at all
+        from core.tracking import Tracker
+
+        # Killed in here, the copy's summary says running: the trainer resumes it at its last step and tests it again.
+        with Tracker(run_dir, cell.config, resume=True) as tracker:
+            tracker.adopt({**record, "reused_from": str(other)})
         print(f"{cell.name}: the same config finished in {other}; reusing it", flush=True)
         if report is not None:
             for line in (run_dir / "metrics.jsonl").read_text().splitlines():

@@ -95,10 +95,12 @@ def wandb_run_id(run_name: str, cfg: Config) -> str:
     """A W&B run id that is the same whenever the same run folder holds the same config, so a resume continues it.
 
     W&B ids allow letters, digits, ``-`` and ``_``: the readable part is the folder name cleaned and cut to 40
-    characters, and a digest of the exact name and the config hash keeps ids of different runs apart.
+    characters, and a digest of the exact name, the config hash and the W&B group (a sweep's name) keeps ids of
+    different runs apart: two sweeps' folders of the same cell are two runs (one reused from the other).
     """
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", run_name).strip("-")[:40]
-    digest = hashlib.sha256(f"{run_name}\0{config_hash(cfg)}".encode()).hexdigest()[:12]
+    group = f"\0{cfg.tracking.group}" if cfg.tracking.group else ""  # no group: the ids runs had before groups counted
+    digest = hashlib.sha256(f"{run_name}\0{config_hash(cfg)}{group}".encode()).hexdigest()[:12]
     return f"{slug}-{digest}" if slug else digest
 
 
@@ -232,6 +234,20 @@ class Tracker:
         self._metrics_file.flush()
         if self._run is not None:
             self._log_wandb(values, step)
+
+    def adopt(self, record: Mapping[str, Any]) -> None:
+        """Take over a finished run's record, copied into this run's folder from another one (a sweep reusing a
+        cell another sweep finished, without that run's W&B folder): its status, metrics and fields stay this run's
+        summary, and its whole history goes to this run's own W&B run, in this config's group."""
+        self._check_open()
+        self._status = str(record.get("status", self._status))
+        self._metrics = dict(record.get("metrics") or {})
+        self._extra = {key: value for key, value in record.items() if key not in SUMMARY_KEYS}
+        self._resumes = int(record.get("resumes", 0))
+        self._write_summary()
+        if self._run is not None:
+            self._replay_to_wandb(read_metrics(self.metrics_path))
+            self._run.summary.update({**self._metrics, **self._extra})
 
     def use_checkpoint(self, path: str | Path) -> None:
         """Online, W&B's lineage graph shows the checkpoint this run started from as its input: a ``model`` artifact

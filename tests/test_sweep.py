@@ -763,17 +763,30 @@ def test_a_cells_result_does_not_depend_on_the_worker_count(tmp_path):
         assert a["metrics"] == b["metrics"] and a["threads"] == b["threads"] == 1
 
 
-def test_a_cell_reuses_a_finished_run_of_the_same_config_from_another_sweep(tmp_path):
-    grid = load_sweep(_tiny_grid(tmp_path, "grid"))
+def test_a_cell_reuses_a_finished_run_of_the_same_config_from_another_sweep(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for name, value in (("WANDB_ERROR_REPORTING", "false"), ("WANDB_SILENT", "true")):
+        monkeypatch.setenv(name, value)
+    for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "home" / name.lower()))
+    offline = {"tracking.wandb": {"value": "offline"}}
+    grid = load_sweep(_tiny_grid(tmp_path, "grid", **offline))
     run_sweep(grid, workers=1, **FAST)
-    other = load_sweep(_tiny_grid(tmp_path, "other", **{"model.residual": {"values": [False]}}))
+    other = load_sweep(_tiny_grid(tmp_path, "other", **{"model.residual": {"values": [False]}}, **offline))
     assert other.cells[0].id == grid.cells[0].id  # the same resolved config, so the same cell
     reports = []
     value = train_cell(other.cells[0], "val/mse", lambda step, value: reports.append((step, value)) or False)
     summary = json.loads((Path(other.cells[0].run_dir) / "summary.json").read_text())
     assert summary["reused_from"] == grid.cells[0].run_dir and value == summary["best_val_mse"]
     assert reports == [(2, value)]  # its validation replayed for a search's pruner
-    assert not (Path(other.cells[0].run_dir) / "wandb").exists()
+    # Its own W&B run (the original's stays the first sweep's), with the whole history and the final metrics.
+    from core.tracking import read_offline_run
+
+    copy, original = read_offline_run(other.cells[0].run_dir), read_offline_run(grid.cells[0].run_dir)
+    assert copy["id"] != original["id"] and copy["complete"] and summary["wandb"]["id"] == copy["id"]
+    assert [row["_step"] for row in copy["history"]] == [row["_step"] for row in original["history"]]
+    assert copy["summary"]["test/mse"] == summary["metrics"]["test/mse"] and copy["summary"]["status"] == "finished"
+    assert summary["status"] == "finished" and summary["resumes"] == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------

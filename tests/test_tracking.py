@@ -224,6 +224,9 @@ def test_wandb_run_id_is_stable_safe_and_follows_the_config():
     assert set(run_id) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
     other = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, l1_weight=0.5))
     assert run_id != wandb_run_id("e3d/l1=0.67 seed 3", other) and run_id != wandb_run_id("e3d-l1-0.67", cfg)
+    # Two sweeps (W&B groups) holding the same cell under the same folder name are two W&B runs.
+    grouped = [dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, group=g)) for g in ("a", "b")]
+    assert len({run_id, *(wandb_run_id("e3d/l1=0.67 seed 3", c) for c in grouped)}) == 3
 
 
 # ---------------------------------------------------------------------------------------------------------------------
