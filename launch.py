@@ -539,6 +539,16 @@ def _resolves_configs_only(args: argparse.Namespace) -> bool:
     return args.command == "config" or (args.command == "sweep" and args.dry_run)
 
 
+def _missing_requirement(configs_only: bool) -> str | None:
+    """The first requirement of the command that this Python cannot import, or None."""
+    import importlib.util
+
+    for module in ("yaml",) if configs_only else ("yaml", "numpy", "torch"):
+        if importlib.util.find_spec(module) is None:
+            return module
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -550,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("train needs a variant file: `launch.py train VARIANT.yaml [...]` or --variant=FILE, or the "
                          "release's --dataset_name")  # fmt: skip
     args.overrides = rest
+    missing = _missing_requirement(_resolves_configs_only(args))
+    if missing:
+        print(f"error: {missing} is not installed in this Python ({sys.executable}); `make setup` installs the "
+              "requirements into .venv: run `.venv/bin/python launch.py ...` or `source .venv/bin/activate` first",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if not _resolves_configs_only(args):
         import torch
 
