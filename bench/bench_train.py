@@ -1,5 +1,7 @@
 """Training-step time (forward, backward, Adam), achieved GFLOP/s against the machine's conv3d rate, peak memory,
-evaluation throughput and data time, for the E3D-LSTM at the study's size and the demo's.
+evaluation throughput and data time, for the E3D-LSTM at the study's size and the demo's, and for each other recurrent
+family (ConvLSTM, PredRNN, PredRNN++, in its paper's cell: a per-frame 2D kernel over a window of 1 frame) at the
+study's size, so the families' rows compare like for like.
 
 Each size runs in its own process, so its peak resident memory is its own; times are medians after a warm-up.
 ``device`` and ``precision`` (``fp32`` or ``bf16``, the trainer's autocast) choose where and how the step runs; on a
@@ -20,10 +22,17 @@ import time
 from core.flops import flop_counter
 
 SIZES = {
-    # name: (hidden, image size, patch, batch, total frames, context frames)
+    # name: (hidden, image size, patch, batch, total frames, context frames[, model family; default e3d_lstm])
     "study (4x64, 64x64, patch 4, batch 4)": ((64, 64, 64, 64), 64, 4, 4, 20, 10),
     "demo (2x32, 64x64, patch 8, batch 4)": ((32, 32), 64, 8, 4, 20, 10),
+    "ConvLSTM, study size (2D, window 1)": ((64, 64, 64, 64), 64, 4, 4, 20, 10, "convlstm"),
+    "PredRNN, study size (2D, window 1)": ((64, 64, 64, 64), 64, 4, 4, 20, 10, "predrnn"),
+    "PredRNN++, study size (2D, window 1)": ((64, 64, 64, 64), 64, 4, 4, 20, 10, "predrnnpp"),
 }
+
+PAPER_CELL = {"conv": "2d", "window": 1}
+"""The cell of every family but the E3D-LSTM as its variant files train it, its paper's: a per-frame 5x5 kernel over a
+window of 1 frame. The E3D-LSTM keeps the config's defaults, 2x5x5 kernels over a window of 2 frames."""
 
 
 def _median_seconds(work, repeats: int, device: str = "cpu") -> float:
@@ -70,9 +79,11 @@ def measure(
     device: str = "cpu",
     precision: str = "fp32",
     flush_denormal: bool = True,
+    family: str = "e3d_lstm",
 ) -> dict:
-    """Runs inside the child process; ``losses`` are the first two steps' (from the same seed every time: the second
-    one shows that the first step's gradients and update were the same)."""
+    """Runs inside the child process, for model ``family`` in its paper's cell (:data:`PAPER_CELL`); ``losses`` are
+    the first two steps' (from the same seed every time: the second one shows that the first step's gradients and
+    update were the same)."""
     import resource
 
     import numpy as np
@@ -90,7 +101,9 @@ def measure(
     torch.manual_seed(0)
     where = torch.device(device)
     check_precision(precision, where)
-    model = build_model(ModelConfig(hidden=tuple(hidden), patch_size=patch), channels=1, image_size=image_size)
+    cell = {} if family == "e3d_lstm" else PAPER_CELL
+    config = ModelConfig(name=family, hidden=tuple(hidden), patch_size=patch, **cell)
+    model = build_model(config, channels=1, image_size=image_size)
     model = model.to(where)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.9995))
     digits = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
@@ -139,10 +152,11 @@ def bench_train(steps: int = 2, threads: int = 2, device: str = "cpu", precision
     share of the step, peak GiB (resident on a CPU, allocated on a GPU); each size in a fresh process."""
     results = {}
     for name, size in SIZES.items():
+        shape, family = size[:6], size[6] if len(size) > 6 else "e3d_lstm"
         code = (
             "import json; from bench.bench_train import measure; "
-            f"print(json.dumps(measure(*{size!r}, steps={steps}, threads={threads}, device={device!r}, "
-            f"precision={precision!r})))"
+            f"print(json.dumps(measure(*{shape!r}, steps={steps}, threads={threads}, device={device!r}, "
+            f"precision={precision!r}, family={family!r})))"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,10 +1,14 @@
 """The speed benchmarks' variants compute the same function as the model (what bench/RESULTS.md's table claims)."""
 
+import math
+
 import pytest
 import torch
 
+import core.models
 import core.models.recall as recall_module
 from bench.bench_changes import CHANGES
+from bench.bench_train import SIZES
 from bench.bench_train import measure as _measure
 from core.models.e3d_lstm import CellConv
 from core.models.recall import EideticHistory
@@ -33,6 +37,24 @@ def test_every_undone_change_trains_the_same_function(name, restored):
     theirs = _measure(*TINY, steps=1, threads=1, flush_denormal=flush)
     assert theirs["losses"] == pytest.approx(ours["losses"], rel=1e-5)  # the second loss follows one update
     assert ours["step_s"] > 0 and ours["gflop_per_step"] > 0 and ours["peak_gib"] > 0
+
+
+def test_every_family_has_a_row_at_the_study_size_in_its_papers_cell(monkeypatch):
+    study = SIZES["study (4x64, 64x64, patch 4, batch 4)"]
+    families = {size[6]: size[:6] for size in SIZES.values() if len(size) > 6}
+    assert set(families) == set(core.models.model_names()) - {"e3d_lstm"}
+    assert all(shape == study for shape in families.values())
+    built, build_model = [], core.models.build_model
+
+    def recording(cfg, channels, image_size):
+        built.append(cfg)
+        return build_model(cfg, channels, image_size)
+
+    monkeypatch.setattr(core.models, "build_model", recording)  # measure imports it from core.models when it runs
+    for family in families:
+        result = _measure(*TINY, steps=1, threads=1, family=family)
+        assert all(math.isfinite(loss) for loss in result["losses"]) and result["gflop_per_step"] > 0
+    assert [(cfg.name, cfg.conv, cfg.window) for cfg in built] == [(family, "2d", 1) for family in families]
 
 
 def _tiny_candidate(mnist_npz, *overrides):
