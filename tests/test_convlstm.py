@@ -75,7 +75,7 @@ def test_trains_every_parameter(changes):
 
 
 def test_initialised_as_released_with_peepholes_at_zero():
-    """Glorot kernels and zero biases as the stack's other family; peepholes start at 0 (the cell OpenSTL ports)."""
+    """Glorot kernels and zero biases as the stack's other families; peepholes start at 0, learned from there."""
     model = build_model(tiny(), 1, SIZE)
     cell = model.cells[0]
     assert cell.conv.weight.shape == (16, 16 + 4, 2, 3, 3) and not cell.conv.bias.any()

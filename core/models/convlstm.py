@@ -11,13 +11,16 @@ The cell only: patching, the window, the unroll, the residuals and the decoder a
 
 The convolutions over X and H are one convolution over their concatenation [X, H] (one bias per gate, as the paper
 writes it). The peephole weights W_c. are full tensors the shape of one sequence's state (hidden, window, H', W'), as
-the paper's Hadamard terms are; they start at 0, so an untrained cell starts as the peephole-free one that OpenSTL's
-port implements, and learns them. ``forget_bias`` (default 1) is added to the forget gate's pre-activation, as
-OpenSTL's port and TensorFlow's LSTM cells do: with the zero-initialised bias it starts the cell remembering, and it is
-the paper's b_f shifted by a constant. States and the input are (B, channels, window, H', W'): with ``conv: 2d`` and
-``window: 1`` this is exactly the paper's cell; ``conv: 3d`` convolves a temporal kernel of 2 over the window of the
-last frames, as the E3D-LSTM does (:class:`core.models.stack.CellConv`). The E3D-LSTM's own switches (layer norm,
-memory flow, recall, output gate) mean nothing here: the config refuses them (``core.config.UNUSED_FIELDS``).
+the paper's Hadamard terms are; they start at 0 and are learned. ``forget_bias`` (default 1) is added to the forget
+gate's pre-activation, as TensorFlow's LSTM cells and the PredRNN family's public code do: with the zero-initialised
+bias it starts the cell remembering, and it is the paper's b_f shifted by a constant. OpenSTL's ConvLSTM has neither
+peepholes nor that shift (nor biases): with the peepholes at 0, ``forget_bias=0`` and zero biases this cell computes
+what it does (measured: the same outputs and gradients to 2e-15 in float64, its weights mapped in).
+
+States and the input are (B, channels, window, H', W'): with ``conv: 2d`` and ``window: 1`` this is exactly the
+paper's cell; ``conv: 3d`` convolves a temporal kernel of 2 over the window of the last frames, as the E3D-LSTM
+does (:class:`core.models.stack.CellConv`). The E3D-LSTM's own switches (layer norm, memory flow, recall, output
+gate) mean nothing here: the config refuses them (``core.config.UNUSED_FIELDS``).
 """
 
 from __future__ import annotations
