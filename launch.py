@@ -103,9 +103,9 @@ def _config_from_release(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from ablations.runner import interrupt_on_sigterm
-    from core.tracking import under_wandb_agent
     from core.trainer import train
     from core.variants import load_variant
+    from core.wandb_env import under_wandb_agent
 
     interrupt_on_sigterm()
     variant, overrides = args.variant or args.variant_file, args.overrides

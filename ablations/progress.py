@@ -38,6 +38,7 @@ class Snapshot:
     failed: int
     pruned: int
     waiting: int
+    steps_reused: int = 0  # of steps_done, those of cells copied from another sweep's finished run: no training speed
 
     def counts(self) -> str:
         return (f"{self.running} running, {self.done} done, {self.failed} failed, {self.pruned} pruned, "
@@ -71,6 +72,7 @@ class SweepProgress:
         self.terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every_s = TERMINAL_EVERY_S if self.terminal else log_every_s
         self._steps: dict[str, int] = {}  # cell id -> planned training steps (its config's train.steps)
+        self._copied: dict[str, bool] = {}  # done cell id -> whether its run was reused from another sweep
         self._started = time.monotonic()
         self._start_steps: int | None = None  # steps already done when this display began: not this session's speed
         self._last_poll = -math.inf
@@ -81,17 +83,18 @@ class SweepProgress:
         """Steps and cell counts from a ledger summary and the run folders. A finished cell counts all its planned
         steps; a pruned or failed one the steps it reached, and no more (its rest will never run). A search's trials
         not sampled yet count the steps of the trials known so far."""
-        done = total = 0
+        done = total = reused = 0
         for status in summary.cells:
             planned = self._planned(status.cell)
             reached = planned if status.status == "done" else min(last_step(status.cell.run_dir), planned)
             done += reached
+            reused += reached if status.status == "done" and self._reused(status.cell) else 0
             total += planned if status.status in ("done", "running", "waiting", "interrupted") else reached
         unsampled = max(0, summary.sweep.planned - len(summary.cells))
         if unsampled and self._steps:
             total += unsampled * round(sum(self._steps.values()) / len(self._steps))
         return Snapshot(done, total, summary.done, summary.count("running"), summary.failed, summary.pruned,
-                        summary.count("waiting", "interrupted") + unsampled)  # fmt: skip
+                        summary.count("waiting", "interrupted") + unsampled, reused)  # fmt: skip
 
     def poll(self, force: bool = False) -> Snapshot | None:
         """Read the ledger and the run folders and show where the sweep stands, unless it was shown less than
@@ -105,7 +108,7 @@ class SweepProgress:
         except Exception:  # an unreachable ledger: the workers say so themselves; the display waits
             return None
         if self._start_steps is None:
-            self._start_steps = snap.steps_done
+            self._start_steps = snap.steps_done - snap.steps_reused
         self._show(snap, now - self._started)
         return snap
 
@@ -115,8 +118,9 @@ class SweepProgress:
             self._bar.close()
 
     def rate(self, snap: Snapshot, elapsed_s: float) -> float | None:
-        """Steps a second trained since this display began (all workers together); None before there is one."""
-        gained = snap.steps_done - (self._start_steps or 0)
+        """Steps a second trained since this display began (all workers together), not counting cells reused from
+        another sweep (copied in a moment, they would promise an ETA far too soon); None before there is one."""
+        gained = snap.steps_done - snap.steps_reused - (self._start_steps or 0)
         return gained / elapsed_s if gained > 0 and elapsed_s > 0 else None
 
     def line(self, snap: Snapshot, elapsed_s: float) -> str:
@@ -130,14 +134,17 @@ class SweepProgress:
 
     def _show(self, snap: Snapshot, elapsed_s: float) -> None:
         if self.terminal:
+            # The bar counts the steps there are to train: reused cells' steps, copied at once, would skew its rate.
+            trained, to_train = snap.steps_done - snap.steps_reused, snap.steps_total - snap.steps_reused
             if self._bar is None:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=snap.steps_total, initial=snap.steps_done, desc=f"sweep {self.sweep.name}",
-                                 unit="step", file=self.stream, dynamic_ncols=True)  # fmt: skip
-            self._bar.total = snap.steps_total
-            self._bar.n = snap.steps_done
-            self._bar.set_postfix_str(snap.counts(), refresh=False)
+                self._bar = tqdm(total=to_train, initial=trained, desc=f"sweep {self.sweep.name}", unit="step",
+                                 file=self.stream, dynamic_ncols=True)  # fmt: skip
+            self._bar.total = to_train
+            self._bar.n = trained
+            reused = f"; {snap.steps_reused} steps reused" if snap.steps_reused else ""
+            self._bar.set_postfix_str(snap.counts() + reused, refresh=False)
             self._bar.refresh()
             return
         state = (snap.steps_done, snap.steps_total, snap.done, snap.running, snap.failed, snap.pruned)
@@ -145,9 +152,41 @@ class SweepProgress:
             self._last_line = state
             print(self.line(snap, elapsed_s), file=self.stream, flush=True)
 
+    def _reused(self, cell: Cell) -> bool:
+        """Whether a done cell's run was copied from another sweep's (its summary says ``reused_from``)."""
+        if cell.id not in self._copied:
+            try:
+                record = json.loads((Path(cell.run_dir) / "summary.json").read_text())
+            except (OSError, ValueError):
+                return False  # not readable yet: asked again at the next poll
+            self._copied[cell.id] = bool(record.get("reused_from"))
+        return self._copied[cell.id]
+
     def _planned(self, cell: Cell) -> int:
         self._steps.setdefault(cell.id, cell.config.train.steps)
         return self._steps[cell.id]
+
+
+class LinesOverBar:
+    """A worker's stdout on the terminal where the sweep's parent redraws its progress bar, on the last line, without
+    a newline: each line the worker writes first clears that line, so it never lands inside the bar (which the parent
+    redraws below it within 2 s)."""
+
+    CLEAR = "\r\x1b[2K"
+
+    def __init__(self, stream) -> None:
+        self._stream, self._line_start = stream, True
+
+    def write(self, text: str) -> int:
+        pieces = []
+        for piece in text.splitlines(keepends=True):
+            pieces.append((self.CLEAR if self._line_start else "") + piece)
+            self._line_start = piece.endswith("\n")
+        self._stream.write("".join(pieces))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _duration(seconds: float) -> str:

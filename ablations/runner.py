@@ -40,7 +40,7 @@ from ablations.ledger import (
     prepare,
     summarize,
 )
-from ablations.progress import SweepProgress
+from ablations.progress import LinesOverBar, SweepProgress
 from ablations.summary import Summary, format_start, progress_line
 from ablations.sweep_file import (
     Cell,
@@ -179,6 +179,8 @@ def work(
     threads in this process (unless OMP_NUM_THREADS is set already); ``gpu`` (an index or UUID as CUDA names it) is
     the one GPU this process sees, as ``cuda``."""
     interrupt_on_sigterm()  # recorded as interrupted, resumable
+    if sys.stdout.isatty():  # the sweep's progress bar sits on the terminal's last line
+        sys.stdout = LinesOverBar(sys.stdout)
     if gpu is not None:
         # Before torch initialises CUDA: the process then sees this GPU alone, and every run in it records it.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -17,7 +17,8 @@ from core.config import Config, from_dict, to_dict
 from core.io import DataError
 from core.pictures import BACKGROUND, CONTEXT_GAP, FRAME_GAP, SEQUENCE_GAP, frame_grid, frame_video
 from core.records import read_metrics, read_run
-from core.tracking import Tracker, axes, read_offline_run, wandb_run_id
+from core.tracking import Tracker, axes, wandb_run_id
+from core.wandb_env import read_offline_run
 from core.wandb_log import read_log_records, read_offline_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -418,7 +419,7 @@ def test_offline_wandb_receives_config_history_summary_and_media(tmp_path, monke
 
 
 def test_the_environment_decides_the_wandb_mode_unless_the_config_says(tmp_path, monkeypatch):
-    from core.tracking import wandb_mode_from_env
+    from core.wandb_env import wandb_mode_from_env
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert wandb_mode_from_env() == "offline"  # nothing set: no account needed
@@ -517,7 +518,7 @@ def test_under_a_wandb_agent_the_variant_stays_a_name(tmp_path):
 
 def test_under_a_wandb_agent_a_run_goes_online_unless_wandb_mode_says(monkeypatch):
     """`wandb agent` sets WANDB_SWEEP_ID and WANDB_RUN_ID, not WANDB_MODE: its runs must reach its controller."""
-    from core.tracking import wandb_mode_from_env
+    from core.wandb_env import wandb_mode_from_env
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
