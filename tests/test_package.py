@@ -50,6 +50,9 @@ def test_the_wheel_holds_the_code_and_variants_and_its_command_runs_outside_the_
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "variant: mmnist_predrnn" in shown.stdout and "name: predrnn" in shown.stdout
+    helped = subprocess.run([str(site / "bin" / "mentalsim"), "--help"], cwd=elsewhere, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert helped.returncode == 0 and "train" in helped.stdout and "sweep" in helped.stdout
 
 
 def test_a_python_without_the_requirements_is_told_how_to_get_them(monkeypatch, capsys):

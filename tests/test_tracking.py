@@ -2,12 +2,14 @@
 
 import dataclasses
 import json
+import os
 import shutil
 import struct
 import subprocess
 import sys
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -530,20 +532,58 @@ def test_under_a_wandb_agent_a_run_goes_online_unless_wandb_mode_says(monkeypatc
 
 
 @pytest.mark.slow
-def test_under_a_wandb_agent_the_run_is_the_agents_with_its_console_and_no_bar(tmp_path, mnist_npz):
-    """As `wandb agent` starts a run (its environment; offline here only to stay off the network): W&B's run id
-    is the agent's WANDB_RUN_ID, the output is one line per evaluation (no progress bar's redraws), and W&B has it."""
+def test_a_run_that_wandb_agent_starts_is_the_agents_with_its_console_and_no_bar(tmp_path, mnist_npz, monkeypatch,
+                                                                                   capfd):  # fmt: skip
+    """wandb's own agent code (``Agent._command_run``: the sweep file's command, a cell's parameters as the controller
+    sends them, the environment it builds) starts the run; offline here only to stay off the network. W&B's run id
+    is the agent's, the output is one line per evaluation (no progress bar's redraws), and W&B captured it."""
     from test_trainer import tiny_overrides
 
-    pytest.importorskip("wandb")
-    command = [sys.executable, "launch.py", "train", "ablations/moving_mnist/e3d_baseline.yaml",
-               *tiny_overrides(tmp_path, mnist_npz, "--train.run_name=agent", "--tracking.frames=0",
-                                              "--tracking.wandb=offline")]  # fmt: skip
-    env = _offline_env(tmp_path, OMP_NUM_THREADS="1", WANDB_SWEEP_ID="abc123", WANDB_RUN_ID="agentflat01")
-    done = subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300, capture_output=True, text=True)
-    assert "\r" not in done.stdout + done.stderr and "agent: step 6/6, val MSE " in done.stdout
+    wandb_agent = pytest.importorskip("wandb.wandb_agent")
+    overrides = tiny_overrides(tmp_path, mnist_npz, "--train.run_name=agent", "--tracking.frames=0",
+                               "--tracking.wandb=offline")  # fmt: skip
+    args = {"variant": {"value": "ablations/moving_mnist/e3d_baseline.yaml"}}
+    args |= {key: {"value": value} for key, value in (o.removeprefix("--").split("=", 1) for o in overrides)}
+    env = _offline_env(tmp_path, OMP_NUM_THREADS="1", WANDB_SWEEP_ID="abc123", WANDB_DIR=str(tmp_path / "agent"))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the agent runs `/usr/bin/env python`: this one
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    agent = SimpleNamespace(_sweep_command=["${env}", "python", "${program}", "train", "${args}"], _in_jupyter=False,
+                            _function=None, _forward_signals=False, _run_processes={})  # fmt: skip
+    wandb_agent.Agent._command_run(agent, {"run_id": "agentflat01", "program": "launch.py", "args": args})
+    assert agent._run_processes["agentflat01"].wait(timeout=300) == 0
+    out = capfd.readouterr()
+    assert "\r" not in out.out + out.err and "agent: step 6/6, val MSE " in out.out
     run = read_offline_run(tmp_path / "runs" / "agent")
     assert run["id"] == "agentflat01" and "agent: step 6/6, val MSE " in run["console"]
+
+
+def test_under_wandb_agent_wandb_is_started_online_with_the_agents_run_id(tmp_path, monkeypatch):
+    """What the tracker hands wandb.init under the agent's environment, no WANDB_MODE set: online, the agent's run."""
+    import core.tracking as tracking
+
+    for name in ("WANDB_MODE", "WANDB_CONSOLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentflat01")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def init(**kwargs):
+        seen.update(kwargs, mode=os.environ["WANDB_MODE"])
+        raise Stop
+
+    def wandb_for(mode):  # as core.wandb_env.wandb_for: the mode goes to the environment before init
+        os.environ["WANDB_MODE"] = mode
+        return SimpleNamespace(init=init, Settings=dict)
+
+    monkeypatch.setattr(tracking, "wandb_for", wandb_for)
+    with pytest.raises(Stop):
+        Tracker(tmp_path / "run", _config())
+    assert seen["mode"] == "online" and seen["id"] == "agentflat01"
 
 
 @pytest.mark.slow
