@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train VARIANT.yaml. Any config key can be overridden as --section.key=value (or the release's "
         "flag names, e.g. --num_hidden 64,64,64,64); see `launch.py config VARIANT.yaml --show`. The release's "
         "command line runs as it is: --dataset_name picks the dataset's baseline variant, --is_training False "
-        "evaluates --pretrained_model (README: Coming from the study's or the release's code).",
+        "evaluates --pretrained_model (docs/coming-from-the-release.md).",
     )  # fmt: skip
     # The variant file comes first (taken from the leftover arguments in main, so that the value of an override such
     # as `--data.mnist PATH` is never mistaken for it), or as --variant=FILE, which is how `wandb agent` passes it.

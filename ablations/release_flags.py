@@ -54,7 +54,8 @@ FLAGS = {
     "log_interval": "accepted, does nothing: it spaced TensorBoard's summaries of the training loss; the training loss "
     "is logged every train.log_every steps (--display_interval)",
 }
-"""The release's flags that are not plain aliases of a config key, and what each becomes (the README's table)."""
+"""The release's flags that are not plain aliases of a config key, and what each becomes (the table in
+docs/coming-from-the-release.md)."""
 IGNORED = ("allow_gpu_growth", "model_graph", "log_dir", "log_interval")
 """Flags accepted with a note that they do nothing here."""
 MODELS = {
