@@ -35,10 +35,12 @@ demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 m
 
 PRETRAINED := ablations/moving_mnist/pretrained
 
-# The showcase's stage-1 rows, each trained from scratch at 2 seeds: <variant>-s<seed>, one core each.
-PRETRAIN_RUNS := e3d_baseline-s0 e2d-s0 residual-s0 e3d_baseline-s1 e2d-s1 residual-s1
+# The showcase's stage-1 rows, each trained from scratch at 2 seeds: <variant>-s<seed>, one core each; then the other
+# recurrent families at seed 0 with the same recipe (ConvLSTM ~17 min, PredRNN ~35 min, PredRNN++ ~45 min a run).
+PRETRAIN_RUNS := e3d_baseline-s0 e2d-s0 residual-s0 e3d_baseline-s1 e2d-s1 residual-s1 \
+	convlstm-s0 predrnn-s0 predrnnpp-s0
 
-pretrain: $(STAMP)  ## the showcase's stage 1: E3D-LSTM, E2D-LSTM, E3D-LSTM + residuals from scratch at 2 seeds (~2.2 h a run, 2 at a time) and ship them
+pretrain: $(STAMP)  ## the showcase's stage 1: E3D-LSTM, E2D-LSTM, E3D-LSTM + residuals from scratch at 2 seeds (~2.2 h a run, 2 at a time), ConvLSTM, PredRNN, PredRNN++ at seed 0, and ship them
 	$(MAKE) --no-print-directory -j2 $(addprefix pretrain-,$(PRETRAIN_RUNS))
 	$(PY) launch.py verify $(foreach run,$(PRETRAIN_RUNS),$(PRETRAINED)/mmnist_$(run).json)
 
@@ -55,10 +57,11 @@ pretrain-%: $(STAMP)
 	$(PY) launch.py ship runs/pretrain/mmnist_$* --name mmnist_$* --out $(PRETRAINED) \
 		--command-line "python launch.py train $(PRETRAIN_ARGS)"
 
-SWEEPS ?= runs/baselines runs/finetune runs/search
+SWEEPS ?= runs/baselines runs/family_baselines runs/finetune runs/search
 
-sweep: $(STAMP)  ## the showcase's stage 2: shipped baselines scored, no/fixed/gated skips x l1 finetune grid with seeds, an Optuna search of the l1 weight, the report
+sweep: $(STAMP)  ## the showcase's stage 2: shipped baselines (and the other families') scored, no/fixed/gated skips x l1 finetune grid with seeds, an Optuna search of the l1 weight, the report
 	$(PY) launch.py sweep sweeps/baselines.yaml --workers 2
+	$(PY) launch.py sweep sweeps/family_baselines.yaml --workers 2
 	$(PY) launch.py sweep sweeps/finetune.yaml --workers 2
 	$(PY) launch.py sweep sweeps/search.yaml --workers 2
 	$(PY) launch.py report $(SWEEPS) --out runs/report --wandb offline

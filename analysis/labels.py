@@ -47,6 +47,10 @@ PUBLISHED: tuple[PublishedRow, ...] = (
     PublishedRow(
         "E3D-LSTM (paper)", "moving_mnist", {"mse": 41.3, "ssim": 0.910}, "E3D-LSTM paper (Wang et al., ICLR 2019)"
     ),
+    PublishedRow("ConvLSTM", "moving_mnist", {"mse": 103.3, "ssim": 0.707}, "E3D-LSTM paper, Table 1"),
+    PublishedRow("PredRNN", "moving_mnist", {"mse": 56.8, "ssim": 0.867}, "E3D-LSTM paper, Table 1"),
+    PublishedRow("PredRNN++", "moving_mnist", {"mse": 46.5, "ssim": 0.898}, "E3D-LSTM paper, Table 1"),
 )
 """design.md section 1: KTH PSNR/SSIM from the study's table, Moving MNIST (10 -> 10) MSE per frame and SSIM from the
-E3D-LSTM paper; SSIM under the release convention; measured on their authors' test sets, not ours."""
+E3D-LSTM paper's Table 1 (its own row and three of the recurrent models it compares with); SSIM under the release
+convention; measured on their authors' test sets, not ours."""
