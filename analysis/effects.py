@@ -33,6 +33,7 @@ level (one seed per cell) there is no replication within a level, and the test i
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,7 @@ from analysis.labels import DATASET_LABELS, LOWER_IS_BETTER, METRIC_LABELS, TABL
 from analysis.rows import row_axes, run_name, with_axes
 from analysis.stats import LevelsTest, excludes_zero, levels_differ, mean_interval
 from analysis.table_formats import md_row
-from core.axes import IDENTITY, Axis, canonical, shown
+from core.axes import CELL_AXES, IDENTITY, Axis, at_paper_cell, canonical, shown
 from core.records import read_test_by_sequence
 
 EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "low", "high", "pairs",
@@ -113,18 +114,21 @@ def effects_and_interactions(
         for each in varying:
             values, ordered = _levels(on_dataset, each)
             reference = ordered[0]
-            keys = [name for name in names if name != each.name] + ["seed"]
-            base = cells[cells[each.name] == reference].set_index(keys)
+            # Families are compared as their papers built them: each at its own kernel and window (CELL_AXES).
+            cell_axes = CELL_AXES if each.name == "family" else ()
+            keys = [name for name in names if name != each.name and name not in cell_axes] + ["seed"]
+            pool = cells[_at_paper_cells(cells)] if cell_axes else cells
+            base = pool[pool[each.name] == reference].set_index(keys)
             for value in ordered[1:]:
                 change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
-                changed = cells[cells[each.name] == value].set_index(keys)
+                changed = pool[pool[each.name] == value].set_index(keys)
                 paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
                 common = {"dataset": dataset, "axis": each.name, "value": values[value],
                           "reference": values[reference]}  # fmt: skip
                 split: dict[str, tuple[Axis, list[tuple[str, pd.DataFrame]]]] = {}
                 depends: dict[str, list[str]] = {metric: [] for metric in metrics}
                 for other in varying:
-                    if other is each:
+                    if other is each or other.name in cell_axes:
                         continue
                     other_values, other_ordered = _levels(on_dataset, other)
                     at = paired.index.get_level_values(other.name)
@@ -150,6 +154,18 @@ def effects_and_interactions(
                             record["interaction"] = other.label if other.label in depends[record["metric"]] else ""
                             records.append(record)
     return pd.DataFrame(records, columns=list(EFFECT_COLUMNS)), pd.DataFrame(tests, columns=list(INTERACTION_COLUMNS))
+
+
+def _at_paper_cells(cells: pd.DataFrame) -> pd.Series:
+    """Which cells (axis values as their repr) sit at their family's paper's kernel and window."""
+
+    def value(row: pd.Series, name: str) -> Any:
+        try:
+            return ast.literal_eval(row[name]) if name in row else None
+        except (ValueError, SyntaxError):  # nan: not recorded
+            return None
+
+    return cells.apply(lambda row: at_paper_cell(*(value(row, name) for name in ("family", *CELL_AXES))), axis=1)
 
 
 def _levels(runs: pd.DataFrame, each: Axis) -> tuple[dict[str, Any], list[str]]:

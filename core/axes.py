@@ -147,6 +147,19 @@ def _family_label(value: Any) -> str:
 PAPER_CONV = {"e3d_lstm": "3d", "convlstm": "2d", "predrnn": "2d", "predrnnpp": "2d"}
 """Each family's kernel in its paper: a row names the kernel only where it is off its family's paper's."""
 
+PAPER_WINDOW = {"e3d_lstm": 2, "convlstm": 1, "predrnn": 1, "predrnnpp": 1}
+"""Each family's temporal window in its paper (the frames its cell sees at a step): named only where it is off it."""
+
+CELL_AXES = ("conv", "window")
+"""The axes that, with the family, make a family's cell: families compared as their papers built them differ in them."""
+
+
+def at_paper_cell(family: Any, conv: Any, window: Any) -> bool:
+    """Whether a row's kernel and window are its family's paper's (a value not recorded counts as the paper's)."""
+    family = family if is_present(family) else "e3d_lstm"
+    return (not is_present(conv) or conv == PAPER_CONV.get(family)) and (
+        not is_present(window) or window == PAPER_WINDOW.get(family))  # fmt: skip
+
 
 STUDY_AXES: tuple[Axis, ...] = (
     Axis("family", "model.name", "model", "e3d_lstm", shapes=True, phrase=_family_label, read=_family),
@@ -269,6 +282,8 @@ def variant_name(values: Mapping[str, Any], axes: tuple[Axis, ...] = STUDY_AXES)
         value = values.get(each.name)
         if each.name in ("family", "conv", "residual") or not is_present(value):
             continue
+        if each.key == "model.window" and value == PAPER_WINDOW.get(family if is_present(family) else "e3d_lstm"):
+            continue  # its family's paper's window, as its kernel: part of the family's name
         if each not in STUDY_AXES or not each.is_release(value):  # another key is named whenever it is a row axis
             details.append(each.describe(value))
     return ", ".join([name, *details])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.collect import COLUMNS, collect, find_run_dirs
+from analysis.labels import PUBLISHED
 from analysis.rows import row_axes
 from analysis.tables import IncomparableRunsError, study_table
 from core.axes import axis_values, recorded_axes, variant_name
@@ -285,7 +286,8 @@ def test_latex_is_booktabs_and_well_formed(study):
     assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
     body = latex[latex.index(r"\toprule") : latex.index(r"\bottomrule")]
     rows = [line for line in body.splitlines() if line.endswith(r"\\")]
-    assert len(rows) == 1 + 6 + 1  # header, our 4 variants and 2 baselines, 1 published
+    published = sum(entry.dataset == "moving_mnist" for entry in PUBLISHED)
+    assert published == 4 and len(rows) == 1 + 6 + published  # header, our 4 variants and 2 baselines, published
     for line in rows:  # 6 columns, a \multicolumn{k} counting as k
         spans = sum(int(k) - 1 for k in re.findall(r"\\multicolumn\{(\d+)\}", line))
         assert line.count("&") - line.count(r"\&") + spans == 5, line
@@ -436,3 +438,20 @@ def test_the_caption_names_the_models_the_table_holds(tmp_path):
     runs.loc[runs.index[0], "family"] = "convlstm"  # one row of another family
     assert study_table(runs).caption.startswith("Recurrent model variants.")
     assert study_table(runs, title="Mine").caption.startswith("Mine.")
+
+
+def test_families_are_compared_as_their_papers_built_them(tmp_path):
+    """E3D-LSTM (2x5x5 kernels over 2 frames) against ConvLSTM (5x5 over 1 frame): their kernel and window differ
+    with the family, so pairing on them would find no pair; each family at its paper's cell pairs by seed, and the
+    rows are named by the family alone."""
+    from analysis.effects import axis_effects
+
+    _seeds(tmp_path, "e3d", (), [100.0, 102.0])
+    _seeds(tmp_path, "convlstm", ("--model.name=convlstm", "--model.conv=2d", "--model.window=1"), [90.0, 91.0])
+    _seeds(tmp_path, "convlstm3d", ("--model.name=convlstm", "--model.conv=3d", "--model.window=2"), [95.0, 97.0])
+    runs = collect(tmp_path)
+    effects = axis_effects(runs, metrics=("mse",))
+    family = effects[effects["axis"] == "family"].iloc[0]
+    assert family["value"] == "convlstm" and family["pairs"] == 2 and family["effect"] == pytest.approx(-10.5)
+    names = {row.name for row in study_table(runs).rows if row.kind == "variant"}
+    assert names == {"E3D-LSTM", "ConvLSTM", "ConvLSTM, 3D kernels, window=2"}
