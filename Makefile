@@ -36,7 +36,7 @@ demo: $(STAMP)  ## train the Moving MNIST E3D-LSTM baseline's demo profile (~4 m
 PRETRAINED := ablations/moving_mnist/pretrained
 
 # The showcase's stage-1 rows, each trained from scratch at 2 seeds: <variant>-s<seed>, one core each; then the other
-# recurrent families at seed 0 with the same recipe (ConvLSTM ~17 min, PredRNN ~35 min, PredRNN++ ~45 min a run).
+# recurrent families at seed 0 with the same recipe (ConvLSTM ~20 min, PredRNN ~37 min, PredRNN++ ~55 min a run).
 PRETRAIN_RUNS := e3d_baseline-s0 e2d-s0 residual-s0 e3d_baseline-s1 e2d-s1 residual-s1 \
 	convlstm-s0 predrnn-s0 predrnnpp-s0
 
