@@ -114,15 +114,9 @@ def effects_and_interactions(
         for each in varying:
             values, ordered = _levels(on_dataset, each)
             reference = ordered[0]
-            # Families are compared as their papers built them: each at its own kernel and window (CELL_AXES).
-            cell_axes = CELL_AXES if each.name == "family" else ()
-            keys = [name for name in names if name != each.name and name not in cell_axes] + ["seed"]
-            pool = cells[_at_paper_cells(cells)] if cell_axes else cells
-            base = pool[pool[each.name] == reference].set_index(keys)
             for value in ordered[1:]:
                 change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
-                changed = pool[pool[each.name] == value].set_index(keys)
-                paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
+                paired, cell_axes = _pairs(cells, names, each, reference, value)
                 common = {"dataset": dataset, "axis": each.name, "value": values[value],
                           "reference": values[reference]}  # fmt: skip
                 split: dict[str, tuple[Axis, list[tuple[str, pd.DataFrame]]]] = {}
@@ -154,6 +148,23 @@ def effects_and_interactions(
                             record["interaction"] = other.label if other.label in depends[record["metric"]] else ""
                             records.append(record)
     return pd.DataFrame(records, columns=list(EFFECT_COLUMNS)), pd.DataFrame(tests, columns=list(INTERACTION_COLUMNS))
+
+
+def _pairs(cells: pd.DataFrame, names: list[str], each: Axis, reference: str, value: str
+           ) -> tuple[pd.DataFrame, tuple[str, ...]]:  # fmt: skip
+    """The cells at ``value`` of ``each`` joined with those at ``reference`` that share every other axis and the seed,
+    and the axes left out of that match. Families whose kernel and window differ with the family (each run in its
+    paper's cell: E3D-LSTM 2x5x5 over 2 frames, the others 5x5 over 1) share no such pair; they are then compared as
+    their papers built them, each at its own kernel and window (:data:`core.axes.CELL_AXES`)."""
+    for cell_axes in ((), CELL_AXES) if each.name == "family" else ((),):
+        keys = [name for name in names if name != each.name and name not in cell_axes] + ["seed"]
+        pool = cells[_at_paper_cells(cells)] if cell_axes else cells
+        base = pool[pool[each.name] == reference].set_index(keys)
+        changed = pool[pool[each.name] == value].set_index(keys)
+        paired = pd.merge(changed, base, left_index=True, right_index=True, suffixes=("", "_reference"))
+        if len(paired):
+            break
+    return paired, cell_axes
 
 
 def _at_paper_cells(cells: pd.DataFrame) -> pd.Series:

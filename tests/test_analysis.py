@@ -442,16 +442,19 @@ def test_the_caption_names_the_models_the_table_holds(tmp_path):
 
 def test_families_are_compared_as_their_papers_built_them(tmp_path):
     """E3D-LSTM (2x5x5 kernels over 2 frames) against ConvLSTM (5x5 over 1 frame): their kernel and window differ
-    with the family, so pairing on them would find no pair; each family at its paper's cell pairs by seed, and the
-    rows are named by the family alone."""
+    with the family, so pairing on them finds no pair; each family at its paper's cell pairs by seed instead, and the
+    rows are named by the family alone. Where runs at equal kernels and windows exist, those pairs are the effect."""
     from analysis.effects import axis_effects
+
+    def family_effect() -> pd.Series:
+        effects = axis_effects(collect(tmp_path), metrics=("mse",))
+        return effects[effects["axis"] == "family"].iloc[0]
 
     _seeds(tmp_path, "e3d", (), [100.0, 102.0])
     _seeds(tmp_path, "convlstm", ("--model.name=convlstm", "--model.conv=2d", "--model.window=1"), [90.0, 91.0])
+    effect = family_effect()
+    assert effect["value"] == "convlstm" and effect["pairs"] == 2 and effect["effect"] == pytest.approx(-10.5)
     _seeds(tmp_path, "convlstm3d", ("--model.name=convlstm", "--model.conv=3d", "--model.window=2"), [95.0, 97.0])
-    runs = collect(tmp_path)
-    effects = axis_effects(runs, metrics=("mse",))
-    family = effects[effects["axis"] == "family"].iloc[0]
-    assert family["value"] == "convlstm" and family["pairs"] == 2 and family["effect"] == pytest.approx(-10.5)
-    names = {row.name for row in study_table(runs).rows if row.kind == "variant"}
+    assert family_effect()["effect"] == pytest.approx(-5.0)  # E3D-LSTM's own kernel and window, in ConvLSTM
+    names = {row.name for row in study_table(collect(tmp_path)).rows if row.kind == "variant"}
     assert names == {"E3D-LSTM", "ConvLSTM", "ConvLSTM, 3D kernels, window=2"}
