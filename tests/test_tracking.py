@@ -546,7 +546,9 @@ def test_a_run_that_wandb_agent_starts_is_the_agents_with_its_console_and_no_bar
     args |= {key: {"value": value} for key, value in (o.removeprefix("--").split("=", 1) for o in overrides)}
     env = _offline_env(tmp_path, OMP_NUM_THREADS="1", WANDB_SWEEP_ID="abc123", WANDB_DIR=str(tmp_path / "agent"))
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the agent runs `/usr/bin/env python`: this one
-    for name, value in env.items():
+    # _command_run sets WANDB_RUN_ID and WANDB_SWEEP_PARAM_PATH in this process's environment: set here first, so
+    # they are undone after the test (left behind, W&B would read the sweep's parameters into later tests' runs).
+    for name, value in {**env, "WANDB_RUN_ID": "", "WANDB_SWEEP_PARAM_PATH": ""}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(ROOT)
     agent = SimpleNamespace(_sweep_command=["${env}", "python", "${program}", "train", "${args}"], _in_jupyter=False,
