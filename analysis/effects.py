@@ -46,6 +46,7 @@ from analysis.rows import row_axes, run_name, with_axes
 from analysis.stats import LevelsTest, excludes_zero, levels_differ, mean_interval
 from analysis.table_formats import md_row
 from core.axes import CELL_AXES, IDENTITY, Axis, at_paper_cell, canonical, shown
+from core.config import MODEL_FAMILIES
 from core.records import read_test_by_sequence
 
 EFFECT_COLUMNS = ("dataset", "axis", "value", "reference", "change", "metric", "effect", "std", "low", "high", "pairs",
@@ -115,7 +116,8 @@ def effects_and_interactions(
             values, ordered = _levels(on_dataset, each)
             reference = ordered[0]
             for value in ordered[1:]:
-                change = f"{each.label}: {shown(values[reference])} → {shown(values[value])}"
+                show = (lambda v: MODEL_FAMILIES.get(v, shown(v))) if each.name == "family" else shown
+                change = f"{each.label}: {show(values[reference])} → {show(values[value])}"
                 paired, cell_axes = _pairs(cells, names, each, reference, value)
                 common = {"dataset": dataset, "axis": each.name, "value": values[value],
                           "reference": values[reference]}  # fmt: skip

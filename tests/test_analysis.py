@@ -454,6 +454,7 @@ def test_families_are_compared_as_their_papers_built_them(tmp_path):
     _seeds(tmp_path, "convlstm", ("--model.name=convlstm", "--model.conv=2d", "--model.window=1"), [90.0, 91.0])
     effect = family_effect()
     assert effect["value"] == "convlstm" and effect["pairs"] == 2 and effect["effect"] == pytest.approx(-10.5)
+    assert effect["change"] == "model: E3D-LSTM → ConvLSTM"
     _seeds(tmp_path, "convlstm3d", ("--model.name=convlstm", "--model.conv=3d", "--model.window=2"), [95.0, 97.0])
     assert family_effect()["effect"] == pytest.approx(-5.0)  # E3D-LSTM's own kernel and window, in ConvLSTM
     names = {row.name for row in study_table(collect(tmp_path)).rows if row.kind == "variant"}
