@@ -23,7 +23,7 @@ test: $(STAMP)  ## run the whole test suite
 test-fast: $(STAMP)  ## the test suite without the slow tests
 	$(PY) -m pytest -m "not slow"
 
-bench: $(STAMP)  ## benchmarks (SSIM throughput, generator speed); figures in bench/RESULTS.md
+bench: $(STAMP)  ## benchmarks: SSIM, generator speed, training steps and memory per model, time to quality (~15 min more); bench/RESULTS.md
 	$(PY) -m bench
 
 data: $(STAMP)  ## fetch the MNIST digits and write the generated Moving MNIST test set (data/mmnist-test.npz)
