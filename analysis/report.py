@@ -42,7 +42,7 @@ from analysis.sections import Section
 from analysis.table_formats import StudyTable
 from analysis.tables import study_table
 from core.io import DataError, atomic_write
-from core.wandb_env import log_summary_run
+from core.tracking import log_summary_run
 
 FIGURES = {  # stem: (title, drawer)
     "loss": ("Training loss and validation MSE", figures.loss_figure),

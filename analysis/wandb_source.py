@@ -6,7 +6,7 @@ Two sources feed one mapping (:func:`wandb_row`):
   the W&B group to the sweep's name). Rows: ``run_dir`` = ``wandb:<entity>/<project>/<run id>``, ``url`` the run's
   page.
 - :func:`collect_wandb_offline`: the transaction logs (``<run>/wandb/*/run-*.wandb``) that the tracker leaves in each
-  run folder, read without a server (``core.wandb_env.read_offline_run``). Rows keep the local ``run_dir``, so they
+  run folder, read without a server (``core.tracking.read_offline_run``). Rows keep the local ``run_dir``, so they
   line up with ``collect()``'s rows of the same folders: that is how to check that what W&B holds equals the local
   record.
 
@@ -45,8 +45,8 @@ import pandas as pd
 from analysis.collect import AXES, COLUMNS, find_run_dirs, record_row
 from core.config import Config, ConfigError, config_hash, from_dict, to_yaml
 from core.io import atomic_write
-from core.tracking import scrub_secrets
-from core.wandb_env import import_wandb, read_offline_run
+from core.tracking import import_wandb, read_offline_run
+from core.wandb_env import scrub_secrets
 from core.wandb_log import offline_run_files
 
 CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(Config))

@@ -40,29 +40,18 @@ from core.pictures import as_frames, save_frames
 from core.records import STATUSES, SUMMARY_KEYS, TEST_BY_SEQUENCE, read_metrics, read_summary
 from core.wandb_env import (
     DEFAULT_PROJECT,
+    EXIT_CODES,
     FINISH_TIMEOUT_S,
     WANDB_MODES,
-    import_wandb,
+    job_type,
+    scrub_secrets,
     under_wandb_agent,
-    wait_for_exit_record,
-    wandb_for,
     wandb_mode_from_env,
+    wandb_run_id,
 )
-
-
-def job_type(cfg: Config) -> str:
-    """W&B's job type of a training run: ``train`` from scratch, ``finetune`` from a checkpoint, ``eval`` when a
-    checkpoint is scored as it is (0 steps)."""
-    if not cfg.train.init_from:
-        return "train"
-    return "eval" if cfg.train.steps == 0 else "finetune"
-
-
-EXIT_CODES = {"finished": 0, "pruned": 0, "diverged": 1, "failed": 1, "killed": 130}
-"""W&B exit code per final status: non-zero marks the run failed in the dashboard (130: interrupted, as shells say)."""
+from core.wandb_log import read_log_records, read_run_logs
 
 _RESERVED_METRICS = ("step", "time")
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -73,19 +62,6 @@ def axes(cfg: Config) -> dict[str, Any]:
     """The ablation axes and identifiers of a run, flat (:data:`core.axes.RECORDED`): W&B groups by them, tables
     read them from summary.json."""
     return recorded_axes(to_dict(cfg))
-
-
-def wandb_run_id(run_name: str, cfg: Config) -> str:
-    """A W&B run id that is the same whenever the same run folder holds the same config, so a resume continues it.
-
-    W&B ids allow letters, digits, ``-`` and ``_``: the readable part is the folder name cleaned and cut to 40
-    characters, and a digest of the exact name, the config hash and the W&B group (a sweep's name) keeps ids of
-    different runs apart: two sweeps' folders of the same cell are two runs (one reused from the other).
-    """
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", run_name).strip("-")[:40]
-    group = f"\0{cfg.tracking.group}" if cfg.tracking.group else ""  # no group: the ids runs had before groups counted
-    digest = hashlib.sha256(f"{run_name}\0{config_hash(cfg)}{group}".encode()).hexdigest()[:12]
-    return f"{slug}-{digest}" if slug else digest
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -396,7 +372,7 @@ class Tracker:
                 {"status": status, **({"error": self._extra["error"]} if "error" in self._extra else {})}
             )
             run.finish(exit_code=EXIT_CODES[status])
-            self._wandb_complete = wait_for_exit_record(self._wandb_file, FINISH_TIMEOUT_S)
+            self._wandb_complete = _wait_for_exit_record(self._wandb_file, FINISH_TIMEOUT_S)
             if not self._wandb_complete:
                 warnings.warn(
                     f"W&B's log {self._wandb_file} got no exit record within {FINISH_TIMEOUT_S:.0f} s", stacklevel=2
@@ -446,7 +422,7 @@ class Tracker:
             handle.write("\n")
 
     def _start_wandb(self) -> None:
-        wandb = wandb_for(self.mode)
+        wandb = _wandb_for(self.mode)
         # Under `wandb agent`, the run is the agent's: its WANDB_RUN_ID is the run the sweep's controller waits for.
         agent_run = os.environ.get("WANDB_RUN_ID") if under_wandb_agent() else None
         self.wandb_id = agent_run or wandb_run_id(self.run_dir.name, self.cfg)
@@ -494,6 +470,96 @@ class Tracker:
             self._run.summary.update(texts)
 
 
+def log_summary_run(
+    folder: str | Path,
+    name: str,
+    project: str | None,
+    group: str | None,
+    tables: Mapping[str, tuple[list[str], list[list[Any]]]],
+    images: Mapping[str, str | Path],
+    mode: str = "offline",
+) -> Path | None:
+    """One W&B run (job type ``report``) holding a sweep's tables and figures, in the sweep's group, so the dashboard
+    shows the paper's table beside the runs it came from.
+
+    ``tables``: key -> (columns, rows), logged as ``wandb.Table``; ``images``: key -> PNG path, logged as
+    ``wandb.Image``. W&B's files go to ``folder/wandb``. Returns the run's transaction log (``.wandb``; ``wandb sync``
+    uploads an offline one), or None with mode ``disabled``.
+    """
+    project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT  # the user's setting wins
+    if mode not in WANDB_MODES:
+        raise ValueError(f"W&B mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    if mode == "disabled":
+        return None
+    wandb = _wandb_for(mode)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(f"{project}/{group}/{name}".encode()).hexdigest()[:8]
+    run = wandb.init(project=project, group=group, name=name, id=f"report-{digest}", job_type="report",
+                     dir=str(folder), resume="allow", reinit="create_new")  # fmt: skip
+    try:
+        values: dict[str, Any] = {key: wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+                                  for key, (columns, rows) in tables.items()}  # fmt: skip
+        values |= {key: wandb.Image(str(path)) for key, path in images.items()}
+        run.log(values)
+        log_file = Path(run.settings.sync_file)
+    finally:
+        run.finish()
+    _wait_for_exit_record(log_file, FINISH_TIMEOUT_S)
+    return log_file
+
+
+def read_offline_run(path: str | Path) -> dict[str, Any]:
+    """Config, history and summary of a W&B run from its transaction logs, without a server: see
+    :func:`core.wandb_log.read_run_logs`, which this gives W&B's protobufs."""
+    return read_run_logs(path, _record_proto)
+
+
+def _record_proto() -> Any:
+    """W&B's protobuf module, whose ``Record`` is one entry of a transaction log."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    return pb
+
+
+def _wait_for_exit_record(path: Path | None, timeout_s: float) -> bool:
+    """Poll W&B's transaction log until it holds its exit record (True) or ``timeout_s`` passes (False)."""
+    if path is None:
+        return False
+    pb = _record_proto()
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if path.is_file():
+            for raw in reversed(read_log_records(path)[0]):
+                record = pb.Record()
+                record.ParseFromString(raw)
+                if record.WhichOneof("record_type") == "exit":
+                    return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _wandb_for(mode: str) -> Any:
+    """wandb, imported with the environment a run needs, set before ``wandb.init``.
+
+    Environment, not init arguments: only WANDB_MODE set before init avoids the telemetry lookup that stalls exit
+    without network, and error reporting would be a network call of its own."""
+    os.environ["WANDB_MODE"] = mode
+    os.environ["WANDB_ERROR_REPORTING"] = "false"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return import_wandb()
+
+
+def import_wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as exc:
+        raise RuntimeError("W&B tracking needs the wandb package; install it or set tracking.wandb=disabled") from exc
+    return wandb
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Small helpers
 
@@ -524,14 +590,6 @@ def _json_data(value: Any, key: str) -> Any:
     if isinstance(value, list | tuple):
         return [_json_data(v, f"{key}[{i}]") for i, v in enumerate(value)]
     raise TypeError(f"{key}: cannot record a value of type {type(value).__name__}")
-
-
-def scrub_secrets(text: str) -> str:
-    """``text`` with the values of secret-looking environment variables blanked out."""
-    for name, value in os.environ.items():
-        if _SECRET_NAME.search(name) and len(value) >= 6:
-            text = text.replace(value, "***")
-    return text
 
 
 def _now() -> str:

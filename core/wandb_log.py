@@ -2,7 +2,7 @@
 
 W&B 0.31 keeps an offline run's config, history and summary only inside that file (media beside it under
 ``files/media/``). Its records are protobufs of wandb's own; this module never imports wandb: the caller passes W&B's
-protobuf module in (:func:`core.wandb_env.read_offline_run`, since ``core/wandb_env.py`` is the one module that imports
+protobuf module in (:func:`core.tracking.read_offline_run`, since ``core/tracking.py`` is the one module that imports
 wandb).
 """
 

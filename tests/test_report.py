@@ -37,9 +37,8 @@ from core.axes import axis
 from core.config import load
 from core.io import DataError
 from core.records import read_frames
-from core.tracking import Tracker
+from core.tracking import Tracker, read_offline_run
 from core.trainer import train
-from core.wandb_env import read_offline_run
 from core.wandb_log import read_offline_table
 
 

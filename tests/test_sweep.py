@@ -780,7 +780,7 @@ def test_a_cell_reuses_a_finished_run_of_the_same_config_from_another_sweep(tmp_
     assert summary["reused_from"] == grid.cells[0].run_dir and value == summary["best_val_mse"]
     assert reports == [(2, value)]  # its validation replayed for a search's pruner
     # Its own W&B run (the original's stays the first sweep's), with the whole history and the final metrics.
-    from core.wandb_env import read_offline_run
+    from core.tracking import read_offline_run
 
     copy, original = read_offline_run(other.cells[0].run_dir), read_offline_run(grid.cells[0].run_dir)
     assert copy["id"] != original["id"] and copy["complete"] and summary["wandb"]["id"] == copy["id"]

@@ -19,8 +19,8 @@ from core.config import Config, from_dict, to_dict
 from core.io import DataError
 from core.pictures import BACKGROUND, CONTEXT_GAP, FRAME_GAP, SEQUENCE_GAP, frame_grid, frame_video
 from core.records import read_metrics, read_run
-from core.tracking import Tracker, axes, wandb_run_id
-from core.wandb_env import read_offline_run
+from core.tracking import Tracker, axes, read_offline_run
+from core.wandb_env import wandb_run_id
 from core.wandb_log import read_log_records, read_offline_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -578,11 +578,11 @@ def test_under_wandb_agent_wandb_is_started_online_with_the_agents_run_id(tmp_pa
         seen.update(kwargs, mode=os.environ["WANDB_MODE"])
         raise Stop
 
-    def wandb_for(mode):  # as core.wandb_env.wandb_for: the mode goes to the environment before init
+    def wandb_for(mode):  # as core.tracking._wandb_for: the mode goes to the environment before init
         os.environ["WANDB_MODE"] = mode
         return SimpleNamespace(init=init, Settings=dict)
 
-    monkeypatch.setattr(tracking, "wandb_for", wandb_for)
+    monkeypatch.setattr(tracking, "_wandb_for", wandb_for)
     with pytest.raises(Stop):
         Tracker(tmp_path / "run", _config())
     assert seen["mode"] == "online" and seen["id"] == "agentflat01"

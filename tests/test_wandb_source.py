@@ -14,8 +14,7 @@ import pytest
 from analysis.collect import COLUMNS, collect
 from analysis.wandb_source import collect_wandb, collect_wandb_offline
 from core.config import config_hash, load
-from core.tracking import Tracker
-from core.wandb_env import read_offline_run
+from core.tracking import Tracker, read_offline_run
 
 wandb = pytest.importorskip("wandb")
 
