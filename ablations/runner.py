@@ -132,14 +132,15 @@ def _reuse_finished_run(cell: Cell, reported: str, report: Report | None) -> Non
         copying = run_dir.with_name(f".{run_dir.name}.copying")
         shutil.rmtree(copying, ignore_errors=True)
         shutil.copytree(other, copying, ignore=shutil.ignore_patterns("wandb"))
+        record = {**record, "reused_from": str(other)}
         with atomic_write(copying / "summary.json", "w") as handle:
-            json.dump({**record, "reused_from": str(other)}, handle, indent=2)
+            json.dump(record, handle, indent=2)
         os.replace(copying, run_dir)  # whole or not at all
         from core.tracking import Tracker
 
         # Killed in here, the copy's summary says running: the trainer resumes it at its last step and tests it again.
         with Tracker(run_dir, cell.config, resume=True) as tracker:
-            tracker.adopt({**record, "reused_from": str(other)})
+            tracker.adopt(record)
         print(f"{cell.name}: the same config finished in {other}; reusing it", flush=True)
         if report is not None:
             for line in (run_dir / "metrics.jsonl").read_text().splitlines():
